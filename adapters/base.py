@@ -1,0 +1,192 @@
+"""The adapter protocol: how a backend kind is launched and probed, described as data.
+
+An adapter turns one `backends.<name>` entry into a `LaunchSpec`. It never spawns, sleeps or
+retries: the supervisor does all of that, the same way for every kind.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from launcher.config import BackendConfig, Config
+
+
+class ApiKind(StrEnum):
+    """The HTTP API a backend speaks."""
+
+    OPENAI = "openai"
+    ANTHROPIC = "anthropic"
+
+
+@dataclass(frozen=True)
+class Probe:
+    """One HTTP request whose 2xx answer means "healthy"."""
+
+    url: str
+    method: str = "GET"
+    json: Mapping[str, Any] | None = None
+    headers: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class LaunchSpec:
+    """Everything the supervisor needs to start and watch one backend.
+
+    `argv` is empty for kinds that spawn nothing (a remote server, the Anthropic API): the
+    supervisor then only probes. `secrets` are values that must never appear in a log.
+    """
+
+    name: str
+    kind: str
+    argv: tuple[str, ...]
+    base_url: str
+    api: ApiKind
+    readiness: Probe | None
+    liveness: Probe | None = None
+    env: Mapping[str, str] = field(default_factory=dict)
+    cwd: str | None = None
+    host: str = "127.0.0.1"
+    port: int | None = None
+    secrets: tuple[str, ...] = ()
+
+    @property
+    def spawns(self) -> bool:
+        return bool(self.argv)
+
+    @property
+    def health_url(self) -> str | None:
+        return self.readiness.url if self.readiness else None
+
+
+class CheckStatus(StrEnum):
+    OK = "ok"
+    WARN = "warn"
+    FAIL = "fail"
+
+
+@dataclass(frozen=True)
+class Check:
+    """One doctor finding: a distinct name, what was found, and how to fix it when it is not OK."""
+
+    name: str
+    status: CheckStatus
+    finding: str
+    fix: str | None = None
+
+
+class Adapter(Protocol):
+    """A backend kind. `launch` describes the process; `checks` explains what could stop it."""
+
+    kind: str
+
+    def launch(self, name: str, entry: BackendConfig, config: Config) -> LaunchSpec: ...
+
+    def checks(self, name: str, entry: BackendConfig, config: Config) -> list[Check]: ...
+
+
+class AdapterError(ValueError):
+    """A backend entry that cannot be turned into a launch spec (missing model, port, command)."""
+
+
+# name -> adapter; filled by adapters/__init__.py so this module stays import-light.
+REGISTRY: dict[str, Adapter] = {}
+
+# An entry without `type` is read as earlier anyclaude read it: by its name.
+_KIND_BY_NAME: tuple[tuple[str, str], ...] = (
+    ("mlx-legacy", "script"),
+    ("mlx-textgen", "mlx-textgen"),
+    ("mlx-lm", "mlx-lm"),
+    ("mlx", "mlx-server"),
+    ("mistralrs", "mistralrs"),
+    ("mistral-rs", "mistralrs"),
+    ("llama-cpp", "llama-cpp"),
+    ("llamacpp", "llama-cpp"),
+    ("lmstudio", "remote"),
+    ("openrouter", "remote"),
+    ("remote", "remote"),
+    ("claude", "anthropic"),
+    ("anthropic", "anthropic"),
+)
+
+
+def infer_kind(name: str, entry: BackendConfig) -> str:
+    """The adapter kind of an entry: `type` if given, else `serverScript` (legacy), else the name.
+
+    Raises:
+        AdapterError: nothing says which kind it is.
+    """
+    if entry.type:
+        return entry.type
+    if entry.server_script:
+        return "script"
+    if entry.command:
+        return "command"
+    lowered = name.lower()
+    for prefix, kind in _KIND_BY_NAME:
+        if lowered == prefix or lowered.startswith(prefix + "-") or lowered.startswith(prefix + "_"):
+            return kind
+    if entry.base_url:
+        return "remote"
+    raise AdapterError(f"cannot tell which kind of backend '{name}' is; set \"type\" (one of: {known_kinds()})")
+
+
+def known_kinds() -> str:
+    return ", ".join(sorted(REGISTRY))
+
+
+def adapter_for(name: str, entry: BackendConfig) -> Adapter:
+    kind = infer_kind(name, entry)
+    try:
+        return REGISTRY[kind]
+    except KeyError:
+        raise AdapterError(f"unknown backend type '{kind}' (one of: {known_kinds()})") from None
+
+
+def launch_spec(name: str, config: Config) -> LaunchSpec:
+    """The launch spec of backend `name` in `config`. Raises AdapterError."""
+    entry = config.backends[name]
+    return adapter_for(name, entry).launch(name, entry, config)
+
+
+# ---------------------------------------------------------------------------------------------
+# Helpers shared by the kinds
+
+_PLACEHOLDER = re.compile(r"\{(port|host|model)\}")
+
+
+def fill_placeholders(arg: str, values: Mapping[str, str]) -> str:
+    """Replace `{port}`, `{host}`, `{model}` in one argument; other braces are left alone."""
+    return _PLACEHOLDER.sub(lambda m: values[m.group(1)], arg)
+
+
+def require_port(name: str, entry: BackendConfig) -> int:
+    if entry.port is None:
+        raise AdapterError(f"backends.{name}.port is required for a backend anyclaude starts")
+    return entry.port
+
+
+def local_url(entry: BackendConfig, port: int, path: str = "") -> str:
+    host = "127.0.0.1" if entry.host in ("0.0.0.0", "localhost") else entry.host
+    host = f"[{host}]" if ":" in host else host
+    return f"http://{host}:{port}{path}"
+
+
+def entry_secrets(entry: BackendConfig) -> tuple[str, ...]:
+    """Values of this entry that must never be logged: its key and secret-looking env values."""
+    found = [entry.api_key.get_secret_value()] if entry.api_key else []
+    found += [value for key, value in entry.env.items() if is_secret_name(key) and value]
+    return tuple(s for s in found if s)
+
+
+_SECRET_NAME = re.compile(r"(API_?KEY|TOKEN|SECRET|PASSWORD|AUTHORIZATION)$", re.IGNORECASE)
+
+
+def is_secret_name(name: str) -> bool:
+    """True for names like OPENAI_API_KEY, HF_TOKEN, apiKey, Authorization, x-api-key."""
+    return bool(_SECRET_NAME.search(name.replace("-", "_")))
+

@@ -1,0 +1,70 @@
+"""`script` (legacy mode): run a `serverScript` the way earlier anyclaude did.
+
+A `.py` script runs with the Python of `pythonVenv` (or the one running anyclaude), a `.sh`
+script with bash, anything else directly. Each is given `--model`, `--port` and `--host`, and
+the same as environment variables (`MODEL`, `MODEL_PATH`, `PORT`, `HOST`).
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from adapters.base import AdapterError, ApiKind, Check, LaunchSpec, Probe, entry_secrets, local_url, require_port
+
+if TYPE_CHECKING:
+    from launcher.config import BackendConfig, Config
+
+DEFAULT_HEALTH_PATH = "/health"
+
+
+def venv_python(venv: str | None) -> str:
+    """The interpreter of a virtual environment, or the one running anyclaude."""
+    if not venv:
+        return sys.executable
+    root = Path(venv).expanduser()
+    for candidate in (root / "bin" / "python", root / "bin" / "python3", root / "Scripts" / "python.exe"):
+        if candidate.exists():
+            return str(candidate)
+    return str(root / "bin" / "python")
+
+
+def interpreter_for(script: str, venv: str | None) -> list[str]:
+    suffix = Path(script).suffix.lower()
+    if suffix == ".py":
+        return [venv_python(venv), script]
+    if suffix == ".sh":
+        return ["bash", script]
+    return [script]
+
+
+class ScriptAdapter:
+    kind = "script"
+
+    def launch(self, name: str, entry: BackendConfig, config: Config) -> LaunchSpec:
+        if not entry.server_script:
+            raise AdapterError(f'backends.{name}.serverScript is required for type "script"')
+        port = require_port(name, entry)
+        argv = [*interpreter_for(entry.server_script, entry.python_venv), "--port", str(port), "--host", entry.host]
+        env = {"PORT": str(port), "HOST": entry.host}
+        if entry.model:
+            argv += ["--model", entry.model]
+            env |= {"MODEL": entry.model, "MODEL_PATH": entry.model}
+        probe = Probe(local_url(entry, port, entry.health_path or DEFAULT_HEALTH_PATH))
+        return LaunchSpec(
+            name=name,
+            kind=self.kind,
+            argv=(*argv, *entry.args),
+            base_url=entry.base_url or local_url(entry, port, "/v1"),
+            api=ApiKind.OPENAI,
+            readiness=probe,
+            liveness=probe,
+            env=env | dict(entry.env),
+            host=entry.host,
+            port=port,
+            secrets=entry_secrets(entry),
+        )
+
+    def checks(self, name: str, entry: BackendConfig, config: Config) -> list[Check]:
+        return []

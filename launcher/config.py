@@ -1,0 +1,356 @@
+"""`.anyclauderc.json`: discovery, validation and the frozen `Config` that flows down from here.
+
+The file shape is the one earlier anyclaude versions wrote: camelCase keys (snake_case accepted),
+keys beginning with `//` are comments, `${VAR}` and `${VAR:-default}` are expanded in strings.
+Every error names the file, the JSON path, what was wrong and what to do.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated, Any
+
+from pydantic import (
+    AfterValidator,
+    AliasChoices,
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+)
+from pydantic.alias_generators import to_camel
+from pydantic_core import PydanticCustomError
+
+from launcher.errors import ConfigError
+from launcher.paths import Home
+
+CONFIG_NAME = ".anyclauderc.json"
+# Earlier anyclaude served Claude Code on this port; keeping it lets old shell setups keep working.
+DEFAULT_PROXY_PORT = 49152
+LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
+
+
+def _check_port(value: int) -> int:
+    if not 1 <= value <= 65535:
+        raise PydanticCustomError("port", "{value} is not a valid port (1-65535)", {"value": value})
+    return value
+
+
+def _check_millis(value: int) -> int:
+    if value < 0:
+        raise PydanticCustomError("millis", "{value} is negative; give a duration in milliseconds", {"value": value})
+    return value
+
+
+Port = Annotated[int, AfterValidator(_check_port)]
+Millis = Annotated[int, AfterValidator(_check_millis)]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(
+        alias_generator=to_camel, populate_by_name=True, extra="forbid", frozen=True, hide_input_in_errors=True
+    )
+
+
+class BackendConfig(_Model):
+    """One entry of `backends`: how to start (or reach) one model server."""
+
+    type: str | None = Field(None, description="Adapter kind; inferred from the name or serverScript when absent.")
+    enabled: bool = True
+    description: str | None = None
+    host: str = "127.0.0.1"
+    port: Port | None = None
+    model: str | None = Field(
+        None,
+        validation_alias=AliasChoices("model", "modelPath", "model_path"),
+        serialization_alias="model",
+        description="Model path (local folder or file) or the model name a remote server knows.",
+    )
+    base_url: str | None = None
+    api_key: SecretStr | None = None
+    server_script: str | None = None
+    python_venv: str | None = None
+    command: list[str] | None = Field(None, description="argv for the `command` kind; {port} {host} {model}.")
+    args: list[str] = Field(default_factory=list, description="Extra arguments appended to the command line.")
+    env: dict[str, str] = Field(default_factory=dict)
+    auto_start_server: bool = True
+    # Loading a large model from a cold disk can take minutes; two minutes covers most local models.
+    startup_timeout: Millis = 120_000
+    stop_timeout: Millis = 10_000
+    health_path: str | None = Field(None, description="Path probed for readiness and liveness (kind default).")
+    health_interval: Millis = 5_000
+    health_timeout: Millis = 5_000
+    health_failures: int = Field(3, ge=1, description="Consecutive failed liveness probes before a restart.")
+    # RELIABILITY.md: restarts wait about 1, 2, 4, 8, 16 s, then the supervisor gives up (FATAL).
+    restart_delay: Millis = 1_000
+    restart_delay_max: Millis = 30_000
+    max_restarts: int = Field(5, ge=0, description="Failed starts in a row before FATAL.")
+    stable_after: Millis = Field(30_000, description="Uptime after which the restart backoff resets.")
+
+
+class Config(_Model):
+    """The whole `.anyclauderc.json`."""
+
+    schema_: str | None = Field(None, alias="$schema")
+    backend: str | None = Field(None, description="The active backend (mode) when --mode is not given.")
+    host: str = "127.0.0.1"
+    port: Port = DEFAULT_PROXY_PORT
+    api_key: SecretStr | None = Field(None, description="Key clients must send to the proxy (optional on loopback).")
+    models: dict[str, str] = Field(default_factory=dict, description="Claude model id -> backend model.")
+    backends: dict[str, BackendConfig] = Field(default_factory=dict)
+    log_max_bytes: int = Field(10 * 1024 * 1024, ge=1024)
+    log_backups: int = Field(5, ge=0)
+
+
+@dataclass(frozen=True)
+class Settings:
+    """A loaded config plus what the command line and environment chose, resolved once."""
+
+    config: Config
+    path: Path | None
+    mode: str
+    home: Home
+    port: int
+    parent_death_signal: bool = True
+    warnings: tuple[str, ...] = field(default=())
+
+    @property
+    def entry(self) -> BackendConfig:
+        return self.config.backends[self.mode]
+
+
+# --------------------------------------------------------------------------------------------
+# Loading
+
+
+def find_config(explicit: str | os.PathLike[str] | None, env: Mapping[str, str], cwd: Path) -> Path | None:
+    """The config file to use: `--config`, `$ANYCLAUDE_CONFIG`, `./.anyclauderc.json`, `~/.anyclauderc.json`."""
+    if explicit:
+        return Path(explicit).expanduser()
+    if env.get("ANYCLAUDE_CONFIG"):
+        return Path(env["ANYCLAUDE_CONFIG"]).expanduser()
+    for candidate in (cwd / CONFIG_NAME, Path(env.get("HOME", "~")).expanduser() / CONFIG_NAME):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def load_settings(
+    config_path: str | os.PathLike[str] | None = None,
+    mode: str | None = None,
+    env: Mapping[str, str] | None = None,
+    cwd: Path | None = None,
+) -> Settings:
+    """Find, read and validate the config and resolve the active backend.
+
+    Raises:
+        ConfigError: no file, unreadable file, broken JSON, failed validation, unknown mode.
+    """
+    env = dict(os.environ if env is None else env)
+    path = find_config(config_path, env, cwd or Path.cwd())
+    if path is None:
+        raise ConfigError(
+            f"No {CONFIG_NAME} found (looked in --config, $ANYCLAUDE_CONFIG, ./{CONFIG_NAME}, ~/{CONFIG_NAME}).",
+            hint="Copy .anyclauderc.example.json to .anyclauderc.json, or pass --config FILE.",
+        )
+    config = parse_config_file(path, env)
+    chosen = mode or env.get("ANYCLAUDE_MODE") or config.backend
+    if chosen is None:
+        raise ConfigError(
+            f"{path}: backend: no backend chosen",
+            hint=f'Pass --mode NAME or set "backend" (one of: {", ".join(sorted(config.backends)) or "none"}).',
+        )
+    if chosen not in config.backends:
+        raise ConfigError(
+            f"{path}: backends: there is no backend named '{chosen}'{_did_you_mean(chosen, config.backends)}",
+            hint=f"Known backends: {', '.join(sorted(config.backends)) or 'none'}.",
+        )
+    port = config.port
+    if env.get("ANYCLAUDE_PORT"):
+        try:
+            port = _check_port(int(env["ANYCLAUDE_PORT"]))
+        except (ValueError, PydanticCustomError):
+            raise ConfigError(
+                f"ANYCLAUDE_PORT: {env['ANYCLAUDE_PORT']!r} is not a valid port (1-65535)",
+                hint="Unset it or give a number.",
+            ) from None
+    return Settings(
+        config=config,
+        path=path,
+        mode=chosen,
+        home=Home.from_env(env),
+        port=port,
+        # A test hook: lets tests play a launcher whose death does not take its backend along.
+        parent_death_signal=env.get("ANYCLAUDE_PARENT_DEATH_SIGNAL", "1") != "0",
+    )
+
+
+def parse_config_file(path: Path, env: Mapping[str, str]) -> Config:
+    """Read and validate one config file. Raises ConfigError naming the file and the field."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such file", hint="Check --config or $ANYCLAUDE_CONFIG.") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot be read ({exc})", hint="Check the file's permissions.") from None
+    return parse_config_text(text, path, env)
+
+
+def parse_config_text(text: str, path: Path, env: Mapping[str, str]) -> Config:
+    if not text.strip():
+        raise ConfigError(f"{path}: the file is empty", hint="Write a JSON object (see .anyclauderc.example.json).")
+    try:
+        raw = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ConfigError(
+            f"{path}: line {exc.lineno} column {exc.colno}: invalid JSON ({exc.msg})",
+            hint="Fix the JSON (a trailing comma or a missing quote is the usual cause).",
+        ) from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: the top level must be a JSON object", hint="Wrap the settings in { }.")
+    cleaned = _expand(_drop_comments(raw), env)
+    try:
+        config = Config.model_validate(cleaned)
+    except ValidationError as exc:
+        raise _config_error(path, exc) from None
+    _cross_check(config, path)
+    return _resolve_paths(config, path.parent.absolute())
+
+
+def _resolve_paths(config: Config, base: Path) -> Config:
+    """Make relative script, venv and model paths relative to the config file, not to the shell's cwd."""
+
+    def resolve(value: str | None, always: bool) -> str | None:
+        if not value:
+            return value
+        if value.startswith("~"):
+            return str(Path(value).expanduser())
+        if always or value.startswith(("./", "../")):
+            return str((base / value).resolve()) if not Path(value).is_absolute() else value
+        return value
+
+    backends = {
+        name: entry.model_copy(
+            update={
+                "server_script": resolve(entry.server_script, always=True),
+                "python_venv": resolve(entry.python_venv, always=True),
+                "model": resolve(entry.model, always=False),
+            }
+        )
+        for name, entry in config.backends.items()
+    }
+    return config.model_copy(update={"backends": backends})
+
+
+def _cross_check(config: Config, path: Path) -> None:
+    """Checks that span fields; done after validation so the error can still name the field."""
+    if config.backend is not None and config.backend not in config.backends:
+        raise ConfigError(
+            f"{path}: backend: '{config.backend}' is not one of the backends"
+            f"{_did_you_mean(config.backend, config.backends)}",
+            hint=f"Known backends: {', '.join(sorted(config.backends)) or 'none defined'}.",
+        )
+    # RELIABILITY.md 19: a proxy reachable from the network must ask for a key.
+    if config.host not in LOOPBACK_HOSTS and config.api_key is None:
+        raise ConfigError(
+            f"{path}: host: binding the proxy to {config.host} exposes it to the network without a key",
+            hint="Set apiKey (clients then send it as x-api-key), or bind 127.0.0.1.",
+        )
+
+
+def _drop_comments(value: Any) -> Any:
+    """Remove keys beginning with `//` at every level: the file's way of writing comments."""
+    if isinstance(value, dict):
+        return {k: _drop_comments(v) for k, v in value.items() if not (isinstance(k, str) and k.startswith("//"))}
+    if isinstance(value, list):
+        return [_drop_comments(v) for v in value]
+    return value
+
+
+_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+def _expand(value: Any, env: Mapping[str, str]) -> Any:
+    """Expand `${VAR}` and `${VAR:-default}` in every string (an unset VAR without default is empty)."""
+    if isinstance(value, str):
+        return _VAR.sub(lambda m: env.get(m.group(1)) or (m.group(2) or ""), value)
+    if isinstance(value, dict):
+        return {k: _expand(v, env) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_expand(v, env) for v in value]
+    return value
+
+
+# --------------------------------------------------------------------------------------------
+# Errors a person can act on
+
+
+def _known_keys(model: type[BaseModel]) -> list[str]:
+    keys: list[str] = []
+    for name, info in model.model_fields.items():
+        if isinstance(info.validation_alias, AliasChoices):
+            keys.extend(str(choice) for choice in info.validation_alias.choices)
+        elif info.alias:
+            keys.append(info.alias)
+        else:
+            keys.append(name)
+    return keys
+
+
+def _did_you_mean(word: str, candidates: Any) -> str:
+    match = difflib.get_close_matches(word, list(candidates), n=1, cutoff=0.6)
+    return f" (did you mean '{match[0]}'?)" if match else ""
+
+
+def _json_path(loc: tuple[int | str, ...]) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out or "(top level)"
+
+
+def _config_error(path: Path, exc: ValidationError) -> ConfigError:
+    lines = []
+    for err in exc.errors(include_url=False):
+        loc = tuple(err["loc"])
+        where = _json_path(loc)
+        if err["type"] == "extra_forbidden":
+            model: type[BaseModel] = BackendConfig if len(loc) == 3 and loc[0] == "backends" else Config
+            msg = f"unknown key{_did_you_mean(str(loc[-1]), _known_keys(model))}"
+        else:
+            msg = err["msg"].removeprefix("Value error, ")
+            if err["type"] not in {"port", "millis"} and "input" in err:
+                shown = err["input"]
+                if not isinstance(shown, dict | list) and "api_key" not in where and "apiKey" not in where:
+                    msg = f"{shown!r}: {msg}"
+        lines.append(f"{path}: {where}: {msg}")
+    first, *rest = lines
+    message = first if not rest else first + "".join(f"\n  {line}" for line in rest)
+    return ConfigError(message, hint="Fix the field named above; `anyclaude config schema` lists every key.")
+
+
+def config_json_schema() -> dict[str, Any]:
+    """JSON Schema of the file, for editors. `//` comment keys are allowed at every level."""
+    schema = Config.model_json_schema(by_alias=True)
+
+    def allow_comments(node: Any) -> None:
+        if isinstance(node, dict):
+            if node.get("type") == "object" and node.get("additionalProperties") is False:
+                node["patternProperties"] = {"^//": {}}
+            for child in node.values():
+                allow_comments(child)
+        elif isinstance(node, list):
+            for child in node:
+                allow_comments(child)
+
+    allow_comments(schema)
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["title"] = "anyclaude config (.anyclauderc.json)"
+    return schema
