@@ -93,6 +93,11 @@ class BackendConfig(_Model):
     restart_delay_max: Millis = 30_000
     max_restarts: int = Field(5, ge=0, description="Failed starts in a row before FATAL.")
     stable_after: Millis = Field(30_000, description="Uptime after which the restart backoff resets.")
+    context_length: int | None = Field(None, ge=1, description="The model's context window in tokens, if known.")
+
+    # --- keys of the backend kinds (adapters/*.py) ---
+
+    # --- keys of our MLX server (adapters/mlx_server) ---
 
 
 class Config(_Model):
