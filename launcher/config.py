@@ -96,8 +96,35 @@ class BackendConfig(_Model):
     context_length: int | None = Field(None, ge=1, description="The model's context window in tokens, if known.")
 
     # --- keys of the backend kinds (adapters/*.py) ---
+    binary: str | None = Field(None, description="Server executable, a name on PATH or a path (mistralrs, llama-cpp).")
+    threads: int | None = Field(None, ge=1, description="llama-cpp: CPU threads (-t); 1 is steadiest on a busy box.")
+    chat_template_args: dict[str, Any] | None = Field(
+        None, description='mlx-lm: arguments for the chat template, e.g. {"enable_thinking": false}.'
+    )
+    prompt_cache_size: int | None = Field(None, ge=1, description="mlx-lm: KV caches its prompt cache keeps (10).")
+    log_level: str | None = Field(
+        None, pattern="(?i)^(debug|info|warning|error|critical)$", description="mlx-lm: its log level (INFO)."
+    )
+    distributed: dict[str, str | bool | list[str]] | None = Field(
+        None,
+        description='mlx-lm over several machines through mlx.launch: {"hosts": [IPs], "backend": "ring", '
+        '"hostfile": FILE, "pipeline": true}; the first host serves HTTP.',
+    )
 
     # --- keys of our MLX server (adapters/mlx_server) ---
+    embedded: bool = Field(False, description="mlx-server: serve inside the proxy's process, not as a child process.")
+    models: dict[str, str] = Field(
+        default_factory=dict, description="mlx-server: more models, alias -> path, each loaded on first use."
+    )
+    model_alias: str | None = Field(None, description="mlx-server: the name clients use for `model` (its folder name).")
+    max_queue: int = Field(8, ge=0, description="mlx-server: requests waiting behind the running one; more get 503.")
+    memory_limit: float | None = Field(
+        None, gt=0, description="mlx-server: GB of model weights kept loaded; least recently used models go first."
+    )
+    tool_parser: str | None = Field(
+        None, description="mlx-server: force a tool-call format (hermes, qwen3_coder, harmony, llama3_json, mistral)."
+    )
+    cpu_only: bool = Field(False, description="mlx-server: run on the CPU even where a GPU is available.")
 
 
 class Config(_Model):

@@ -1,0 +1,43 @@
+"""The launcher's own log: `$ANYCLAUDE_HOME/logs/anyclaude.log`, rotating, 0600, secrets masked."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+
+from launcher.childlog import PrivateRotatingFileHandler
+from launcher.config import Config
+from launcher.paths import Home
+from launcher.redact import redact_text
+
+
+class RedactingFilter(logging.Filter):
+    """Masks known secret values and bearer tokens in every record, at every level."""
+
+    def __init__(self, secrets: Iterable[str]) -> None:
+        super().__init__()
+        self.secrets = tuple(secrets)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        record.msg = redact_text(message, self.secrets)
+        record.args = None
+        return True
+
+
+def config_secrets(config: Config) -> list[str]:
+    """Every secret value a config holds (the proxy key and each backend's key)."""
+    keys = [config.api_key] + [entry.api_key for entry in config.backends.values()]
+    return [key.get_secret_value() for key in keys if key is not None]
+
+
+def setup_logging(home: Home, config: Config, level: int = logging.INFO) -> logging.Handler:
+    handler = PrivateRotatingFileHandler(
+        home.logs / "anyclaude.log", maxBytes=config.log_max_bytes, backupCount=config.log_backups, encoding="utf-8"
+    )
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.addFilter(RedactingFilter(config_secrets(config)))
+    root = logging.getLogger("anyclaude")
+    root.setLevel(level)
+    root.addHandler(handler)
+    return handler

@@ -1,0 +1,121 @@
+"""Backend output → a rotating log file, pumped by a thread so the backend never waits on us.
+
+The pump reads the child's stdout+stderr pipe in large chunks and hands them to a
+`RotatingFileHandler`; invalid UTF-8 becomes U+FFFD instead of an exception; known secrets are
+masked. It also keeps the last lines in memory for progress displays and start-failure reports.
+"""
+
+from __future__ import annotations
+
+import codecs
+import io
+import logging
+import logging.handlers
+import os
+import select
+import threading
+import time
+from collections import deque
+from pathlib import Path
+
+from launcher.paths import FILE_MODE
+from launcher.redact import redact_argv, redact_text
+
+CHUNK = 65536
+
+
+class PrivateRotatingFileHandler(logging.handlers.RotatingFileHandler):
+    """A RotatingFileHandler whose files are created 0600 (logs may quote prompts)."""
+
+    def _open(self) -> io.TextIOWrapper:
+        fd = os.open(self.baseFilename, os.O_WRONLY | os.O_APPEND | os.O_CREAT, FILE_MODE)
+        return open(fd, "a", encoding=self.encoding, errors=self.errors)
+
+
+class BackendLog:
+    """The log of one backend: `logs/<name>.log` plus rotated copies `.1` … `.N`."""
+
+    def __init__(self, path: Path, max_bytes: int, backups: int, secrets: tuple[str, ...] = ()) -> None:
+        self.path = path
+        self.secrets = secrets
+        # A record never spans files; keeping pieces well under max_bytes keeps each file near its size.
+        self.piece = max(256, max_bytes // 8)
+        self.handler = PrivateRotatingFileHandler(path, maxBytes=max_bytes, backupCount=backups, encoding="utf-8")
+        self.handler.terminator = ""
+        self.handler.setFormatter(logging.Formatter("%(message)s"))
+        self.tail: deque[str] = deque(maxlen=200)
+        self._partial = ""
+
+    def banner(self, pid: int, argv: tuple[str, ...]) -> None:
+        when = time.strftime("%Y-%m-%d %H:%M:%S")
+        command = " ".join(redact_argv(argv, self.secrets))
+        self.write_text(f"\n===== {when} started pid {pid}: {command}\n")
+
+    def note(self, text: str) -> None:
+        """A line from the launcher itself (exit codes, signals), marked so it stands out."""
+        self.write_text(f"===== {time.strftime('%H:%M:%S')} {text}\n")
+
+    def write_text(self, text: str) -> None:
+        text = redact_text(text, self.secrets)
+        for start in range(0, len(text), self.piece):
+            piece = text[start : start + self.piece]
+            self.handler.emit(logging.LogRecord("backend", logging.INFO, "", 0, piece, None, None))
+        self._remember(text)
+
+    def last_lines(self, n: int = 20) -> list[str]:
+        lines = list(self.tail)
+        if self._partial.strip():
+            lines.append(self._partial)
+        return lines[-n:]
+
+    def last_line(self) -> str:
+        lines = self.last_lines(1)
+        return lines[0] if lines else ""
+
+    def close(self) -> None:
+        self.handler.close()
+
+    def _remember(self, text: str) -> None:
+        parts = (self._partial + text).split("\n")
+        self._partial = parts.pop()[-2000:]
+        self.tail.extend(p.rstrip("\r")[-500:] for p in parts if p.strip() and not p.startswith("====="))
+
+
+class Pump(threading.Thread):
+    """Copies a pipe into a BackendLog until EOF or until stopped.
+
+    It polls with a timeout instead of blocking in read(): a grandchild that inherited the pipe
+    and outlives the backend would otherwise keep the thread (and `stop`) waiting forever.
+    """
+
+    def __init__(self, fd: int, log: BackendLog) -> None:
+        super().__init__(name=f"pump-{log.path.stem}", daemon=True)
+        self.fd = fd
+        self.log = log
+        self._stop_flag = threading.Event()
+        self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+
+    def run(self) -> None:
+        try:
+            while True:
+                ready, _, _ = select.select([self.fd], [], [], 0.2)
+                if not ready:
+                    if self._stop_flag.is_set():
+                        return
+                    continue
+                chunk = os.read(self.fd, CHUNK)
+                if not chunk:
+                    return
+                self.log.write_text(self._decoder.decode(chunk))
+        except (OSError, ValueError):
+            return
+        finally:
+            tail = self._decoder.decode(b"", final=True)
+            if tail:
+                self.log.write_text(tail)
+            os.close(self.fd)
+
+    def stop(self, timeout: float = 1.0) -> None:
+        """Drain what is readable, then return within about `timeout` even if the pipe stays open."""
+        self._stop_flag.set()
+        self.join(timeout)

@@ -1,0 +1,265 @@
+"""The `anyclaude` command. The only place that turns AnyclaudeError into an exit code.
+
+Heavy modules (uvicorn, fastapi, mlx) are imported inside the commands that need them, so
+`anyclaude --help` and `anyclaude status` stay fast.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from launcher import __version__
+from launcher.errors import EXIT_RUNTIME, AnyclaudeError
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def config_options(func: F) -> F:
+    func = click.option(
+        "--mode", "-m", metavar="NAME", help="Backend to use (default: $ANYCLAUDE_MODE, then `backend`)."
+    )(func)
+    return click.option(
+        "--config",
+        "config_path",
+        "-c",
+        metavar="PATH",
+        type=click.Path(dir_okay=False),
+        help="Config file (default: $ANYCLAUDE_CONFIG, ./.anyclauderc.json, ~/.anyclauderc.json).",
+    )(func)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, "--version", "-V", prog_name="anyclaude")
+def cli() -> None:
+    """Run Claude Code on a model on your own machine.
+
+    anyclaude starts a model server from .anyclauderc.json, keeps it healthy, and serves it
+    on a stable local endpoint.
+    """
+
+
+# ------------------------------------------------------------------------------------ serve
+
+
+@cli.command()
+@config_options
+@click.option("--dry-run", is_flag=True, help="Print the command line, health URL and API kind; start nothing.")
+def serve(config_path: str | None, mode: str | None, dry_run: bool) -> None:
+    """Start the backend and keep it running until Ctrl-C."""
+    import asyncio
+
+    from launcher.config import load_settings
+    from launcher.progress import Progress
+    from launcher.runtime import serve as run_serve
+
+    settings = load_settings(config_path, mode)
+    if dry_run:
+        _print_dry_run(settings)
+        return
+    code = asyncio.run(run_serve(settings, Progress()))
+    sys.exit(code)
+
+
+def _print_dry_run(settings: Any) -> None:
+    from launcher.redact import MASK, redact_argv, redact_text
+    from launcher.runtime import resolve_spec
+
+    spec = resolve_spec(settings)
+    secrets = spec.secrets
+    click.echo(f"backend:  {spec.name} ({spec.kind})")
+    if spec.argv:
+        click.echo(f"command:  {' '.join(redact_argv(spec.argv, secrets))}")
+    else:
+        click.echo("command:  (nothing is started for this kind)")
+    for key, value in sorted(spec.env.items()):
+        from adapters.base import is_secret_name
+
+        shown = MASK if is_secret_name(key) else redact_text(value, secrets)
+        click.echo(f"env:      {key}={shown}")
+    click.echo(f"health:   {spec.health_url or '(none)'}")
+    click.echo(f"base url: {spec.base_url}")
+    click.echo(f"api:      {spec.api}")
+
+
+# ------------------------------------------------------------------------------------ status / stop / restart
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def status(as_json: bool) -> None:
+    """Show the backends anyclaude runs, their state and circuit breaker."""
+    from launcher.control import survey
+    from launcher.paths import Home
+
+    entries = survey(Home.from_env())
+    if as_json:
+        rows = [
+            {
+                "name": e.record.name,
+                "kind": e.record.kind,
+                "state": e.state,
+                "reason": e.record.reason,
+                "pid": e.record.pid if e.backend else None,
+                "port": e.record.port,
+                "launcher_pid": e.record.launcher_pid if e.launcher else None,
+                "restarts": e.record.restarts,
+                "breaker": e.record.breaker,
+                "base_url": e.record.base_url,
+                "log": e.record.log_path,
+            }
+            for e in entries
+        ]
+        click.echo(json.dumps({"backends": rows}, indent=2))
+        return
+    if not entries:
+        click.echo("Nothing is running. Start a backend with: anyclaude serve --mode NAME")
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table("backend", "kind", "state", "pid", "port", "restarts", "breaker", "reason")
+    for e in entries:
+        colour = {"READY": "green", "DEGRADED": "yellow", "BACKOFF": "yellow", "FATAL": "red"}.get(e.state, "")
+        table.add_row(
+            e.record.name,
+            e.record.kind,
+            f"[{colour}]{e.state}[/{colour}]" if colour else e.state,
+            str(e.record.pid or "-") if e.backend else "-",
+            str(e.record.port or "-"),
+            str(e.record.restarts),
+            str(e.record.breaker.get("state", "-")),
+            e.record.reason,
+        )
+    Console().print(table)
+
+
+@cli.command()
+@click.argument("name", required=False)
+def stop(name: str | None) -> None:
+    """Stop a running backend (all of them without NAME), including one orphaned by a killed anyclaude."""
+    from launcher.control import stop as do_stop
+    from launcher.paths import Home
+
+    done = do_stop(Home.from_env(), name)
+    click.echo("\n".join(done) if done else "Nothing is running.")
+
+
+@cli.command()
+@click.argument("name", required=False)
+def restart(name: str | None) -> None:
+    """Restart a running backend now (also clears FATAL)."""
+    from launcher.control import restart as do_restart
+    from launcher.paths import Home
+
+    done = do_restart(Home.from_env(), name)
+    click.echo("\n".join(done) if done else "Nothing is running.")
+
+
+# ------------------------------------------------------------------------------------ logs
+
+
+@cli.command()
+@click.argument("name", required=False)
+@click.option("-f", "--follow", is_flag=True, help="Keep printing new lines.")
+@click.option("-n", "--lines", default=50, show_default=True, help="How many lines to show first.")
+def logs(name: str | None, follow: bool, lines: int) -> None:
+    """Show a backend's log (`anyclaude` for the launcher's own)."""
+    from launcher.logview import pick_log, show_log
+    from launcher.paths import Home
+
+    show_log(pick_log(Home.from_env(), name), lines, follow)
+
+
+# ------------------------------------------------------------------------------------ config
+
+
+@cli.group()
+def config() -> None:
+    """Inspect and check the config file."""
+
+
+@config.command("path")
+@config_options
+def config_path_cmd(config_path: str | None, mode: str | None) -> None:
+    """Print which config file is used."""
+    import os
+
+    from launcher.config import find_config
+
+    found = find_config(config_path, os.environ, Path.cwd())
+    if found is None:
+        raise AnyclaudeError("No config file found.", hint="Copy .anyclauderc.example.json to .anyclauderc.json.")
+    click.echo(str(found.absolute()))
+
+
+@config.command("validate")
+@config_options
+def config_validate(config_path: str | None, mode: str | None) -> None:
+    """Check the config file; print what would run."""
+    import adapters  # noqa: F401
+    from adapters.base import AdapterError, launch_spec
+    from launcher.config import load_settings
+    from launcher.errors import ConfigError
+
+    settings = load_settings(config_path, mode)
+    for name, entry in settings.config.backends.items():
+        if not entry.enabled and name != settings.mode:
+            continue
+        try:
+            launch_spec(name, settings.config)
+        except AdapterError as exc:
+            raise ConfigError(f"{settings.path}: {exc}", hint="Fix that backend entry.") from None
+    enabled = sum(1 for e in settings.config.backends.values() if e.enabled)
+    click.echo(
+        f"{settings.path}: valid ({len(settings.config.backends)} backends, {enabled} enabled; mode {settings.mode})"
+    )
+
+
+@config.command("show")
+@config_options
+def config_show(config_path: str | None, mode: str | None) -> None:
+    """Print the config as anyclaude reads it (defaults filled in, secrets masked)."""
+    from launcher.config import load_settings
+
+    settings = load_settings(config_path, mode)
+    data = settings.config.model_dump(mode="json", by_alias=True, exclude_none=True)
+    click.echo(json.dumps({"file": str(settings.path), "mode": settings.mode, "config": data}, indent=2))
+
+
+@config.command("schema")
+def config_schema() -> None:
+    """Print the JSON Schema of .anyclauderc.json (for editors)."""
+    from launcher.config import config_json_schema
+
+    click.echo(json.dumps(config_json_schema(), indent=2))
+
+
+# ------------------------------------------------------------------------------------ entry point
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console-script entry: run the CLI, print AnyclaudeError as one line plus a hint, exit with its code."""
+    try:
+        cli.main(args=argv, prog_name="anyclaude", standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("Aborted.", err=True)
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except AnyclaudeError as exc:
+        click.secho(f"Error: {exc.message}", fg="red", err=True)
+        if exc.hint:
+            click.echo(f"Hint: {exc.hint}", err=True)
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        sys.exit(130)
+    except OSError as exc:
+        click.secho(f"Error: {exc}", fg="red", err=True)
+        sys.exit(EXIT_RUNTIME)

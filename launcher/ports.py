@@ -1,0 +1,68 @@
+"""Who holds a port. Used before spawning a backend and before binding the proxy."""
+
+from __future__ import annotations
+
+import errno
+import socket
+from dataclasses import dataclass
+
+import psutil
+
+
+@dataclass(frozen=True)
+class PortHolder:
+    pid: int | None
+    command: str
+
+    def describe(self) -> str:
+        if self.pid is None:
+            return "another process (its pid cannot be read)"
+        return f"pid {self.pid} ({self.command})"
+
+
+def port_holder(host: str, port: int) -> PortHolder | None:
+    """The process listening on `port`, or None when the port can be bound.
+
+    The bind test is the truth (a listener on another address may not clash); psutil then names
+    the holder when the operating system lets us see it.
+    """
+    if _can_bind(host, port):
+        return None
+    try:
+        connections = psutil.net_connections(kind="inet")
+    except (psutil.AccessDenied, OSError):
+        connections = []
+    for conn in connections:
+        if conn.status == psutil.CONN_LISTEN and conn.laddr and conn.laddr.port == port and conn.pid:
+            return PortHolder(conn.pid, _command_of(conn.pid))
+    return PortHolder(None, "")
+
+
+def _can_bind(host: str, port: int) -> bool:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        # Without SO_REUSEADDR a port in TIME_WAIT after our own backend exited would look taken.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError as exc:
+            if exc.errno in (errno.EADDRINUSE, errno.EACCES):
+                return False
+            raise
+    return True
+
+
+def _command_of(pid: int) -> str:
+    try:
+        proc = psutil.Process(pid)
+        cmdline = proc.cmdline()
+        return " ".join(cmdline)[:120] if cmdline else proc.name()
+    except (psutil.NoSuchProcess, psutil.AccessDenied):
+        return "unknown"
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A port that is free right now (the OS picks it)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
