@@ -25,11 +25,34 @@ CHUNK = 65536
 
 
 class PrivateRotatingFileHandler(logging.handlers.RotatingFileHandler):
-    """A RotatingFileHandler whose files are created 0600 (logs may quote prompts)."""
+    """A RotatingFileHandler whose files are 0600 (logs may quote prompts) and whose size limit holds.
+
+    The standard handler measures records in characters, so multibyte output (U+FFFD from invalid
+    UTF-8 is 3 bytes) overshoots the limit, and with no backups it never rotates at all.
+    """
 
     def _open(self) -> io.TextIOWrapper:
         fd = os.open(self.baseFilename, os.O_WRONLY | os.O_APPEND | os.O_CREAT, FILE_MODE)
+        os.fchmod(fd, FILE_MODE)  # a file from an older, laxer version is tightened too
         return open(fd, "a", encoding=self.encoding, errors=self.errors)
+
+    def shouldRollover(self, record: logging.LogRecord) -> bool:
+        if self.maxBytes <= 0:
+            return False
+        if self.stream is None:
+            self.stream = self._open()
+        size = len((self.format(record) + self.terminator).encode("utf-8", "replace"))
+        return self.stream.tell() > 0 and self.stream.tell() + size > self.maxBytes
+
+    def doRollover(self) -> None:
+        if self.backupCount > 0:
+            super().doRollover()
+            return
+        # No backups wanted: start the one file afresh instead of letting it grow forever.
+        if self.stream:
+            self.stream.close()
+        os.truncate(self.baseFilename, 0)
+        self.stream = self._open()
 
 
 class BackendLog:
@@ -45,18 +68,37 @@ class BackendLog:
         self.handler.setFormatter(logging.Formatter("%(message)s"))
         self.tail: deque[str] = deque(maxlen=200)
         self._partial = ""
+        self._held = ""
+        self._hold = max((len(s) for s in secrets), default=1) - 1
 
     def banner(self, pid: int, argv: tuple[str, ...]) -> None:
+        self.flush_held()
         when = time.strftime("%Y-%m-%d %H:%M:%S")
         command = " ".join(redact_argv(argv, self.secrets))
         self.write_text(f"\n===== {when} started pid {pid}: {command}\n")
 
     def note(self, text: str) -> None:
         """A line from the launcher itself (exit codes, signals), marked so it stands out."""
+        self.flush_held()
         self.write_text(f"===== {time.strftime('%H:%M:%S')} {text}\n")
 
-    def write_text(self, text: str) -> None:
-        text = redact_text(text, self.secrets)
+    def write_text(self, text: str, final: bool = True) -> None:
+        """Append `text` with secrets masked. With `final=False` (a pipe chunk), the tail that could be
+        the start of a secret split across two reads is held back until the next chunk."""
+        text = redact_text(self._held + text, self.secrets)
+        self._held = ""
+        if not final and self._hold > 0:
+            text, self._held = text[: -self._hold], text[-self._hold :]
+        self._emit(text)
+
+    def flush_held(self) -> None:
+        if self._held:
+            held, self._held = self._held, ""
+            self._emit(held)
+
+    def _emit(self, text: str) -> None:
+        if not text:
+            return
         for start in range(0, len(text), self.piece):
             piece = text[start : start + self.piece]
             self.handler.emit(logging.LogRecord("backend", logging.INFO, "", 0, piece, None, None))
@@ -73,6 +115,7 @@ class BackendLog:
         return lines[0] if lines else ""
 
     def close(self) -> None:
+        self.flush_held()
         self.handler.close()
 
     def _remember(self, text: str) -> None:
@@ -106,13 +149,11 @@ class Pump(threading.Thread):
                 chunk = os.read(self.fd, CHUNK)
                 if not chunk:
                     return
-                self.log.write_text(self._decoder.decode(chunk))
+                self.log.write_text(self._decoder.decode(chunk), final=False)
         except (OSError, ValueError):
             return
         finally:
-            tail = self._decoder.decode(b"", final=True)
-            if tail:
-                self.log.write_text(tail)
+            self.log.write_text(self._decoder.decode(b"", final=True))
             os.close(self.fd)
 
     def stop(self, timeout: float = 1.0) -> None:

@@ -28,6 +28,7 @@ from pydantic import (
 from pydantic.alias_generators import to_camel
 from pydantic_core import PydanticCustomError
 
+from adapters.base import is_secret_name
 from launcher.errors import ConfigError
 from launcher.paths import Home
 
@@ -138,7 +139,7 @@ class Config(_Model):
     models: dict[str, str] = Field(default_factory=dict, description="Claude model id -> backend model.")
     backends: dict[str, BackendConfig] = Field(default_factory=dict)
     log_max_bytes: int = Field(10 * 1024 * 1024, ge=1024)
-    log_backups: int = Field(5, ge=0)
+    log_backups: int = Field(5, ge=0, description="Rotated copies kept; 0 keeps one file, emptied when full.")
 
 
 @dataclass(frozen=True)
@@ -360,7 +361,7 @@ def _config_error(path: Path, exc: ValidationError) -> ConfigError:
             msg = err["msg"].removeprefix("Value error, ")
             if err["type"] not in {"port", "millis"} and "input" in err:
                 shown = err["input"]
-                if not isinstance(shown, dict | list) and "api_key" not in where and "apiKey" not in where:
+                if not isinstance(shown, dict | list) and not any(is_secret_name(str(part)) for part in loc):
                     msg = f"{shown!r}: {msg}"
         lines.append(f"{path}: {where}: {msg}")
     first, *rest = lines
@@ -374,7 +375,8 @@ def config_json_schema() -> dict[str, Any]:
 
     def allow_comments(node: Any) -> None:
         if isinstance(node, dict):
-            if node.get("type") == "object" and node.get("additionalProperties") is False:
+            if node.get("type") == "object" and "additionalProperties" in node:
+                # Comment keys are allowed in closed objects and in maps (`backends`, `env`) alike.
                 node["patternProperties"] = {"^//": {}}
             for child in node.values():
                 allow_comments(child)
@@ -383,6 +385,8 @@ def config_json_schema() -> dict[str, Any]:
                 allow_comments(child)
 
     allow_comments(schema)
+    entry = schema["$defs"]["BackendConfig"]["properties"]
+    entry["modelPath"] = {**entry["model"], "description": "Same as model (the name earlier versions used)."}
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
     schema["title"] = "anyclaude config (.anyclauderc.json)"
     return schema

@@ -91,18 +91,20 @@ async def terminate_group(
     timeout: float,
     clock: Clock,
     reap: Callable[[], bool] | None = None,
+    hurry: Callable[[], bool] | None = None,
 ) -> bool:
     """SIGTERM the group of `pid` (and escaped descendants), wait up to `timeout`, then SIGKILL.
 
     `reap` is called while waiting so a child of ours is collected and does not linger as a
-    zombie (a zombie still counts as a group member for killpg). Returns True if SIGKILL was needed.
+    zombie (a zombie still counts as a group member for killpg). `hurry` returning True ends the
+    grace period early (a second Ctrl-C). Returns True if SIGKILL was needed.
     Bounded: it never waits on pipes, only on processes, so a grandchild holding the backend's
     output pipe cannot make it hang.
     """
     members = family(pid)
     signal_group(pid, members, signal.SIGTERM)
     deadline = clock.now() + timeout
-    while clock.now() < deadline:
+    while clock.now() < deadline and not (hurry and hurry()):
         if reap:
             reap()
         if not _group_alive(pid, members):

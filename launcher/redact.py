@@ -8,7 +8,6 @@ from collections.abc import Iterable, Sequence
 from adapters.base import is_secret_name
 
 MASK = "***"
-_FLAG = re.compile(r"^--?[\w-]*(api[-_]?key|token|secret|password|auth)[\w-]*$", re.IGNORECASE)
 _ASSIGN = re.compile(r"^(--?)?([\w-]+)=(.+)$")
 _BEARER = re.compile(r"(?i)\b(bearer)\s+[\w.~+/=-]+")
 
@@ -33,7 +32,7 @@ def redact_argv(argv: Sequence[str], secrets: Iterable[str] = ()) -> list[str]:
         if match and is_secret_name(match.group(2)):
             out.append(f"{match.group(1) or ''}{match.group(2)}={MASK}")
             continue
-        if _FLAG.match(arg):
+        if arg.startswith("-") and is_secret_name(arg.lstrip("-")):
             hide_next = True
         out.append(redact_text(arg, secrets))
     return out

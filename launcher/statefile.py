@@ -66,9 +66,16 @@ def read_record(home: Home, name: str) -> BackendRecord | None:
     """The record for `name`, or None when there is none or it cannot be read (a torn file is ignored)."""
     try:
         data = json.loads(record_path(home, name).read_text(encoding="utf-8"))
-        return BackendRecord(**{k: v for k, v in data.items() if k in BackendRecord.__dataclass_fields__})
+        if not isinstance(data, dict):
+            return None
+        record = BackendRecord(**{k: v for k, v in data.items() if k in BackendRecord.__dataclass_fields__})
     except (OSError, ValueError, TypeError):
         return None
+    # A hand-edited or foreign file must never turn into a signal to some arbitrary pid.
+    for pid in (record.pid, record.launcher_pid):
+        if pid is not None and (not isinstance(pid, int) or isinstance(pid, bool) or pid <= 0):
+            return None
+    return record
 
 
 def list_records(home: Home) -> list[BackendRecord]:
@@ -92,6 +99,8 @@ def process_create_time(pid: int) -> float | None:
 def proven_process(pid: int | None, create_time: float | None) -> psutil.Process | None:
     """The live process with this pid *and* this create time, else None (dead, or the pid was reused)."""
     if pid is None or create_time is None:
+        return None
+    if not isinstance(pid, int) or pid <= 0 or not isinstance(create_time, int | float):
         return None
     try:
         proc = psutil.Process(pid)

@@ -97,6 +97,7 @@ class Supervisor:
         self._restart = asyncio.Event()
         self._immediate = False
         self._changed = asyncio.Event()  # set and replaced on every transition
+        self._inherited: statefile.BackendRecord | None = None
         self._record = statefile.BackendRecord(
             name=spec.name,
             kind=spec.kind,
@@ -156,6 +157,8 @@ class Supervisor:
 
     async def run(self) -> None:
         """Run until stopped. Restarts after crashes with backoff; parks in FATAL until told to restart."""
+        # Read before our first state change overwrites it: it may name a backend an earlier run left behind.
+        self._inherited = statefile.read_record(self.home, self.spec.name)
         try:
             while not self._stop.is_set():
                 self._restart.clear()
@@ -205,7 +208,7 @@ class Supervisor:
 
     async def _prepare_port(self) -> None:
         """Stop our own stale backend from an earlier run; refuse a port held by anyone else."""
-        record = statefile.read_record(self.home, self.spec.name)
+        record, self._inherited = self._inherited, None
         if record and record.launcher_pid != os.getpid():
             if statefile.launcher_alive(record) and statefile.backend_alive(record):
                 raise PortInUseError(
@@ -332,7 +335,9 @@ class Supervisor:
         if self._proc.returncode is None:
             self.log.note(f"stopping: {why}")
             timeout = 0.0 if self._immediate else self.timings.stop_timeout
-            killed = await terminate_group(self._proc.pid, timeout, self.clock, reap=self._exited)
+            killed = await terminate_group(
+                self._proc.pid, timeout, self.clock, reap=self._exited, hurry=lambda: self._immediate
+            )
             if killed and not self._immediate:
                 self.log.note(f"did not stop within {timeout:.0f} s of SIGTERM; sent SIGKILL")
         with contextlib.suppress(TimeoutError):
@@ -363,8 +368,9 @@ class Supervisor:
 
     def _give_up(self) -> None:
         failures = self.backoff.failures
+        last = self.error.message if self.error else self.reason
         self.error = BackendFatalError(
-            f"Backend '{self.spec.name}' failed {failures} times in a row; giving up (FATAL). Last: {self.reason}",
+            f"Backend '{self.spec.name}' failed {failures} times in a row; giving up (FATAL). Last failure: {last}",
             hint=f"Fix the cause (anyclaude logs {self.spec.name}), then `anyclaude restart {self.spec.name}`"
             " or edit the config.",
         )

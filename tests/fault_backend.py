@@ -40,20 +40,26 @@ def main() -> None:
     p.add_argument("--invalid-utf8", action="store_true")
     p.add_argument("--no-listen", action="store_true", help="never open the port")
     p.add_argument("--marker", default=None)
+    p.add_argument("--die-while", default=None, help="exit at once (code 1) while this file exists")
     args = p.parse_args()
 
     def mark(text: str) -> None:
         if args.marker:
             with open(args.marker, "a") as fh:
-                fh.write(f"{text} {os.getpid()}\n")
+                fh.write(f"{text} {os.getpid()} {time.time():.3f}\n")
 
     mark("START")
+    if args.die_while and os.path.exists(args.die_while):
+        print("dying on purpose", flush=True)
+        sys.exit(1)
     if args.ignore_sigterm:
         signal.signal(signal.SIGTERM, lambda *_: mark("SIGTERM-IGNORED"))
     else:
         signal.signal(signal.SIGTERM, lambda *_: (mark("STOP"), os._exit(0)))
-    if args.grandchild or args.escaped_grandchild:
-        _fork_grandchild(args.escaped_grandchild, args.hold_pipes, args.marker)
+    if args.grandchild:
+        _fork_grandchild(False, args.hold_pipes, args.marker)
+    if args.escaped_grandchild:
+        _fork_grandchild(True, args.hold_pipes, args.marker)
     print(f"fault backend pid {os.getpid()} on port {args.port}", flush=True)
     if args.invalid_utf8:
         sys.stdout.buffer.write(b"bad bytes: \xff\xfe\xc3( and a secret-free line\n")

@@ -1,0 +1,5 @@
+"""`python -m launcher` runs the `anyclaude` command."""
+
+from launcher.cli import main
+
+main()

@@ -1,0 +1,160 @@
+"""Helpers for integration tests: run `anyclaude` as a real process, poll with deadlines."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import psutil
+
+from launcher.ports import free_port
+
+T = TypeVar("T")
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def wait_until(predicate: Callable[[], T], timeout: float = 10.0, interval: float = 0.02, what: str = "") -> T:
+    """Poll `predicate` until it returns something truthy; fail with `what` after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what or predicate}")
+        time.sleep(interval)
+
+
+def fault_command(*flags: str) -> list[str]:
+    """A `command` argv running the fault-injecting test backend on `{port}`."""
+    return [sys.executable, "-m", "tests.fault_backend", "--port", "{port}", *flags]
+
+
+def write_config(path: Path, backends: dict[str, dict[str, Any]], **top: Any) -> Path:
+    path.write_text(json.dumps({"backends": backends, **top}, indent=2))
+    return path
+
+
+def anyclaude(*args: str, timeout: float = 60.0, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """Run one `anyclaude` command to completion."""
+    return subprocess.run(
+        [sys.executable, "-m", "launcher", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=ROOT,
+        env={**os.environ, **(env or {})},
+    )
+
+
+@dataclass
+class Serve:
+    """A running `anyclaude serve` process, its output file and its home folder."""
+
+    proc: subprocess.Popen[bytes]
+    output: Path
+    home: Path
+    name: str
+    marker: Path
+    port: int
+    stopped: bool = field(default=False)
+
+    def text(self) -> str:
+        return self.output.read_text(errors="replace")
+
+    def record(self) -> dict[str, Any] | None:
+        try:
+            data: dict[str, Any] = json.loads((self.home / "run" / f"{self.name}.json").read_text())
+        except (OSError, ValueError):
+            return None
+        # A record left by an earlier launcher is not this one's.
+        return data if data.get("launcher_pid") == self.proc.pid else None
+
+    def state(self) -> str | None:
+        record = self.record()
+        return record["state"] if record else None
+
+    def wait_state(self, state: str, timeout: float = 15.0) -> dict[str, Any]:
+        wait_until(lambda: self.state() == state, timeout, what=f"state {state} (now {self.state()})")
+        record = self.record()
+        assert record is not None
+        return record
+
+    def marks(self, kind: str | None = None) -> list[tuple[str, int, float]]:
+        if not self.marker.exists():
+            return []
+        rows = [line.split() for line in self.marker.read_text().splitlines() if line.strip()]
+        parsed = [(r[0], int(r[1]), float(r[2]) if len(r) > 2 else 0.0) for r in rows]
+        return [m for m in parsed if kind is None or m[0] == kind]
+
+    def backend_pid(self) -> int:
+        record = self.record()
+        assert record and record["pid"], f"no backend pid in {record}"
+        return int(record["pid"])
+
+    def interrupt(self) -> None:
+        self.proc.send_signal(signal.SIGINT)
+
+    def wait_exit(self, timeout: float = 20.0) -> int:
+        code = self.proc.wait(timeout)
+        self.stopped = True
+        return code
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+
+
+def start_serve(
+    tmp_path: Path,
+    flags: tuple[str, ...] = (),
+    entry: dict[str, Any] | None = None,
+    env: dict[str, str] | None = None,
+    name: str = "fault",
+    port: int | None = None,
+    top: dict[str, Any] | None = None,
+) -> Serve:
+    """Start `anyclaude serve` on a fault backend; `flags` go to the backend, `entry` overrides config keys."""
+    port = port or free_port()
+    marker = tmp_path / f"{name}.marks"
+    backend = {
+        "command": fault_command(*flags, "--marker", str(marker)),
+        "port": port,
+        "healthInterval": 200,
+        "restartDelay": 100,
+        "stopTimeout": 3000,
+        **(entry or {}),
+    }
+    config = write_config(tmp_path / ".anyclauderc.json", {name: backend}, backend=name, **(top or {}))
+    output = tmp_path / "serve.out"
+    home = Path(os.environ["ANYCLAUDE_HOME"])
+    with output.open("wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "launcher", "serve", "--config", str(config)],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            cwd=ROOT,
+            env={**os.environ, **(env or {})},
+        )
+    return Serve(proc, output, home, name, marker, port)
+
+
+def alive(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False

@@ -1,0 +1,291 @@
+"""RELIABILITY.md items 1–5, 8, 10–13 with real processes: `anyclaude serve` supervising the fault backend."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import psutil
+import pytest
+
+from launcher.ports import free_port
+from tests.harness import Serve, alive, anyclaude, start_serve, wait_until
+
+StartServe = Callable[..., Serve]
+
+
+@pytest.fixture
+def serve(tmp_path: Path) -> Iterator[StartServe]:
+    started: list[Serve] = []
+
+    def start(*flags: str, **kwargs: Any) -> Serve:
+        instance = start_serve(tmp_path, tuple(flags), **kwargs)
+        started.append(instance)
+        return instance
+
+    yield start
+    for instance in started:
+        instance.close()
+
+
+# ----------------------------------------------------------------------------- starting
+
+
+def test_slow_backend_is_ready_within_one_poll_of_answering(serve: StartServe) -> None:
+    s = serve("--ready-after", "1.5")
+    record = s.wait_state("READY")
+    answered_after = float(re.search(r"after ([\d.]+) s", record["reason"]).group(1))  # type: ignore[union-attr]
+    assert 1.5 <= answered_after < 1.5 + 0.25, record["reason"]
+    assert "is ready" in s.text()
+
+
+def test_backend_exiting_during_start_is_reported_at_once_with_its_log(serve: StartServe) -> None:
+    s = serve(
+        "--no-listen", "--exit-after", "0.3", "--exit-code", "3", entry={"maxRestarts": 0, "startupTimeout": 60000}
+    )
+    started = time.monotonic()
+    code = s.wait_exit(timeout=15)
+    elapsed = time.monotonic() - started
+    out = s.text()
+    assert code == 3, out
+    assert "exited with code 3 while starting" in out
+    assert "fault backend pid" in out  # the last lines of its log are shown
+    assert elapsed < 10, "reported after the start timeout instead of at once"
+
+
+def test_backend_that_keeps_dying_backs_off_then_goes_fatal_and_restart_clears_it(
+    serve: StartServe, tmp_path: Path
+) -> None:
+    poison = tmp_path / "poison"
+    s = serve("--die-while", str(poison), entry={"maxRestarts": 4, "restartDelay": 200, "stableAfter": 60000})
+    s.wait_state("READY")
+    poison.touch()
+    os.kill(s.backend_pid(), signal.SIGKILL)
+    record = s.wait_state("FATAL", timeout=20)
+    assert "gave up after 5 failed starts" in record["reason"]
+    starts = [t for _, _, t in s.marks("START")]
+    gaps = [b - a for a, b in itertools.pairwise(starts)]
+    assert len(starts) == 5, starts  # the first good start, then 4 restarts that die at once
+    assert gaps == sorted(gaps) and gaps[-1] > 1.5 * gaps[0], f"delays do not grow: {gaps}"
+
+    status = anyclaude("status", "--json")
+    row = json.loads(status.stdout)["backends"][0]
+    assert row["state"] == "FATAL" and "gave up" in row["reason"]
+
+    poison.unlink()
+    result = anyclaude("restart", "fault")
+    assert result.returncode == 0, result.stderr
+    assert "READY" in result.stdout
+    s.wait_state("READY")
+
+
+def test_backoff_resets_after_a_stable_run(serve: StartServe) -> None:
+    s = serve("--exit-after", "0.8", entry={"maxRestarts": 1, "stableAfter": 300, "restartDelay": 100})
+    wait_until(lambda: len(s.marks("START")) >= 4, timeout=20, what="four starts")
+    assert s.state() != "FATAL", "a backend that crashes after stable runs must keep being restarted"
+    assert s.proc.poll() is None
+
+
+def test_foreign_process_on_the_port_is_named_and_left_alone(serve: StartServe, tmp_path: Path) -> None:
+    port = free_port()
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            f"import socket,time; s=socket.socket(); s.bind(('127.0.0.1',{port})); s.listen(); time.sleep(60)",
+        ]
+    )
+    try:
+        wait_until(lambda: any(c.laddr.port == port for c in psutil.Process(holder.pid).net_connections()), 10)
+        s = serve(port=port)
+        code = s.wait_exit()
+        out = s.text()
+        assert code == 1, out
+        assert f"Port {port} is in use by pid {holder.pid}" in out
+        assert holder.poll() is None, "the foreign process must be left alone"
+        assert not s.marks("START"), "no backend may be started on a taken port"
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+def test_stale_backend_of_a_killed_launcher_is_stopped_before_the_next_start(serve: StartServe) -> None:
+    first = serve(env={"ANYCLAUDE_PARENT_DEATH_SIGNAL": "0"})
+    first.wait_state("READY")
+    old_pid = first.backend_pid()
+    first.proc.kill()
+    first.proc.wait()
+    assert alive(old_pid)
+
+    status = json.loads(anyclaude("status", "--json").stdout)["backends"]
+    assert status[0]["state"] == "ORPHANED"
+
+    second = serve(port=first.port)
+    second.wait_state("READY")
+    assert second.backend_pid() != old_pid
+    wait_until(lambda: not alive(old_pid), 5, what="the stale backend to be gone")
+
+
+# ----------------------------------------------------------------------------- running
+
+
+def test_hung_backend_is_found_by_liveness_probe_and_restarted(serve: StartServe) -> None:
+    s = serve("--hang-after", "1.0", entry={"healthInterval": 200, "healthTimeout": 300, "healthFailures": 2})
+    s.wait_state("READY")
+    first_pid = s.backend_pid()
+    wait_until(lambda: len(s.marks("START")) >= 2, timeout=15, what="a restart")
+    assert not alive(first_pid)
+    log = (s.home / "logs" / "fault.log").read_text()
+    assert "liveness probes failed" in log
+
+
+def test_output_at_any_rate_stays_within_the_log_budget(serve: StartServe) -> None:
+    s = serve("--spew", str(3_000_000), top={"logMaxBytes": 65536, "logBackups": 2})
+    s.wait_state("READY", timeout=30)
+    wait_until(lambda: len(list((s.home / "logs").glob("fault.log*"))) == 3, 10, what="rotation")
+    s.interrupt()
+    s.wait_exit()
+    logs = list((s.home / "logs").glob("fault.log*"))
+    assert len(logs) == 3
+    assert sum(p.stat().st_size for p in logs) <= 65536 * 3
+
+
+def test_invalid_utf8_output_is_logged_as_replacement_characters(serve: StartServe) -> None:
+    s = serve("--invalid-utf8")
+    s.wait_state("READY")
+    log = s.home / "logs" / "fault.log"
+    wait_until(lambda: "bad bytes" in log.read_text(encoding="utf-8"), 5)
+    assert "bad bytes: \ufffd\ufffd\ufffd(" in log.read_text(encoding="utf-8")
+
+
+# ----------------------------------------------------------------------------- stopping
+
+
+def test_stop_is_bounded_for_a_backend_that_ignores_sigterm_and_its_grandchildren(serve: StartServe) -> None:
+    s = serve("--ignore-sigterm", "--grandchild", "--escaped-grandchild", "--hold-pipes", entry={"stopTimeout": 1000})
+    s.wait_state("READY")
+    grandchildren = wait_until(
+        lambda: [pid for kind, pid, _ in s.marks("GRANDCHILD")] if len(s.marks("GRANDCHILD")) >= 2 else None, 5
+    )
+    backend = s.backend_pid()
+    started = time.monotonic()
+    s.interrupt()
+    assert s.wait_exit(timeout=15) == 0
+    elapsed = time.monotonic() - started
+    assert elapsed < 5, f"stop took {elapsed:.1f} s"
+    for pid in (backend, *grandchildren):
+        wait_until(lambda pid=pid: not alive(pid), 5, what=f"pid {pid} to be gone")
+
+
+def test_second_ctrl_c_stops_immediately(serve: StartServe) -> None:
+    s = serve("--ignore-sigterm", entry={"stopTimeout": 30000})
+    s.wait_state("READY")
+    backend = s.backend_pid()
+    started = time.monotonic()
+    s.interrupt()
+    wait_until(lambda: "press Ctrl-C again" in s.text(), 5)
+    s.interrupt()
+    s.wait_exit(timeout=10)
+    assert time.monotonic() - started < 8
+    wait_until(lambda: not alive(backend), 5)
+
+
+def test_killed_launcher_takes_its_backend_along_with_the_parent_death_signal(serve: StartServe) -> None:
+    s = serve()
+    s.wait_state("READY")
+    backend = s.backend_pid()
+    s.proc.kill()
+    s.proc.wait()
+    wait_until(lambda: not alive(backend), 5, what="the backend to die with its launcher")
+
+
+def test_orphan_without_death_signal_is_found_and_stopped_by_stop(serve: StartServe) -> None:
+    s = serve(env={"ANYCLAUDE_PARENT_DEATH_SIGNAL": "0"})
+    s.wait_state("READY")
+    backend = s.backend_pid()
+    s.proc.kill()
+    s.proc.wait()
+    assert alive(backend)
+    result = anyclaude("stop", "fault")
+    assert result.returncode == 0 and "orphaned" in result.stdout, result
+    wait_until(lambda: not alive(backend), 5)
+    assert not (s.home / "run" / "fault.json").exists()
+
+
+def test_state_file_pointing_at_an_unrelated_process_never_signals_it(tmp_path: Path) -> None:
+    bystander = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        home = Path(os.environ["ANYCLAUDE_HOME"])
+        (home / "run").mkdir(parents=True)
+        create_time = psutil.Process(bystander.pid).create_time()
+        record = {
+            "name": "fault",
+            "kind": "command",
+            "state": "READY",
+            "pid": bystander.pid,
+            "create_time": create_time - 100.0,  # the pid was reused by an unrelated process
+            "launcher_pid": bystander.pid,
+            "launcher_create_time": create_time - 100.0,
+        }
+        (home / "run" / "fault.json").write_text(json.dumps(record))
+        result = anyclaude("stop", "fault")
+        assert result.returncode == 0, result.stderr
+        assert "nothing was running" in result.stdout
+        assert bystander.poll() is None, "an unrelated process was signalled"
+    finally:
+        bystander.kill()
+        bystander.wait()
+
+
+# ----------------------------------------------------------------------------- the CLI around it
+
+
+def test_status_logs_and_stop_from_another_terminal(serve: StartServe) -> None:
+    s = serve()
+    s.wait_state("READY")
+    status = anyclaude("status")
+    assert "fault" in status.stdout and "READY" in status.stdout
+    logs = anyclaude("logs", "-n", "5", "fault")
+    assert "fault backend pid" in logs.stdout
+    stopped = anyclaude("stop")
+    assert stopped.returncode == 0 and "stopped fault" in stopped.stdout, stopped
+    assert s.wait_exit() == 0
+    assert anyclaude("status", "--json").stdout.count('"name"') == 0
+
+
+def test_serve_without_any_port_free_socket_check_names_the_config_error(tmp_path: Path) -> None:
+    config = tmp_path / "bad.json"
+    config.write_text('{"backends": {"mlx": {"port": 80800}}}')
+    result = anyclaude("serve", "--config", str(config), "--mode", "mlx")
+    assert result.returncode == 2
+    assert "backends.mlx.port: 80800 is not a valid port (1-65535)" in result.stderr
+
+
+def test_unrunnable_command_fails_at_once(tmp_path: Path) -> None:
+    config = tmp_path / "c.json"
+    port = free_port()
+    config.write_text(json.dumps({"backends": {"x": {"command": ["/nonexistent/server", "{port}"], "port": port}}}))
+    result = anyclaude("serve", "--config", str(config), "--mode", "x", timeout=20)
+    assert result.returncode == 1, result.stderr
+    assert "Cannot run backend 'x'" in result.stderr
+
+
+def test_listening_socket_helper_sanity() -> None:
+    port = free_port()
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", port))
+        sock.listen()
+        from launcher.ports import port_holder
+
+        holder = port_holder("127.0.0.1", port)
+        assert holder is not None and holder.pid == os.getpid()
