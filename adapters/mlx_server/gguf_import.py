@@ -19,8 +19,9 @@ from pathlib import Path
 from typing import Any, cast
 
 import mlx.core as mx
-import numpy as np
-from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
+
+from adapters.mlx_server.gguf_meta import meta_float, meta_int
+from adapters.mlx_server.gguf_tokenizer import build_tokenizer
 
 Progress = Callable[[str, float], None]
 
@@ -45,19 +46,6 @@ _LAYER_NAMES = {
     "ffn_norm": "post_attention_layernorm",
 }
 _TOP_NAMES = {"token_embd": "model.embed_tokens", "output_norm": "model.norm", "output": "lm_head"}
-
-# GGUF token types (llama.cpp's llama_token_type).
-_TOKEN_NORMAL, _TOKEN_CONTROL, _TOKEN_USER_DEFINED = 1, 3, 4
-
-_GPT2_SPLIT = r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)"
-_LLAMA3_SPLIT = (
-    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}"
-    r"| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
-)
-# `tokenizer.ggml.pre` values whose pre-tokenizer is the GPT-2 split, with single digits split off first.
-_DIGIT_FIRST_PRES = {"smollm", "starcoder", "refact", "command-r", "codeshell", "exaone", "minerva-7b"}
-_GPT2_PRES = {"default", "gpt2", "gpt-2", "mpt", "olmo", "jais", "trillion"}
-_LLAMA3_PRES = {"llama-bpe", "llama3", "llama-v3"}
 
 
 @dataclass(frozen=True)
@@ -94,7 +82,7 @@ def import_gguf(src: Path, dst: Path, *, dtype: str = "float32", progress: Progr
     weights = _convert_weights(tensors, shape, DTYPES[dtype], report)
     config = _config(src, meta, shape, tie=("lm_head.weight" not in weights))
     report("tokenizer", 0.0)
-    tokenizer, tokenizer_config = _tokenizer(src, meta)
+    tokenizer, tokenizer_config = build_tokenizer(src, meta)
     report("tokenizer", 1.0)
     report("write", 0.0)
     dst.mkdir(parents=True, exist_ok=True)
@@ -133,37 +121,6 @@ def _read(src: Path) -> tuple[dict[str, mx.array], dict[str, Any]]:
     return tensors, meta
 
 
-def _meta_int(src: Path, meta: dict[str, Any], key: str, default: int | None = None) -> int:
-    value = meta.get(key)
-    if value is None:
-        if default is None:
-            raise ValueError(
-                f"{src.name} has no '{key}' metadata; re-export it with llama.cpp's convert_hf_to_gguf.py."
-            )
-        return default
-    return int(_scalar(value))
-
-
-def _meta_float(meta: dict[str, Any], key: str, default: float) -> float:
-    value = meta.get(key)
-    if value is None:
-        return default
-    # GGUF floats are float32: print them as float32 (1e-05), not as the nearest double (9.9999997e-06).
-    return float(str(np.float32(_scalar(value))))
-
-
-def _meta_bool(meta: dict[str, Any], key: str, default: bool) -> bool:
-    value = meta.get(key)
-    if value is None:
-        return default
-    return bool(_scalar(value))
-
-
-def _scalar(value: Any) -> Any:
-    """A metadata value as a Python scalar: GGUF numbers and booleans arrive as 0-d MLX arrays."""
-    return value.item() if isinstance(value, mx.array) else value
-
-
 def _check_llama(src: Path, meta: dict[str, Any], tensors: dict[str, mx.array]) -> _Shape:
     arch = meta.get("general.architecture")
     if arch != "llama":
@@ -175,19 +132,19 @@ def _check_llama(src: Path, meta: dict[str, Any], tensors: dict[str, mx.array]) 
             f"{src.name} uses llama3 rope scaling (rope_freqs), which this importer does not convert; "
             "use an MLX model folder (e.g. from mlx-community) instead."
         )
-    n_head = _meta_int(src, meta, "llama.attention.head_count")
-    hidden = _meta_int(src, meta, "llama.embedding_length")
-    head_dim = _meta_int(src, meta, "llama.attention.key_length", hidden // n_head)
-    rope_dims = _meta_int(src, meta, "llama.rope.dimension_count", head_dim)
+    n_head = meta_int(src, meta, "llama.attention.head_count")
+    hidden = meta_int(src, meta, "llama.embedding_length")
+    head_dim = meta_int(src, meta, "llama.attention.key_length", hidden // n_head)
+    rope_dims = meta_int(src, meta, "llama.rope.dimension_count", head_dim)
     if rope_dims != head_dim:
         raise ValueError(
             f"{src.name} applies rope to {rope_dims} of {head_dim} head dimensions, which mlx-lm's llama cannot run; "
             "use an MLX model folder instead."
         )
     return _Shape(
-        n_layers=_meta_int(src, meta, "llama.block_count"),
+        n_layers=meta_int(src, meta, "llama.block_count"),
         n_head=n_head,
-        n_head_kv=_meta_int(src, meta, "llama.attention.head_count_kv", n_head),
+        n_head_kv=meta_int(src, meta, "llama.attention.head_count_kv", n_head),
         hidden=hidden,
     )
 
@@ -260,150 +217,31 @@ def _convert_weights(
 
 def _config(src: Path, meta: dict[str, Any], shape: _Shape, *, tie: bool) -> dict[str, Any]:
     tokens = meta.get("tokenizer.ggml.tokens")
-    vocab_size = _meta_int(src, meta, "llama.vocab_size", len(tokens) if isinstance(tokens, list) else None)
-    eos = _meta_int(src, meta, "tokenizer.ggml.eos_token_id")
-    eot = _meta_int(src, meta, "tokenizer.ggml.eot_token_id", eos)
+    vocab_size = meta_int(src, meta, "llama.vocab_size", len(tokens) if isinstance(tokens, list) else None)
+    eos = meta_int(src, meta, "tokenizer.ggml.eos_token_id")
+    eot = meta_int(src, meta, "tokenizer.ggml.eot_token_id", eos)
     config: dict[str, Any] = {
         "architectures": ["LlamaForCausalLM"],
         "model_type": "llama",
         "hidden_size": shape.hidden,
-        "intermediate_size": _meta_int(src, meta, "llama.feed_forward_length"),
+        "intermediate_size": meta_int(src, meta, "llama.feed_forward_length"),
         "num_hidden_layers": shape.n_layers,
         "num_attention_heads": shape.n_head,
         "num_key_value_heads": shape.n_head_kv,
-        "head_dim": _meta_int(src, meta, "llama.attention.key_length", shape.hidden // shape.n_head),
-        "rms_norm_eps": _meta_float(meta, "llama.attention.layer_norm_rms_epsilon", 1e-5),
-        "rope_theta": _meta_float(meta, "llama.rope.freq_base", 10000.0),
-        "max_position_embeddings": _meta_int(src, meta, "llama.context_length"),
+        "head_dim": meta_int(src, meta, "llama.attention.key_length", shape.hidden // shape.n_head),
+        "rms_norm_eps": meta_float(meta, "llama.attention.layer_norm_rms_epsilon", 1e-5),
+        "rope_theta": meta_float(meta, "llama.rope.freq_base", 10000.0),
+        "max_position_embeddings": meta_int(src, meta, "llama.context_length"),
         "vocab_size": vocab_size,
         "tie_word_embeddings": tie,
-        "bos_token_id": _meta_int(src, meta, "tokenizer.ggml.bos_token_id", eos),
+        "bos_token_id": meta_int(src, meta, "tokenizer.ggml.bos_token_id", eos),
         "eos_token_id": eos if eot == eos else [eos, eot],
         "attention_bias": False,
         "mlp_bias": False,
     }
     scaling = meta.get("llama.rope.scaling.type")
     if scaling == "linear":
-        config["rope_scaling"] = {"type": "linear", "factor": _meta_float(meta, "llama.rope.scaling.factor", 1.0)}
+        config["rope_scaling"] = {"type": "linear", "factor": meta_float(meta, "llama.rope.scaling.factor", 1.0)}
     elif scaling not in (None, "none"):
         raise ValueError(f"{src.name} uses {scaling!r} rope scaling, which this importer does not convert.")
-    return config
-
-
-def _tokenizer(src: Path, meta: dict[str, Any]) -> tuple[Tokenizer, dict[str, Any]]:
-    kind = meta.get("tokenizer.ggml.model")
-    tokens = meta.get("tokenizer.ggml.tokens")
-    if not isinstance(tokens, list):
-        raise ValueError(f"{src.name} has no 'tokenizer.ggml.tokens'; re-export it with llama.cpp's convert script.")
-    types_array = meta.get("tokenizer.ggml.token_type")
-    types = (
-        cast(list[int], types_array.tolist()) if isinstance(types_array, mx.array) else [_TOKEN_NORMAL] * len(tokens)
-    )
-    if kind == "gpt2":
-        tokenizer = _bpe_tokenizer(src, meta, tokens)
-        add_bos = _meta_bool(meta, "tokenizer.ggml.add_bos_token", False)
-    elif kind == "llama":
-        tokenizer = _spm_tokenizer(src, meta, tokens, types)
-        add_bos = _meta_bool(meta, "tokenizer.ggml.add_bos_token", True)
-    else:
-        raise ValueError(
-            f"{src.name} has tokenizer.ggml.model {kind!r}; only 'gpt2' (byte-level BPE) and 'llama' "
-            "(sentencepiece) convert here. Use an MLX model folder instead."
-        )
-    tokenizer.add_tokens(
-        [_added(t, special=False) for t, k in zip(tokens, types, strict=True) if k == _TOKEN_USER_DEFINED]
-    )
-    tokenizer.add_special_tokens(
-        [_added(t, special=True) for t, k in zip(tokens, types, strict=True) if k == _TOKEN_CONTROL]
-    )
-    bos_id = _meta_int(src, meta, "tokenizer.ggml.bos_token_id", -1)
-    if add_bos and bos_id >= 0:
-        bos = tokens[bos_id]
-        tokenizer.post_processor = processors.TemplateProcessing(
-            single=f"{bos} $A", pair=f"{bos} $A {bos} $B", special_tokens=[(bos, bos_id)]
-        )
-    return tokenizer, _tokenizer_config(src, meta, tokens, add_bos)
-
-
-def _added(content: str, *, special: bool) -> AddedToken:
-    return AddedToken(content, special=special, normalized=False)
-
-
-def _bpe_tokenizer(src: Path, meta: dict[str, Any], tokens: list[str]) -> Tokenizer:
-    merges = meta.get("tokenizer.ggml.merges")
-    if not isinstance(merges, list):
-        raise ValueError(f"{src.name} has a BPE tokenizer without 'tokenizer.ggml.merges'; the file is incomplete.")
-    pre = str(meta.get("tokenizer.ggml.pre", "default"))
-    vocab = {token: index for index, token in enumerate(tokens)}
-    pairs = [cast(tuple[str, str], tuple(merge.split(" ", 1))) for merge in merges]
-    tokenizer = Tokenizer(models.BPE(vocab=vocab, merges=pairs, ignore_merges=pre in _LLAMA3_PRES))
-    tokenizer.pre_tokenizer = _bpe_pre_tokenizer(src, pre)
-    tokenizer.decoder = decoders.ByteLevel()
-    return tokenizer
-
-
-def _bpe_pre_tokenizer(src: Path, pre: str) -> pre_tokenizers.PreTokenizer:
-    byte_level = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
-    if pre in _LLAMA3_PRES:
-        split = pre_tokenizers.Split(Regex(_LLAMA3_SPLIT), behavior="isolated", invert=False)
-        return pre_tokenizers.Sequence([split, byte_level])
-    gpt2_split = pre_tokenizers.Split(Regex(_GPT2_SPLIT), behavior="isolated", invert=False)
-    if pre in _GPT2_PRES:
-        return pre_tokenizers.Sequence([gpt2_split, byte_level])
-    if pre in _DIGIT_FIRST_PRES:
-        return pre_tokenizers.Sequence([pre_tokenizers.Digits(individual_digits=True), gpt2_split, byte_level])
-    raise ValueError(
-        f"{src.name} uses BPE pre-tokenizer {pre!r}, which this importer does not know; "
-        "use an MLX model folder for this model instead."
-    )
-
-
-def _spm_tokenizer(src: Path, meta: dict[str, Any], tokens: list[str], types: list[int]) -> Tokenizer:
-    scores_array = meta.get("tokenizer.ggml.scores")
-    if not isinstance(scores_array, mx.array):
-        raise ValueError(f"{src.name} has a sentencepiece tokenizer without 'tokenizer.ggml.scores'; it is incomplete.")
-    scores = cast(list[float], scores_array.tolist())
-    vocab = {token: index for index, token in enumerate(tokens)}
-    unk = tokens[_meta_int(src, meta, "tokenizer.ggml.unknown_token_id", 0)]
-    model = models.BPE(
-        vocab=vocab, merges=_spm_merges(tokens, scores, types), unk_token=unk, fuse_unk=True, byte_fallback=True
-    )
-    tokenizer = Tokenizer(model)
-    steps: list[normalizers.Normalizer] = [normalizers.Replace(" ", "▁")]
-    if _meta_bool(meta, "tokenizer.ggml.add_space_prefix", True):
-        steps.insert(0, normalizers.Prepend("▁"))
-    tokenizer.normalizer = normalizers.Sequence(steps)
-    tokenizer.decoder = decoders.Sequence(
-        [decoders.Replace("▁", " "), decoders.ByteFallback(), decoders.Fuse(), decoders.Strip(" ", 1, 0)]
-    )
-    return tokenizer
-
-
-def _spm_merges(tokens: list[str], scores: list[float], types: list[int]) -> list[tuple[str, str]]:
-    """BPE merges equivalent to sentencepiece's rule: join the adjacent pair whose result scores highest."""
-    normal = {token: index for index, token in enumerate(tokens) if types[index] == _TOKEN_NORMAL}
-    ranked: list[tuple[float, int, int, str, str]] = []
-    for token, index in normal.items():
-        for cut in range(1, len(token)):
-            left, right = token[:cut], token[cut:]
-            if left in normal and right in normal:
-                ranked.append((-scores[index], normal[left], normal[right], left, right))
-    ranked.sort()
-    return [(left, right) for _, _, _, left, right in ranked]
-
-
-def _tokenizer_config(src: Path, meta: dict[str, Any], tokens: list[str], add_bos: bool) -> dict[str, Any]:
-    config: dict[str, Any] = {
-        "tokenizer_class": "PreTrainedTokenizerFast",
-        "clean_up_tokenization_spaces": False,
-        "add_bos_token": add_bos,
-        "model_max_length": _meta_int(src, meta, "llama.context_length"),
-    }
-    for role, key in (("bos", "bos"), ("eos", "eos"), ("unk", "unknown"), ("pad", "padding")):
-        index = _meta_int(src, meta, f"tokenizer.ggml.{key}_token_id", -1)
-        if 0 <= index < len(tokens):
-            config[f"{role}_token"] = tokens[index]
-    template = meta.get("tokenizer.chat_template")
-    if isinstance(template, str):
-        config["chat_template"] = template
     return config
