@@ -6,6 +6,7 @@ from adapters.command import CommandAdapter
 from adapters.llama_cpp import LlamaCppAdapter
 from adapters.mistralrs import MistralrsAdapter
 from adapters.mlx_lm import MlxLmAdapter
+from adapters.mlx_server.adapter import MlxServerAdapter
 from adapters.mlx_textgen import MlxTextgenAdapter
 from adapters.remote import RemoteAdapter
 from adapters.script import ScriptAdapter
@@ -13,6 +14,7 @@ from adapters.script import ScriptAdapter
 for _adapter in (
     CommandAdapter(),
     ScriptAdapter(),
+    MlxServerAdapter(),
     MlxLmAdapter(),
     MlxTextgenAdapter(),
     MistralrsAdapter(),

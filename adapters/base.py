@@ -189,4 +189,3 @@ _SECRET_NAME = re.compile(r"(API_?KEY|TOKEN|SECRET|PASSWORD|AUTHORIZATION)$", re
 def is_secret_name(name: str) -> bool:
     """True for names like OPENAI_API_KEY, HF_TOKEN, apiKey, Authorization, x-api-key."""
     return bool(_SECRET_NAME.search(name.replace("-", "_")))
-

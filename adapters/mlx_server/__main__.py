@@ -1,0 +1,153 @@
+"""`python -m adapters.mlx_server --model PATH --port P`: the standalone server.
+
+Model paths are checked before the port is bound: a wrong path is one line on stderr and exit
+status 2, so a supervisor reports it at once. A model that is found but fails to load exits with
+status 1 after the port was bound (`/health` says "failed" meanwhile).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from adapters.mlx_server.config import (
+    DEFAULT_CACHE_LIMIT_BYTES,
+    DEFAULT_MAX_TOKENS,
+    DEFAULT_PREFILL_STEP,
+    ModelNotFoundError,
+    ModelSpec,
+    ServerConfig,
+    validate_models,
+)
+
+EXIT_BAD_CONFIG = 2
+EXIT_LOAD_FAILED = 1
+_GB = 1024**3
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m adapters.mlx_server",
+        description="OpenAI-compatible server for local MLX models (never downloads).",
+    )
+    parser.add_argument("--model", required=True, help="model folder, or a Hugging Face id already in the cache")
+    parser.add_argument("--alias", help="name clients use for --model (default: the folder's name)")
+    parser.add_argument(
+        "--extra-model",
+        action="append",
+        default=[],
+        metavar="ALIAS=PATH",
+        help="another model, loaded on first use (repeatable)",
+    )
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8081)
+    parser.add_argument("--context-length", type=int, help="context window in tokens (default: from the model)")
+    parser.add_argument("--max-queue", type=int, default=8, help="requests waiting behind the running one")
+    parser.add_argument("--memory-limit", type=float, help="GB of model weights kept loaded (LRU eviction)")
+    parser.add_argument(
+        "--cache-limit", type=float, default=DEFAULT_CACHE_LIMIT_BYTES / _GB, help="GB of MLX buffer cache kept"
+    )
+    parser.add_argument("--max-tokens", type=int, default=DEFAULT_MAX_TOKENS, help="default max_tokens")
+    parser.add_argument("--prefill-step", type=int, default=DEFAULT_PREFILL_STEP, help=argparse.SUPPRESS)
+    parser.add_argument("--tool-parser", help="force a tool-call format (hermes, qwen3_coder, harmony, ...)")
+    parser.add_argument("--cpu-only", action="store_true", help="run on the CPU even when a GPU is available")
+    parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    return parser
+
+
+def config_from_args(args: argparse.Namespace) -> ServerConfig:
+    """Raises ValueError for malformed options."""
+    models = [ModelSpec(args.alias or default_alias(args.model), args.model)]
+    for item in args.extra_model:
+        alias, sep, path = item.partition("=")
+        if not sep or not alias or not path:
+            raise ValueError(f"--extra-model {item!r}: expected ALIAS=PATH")
+        models.append(ModelSpec(alias, path))
+    return ServerConfig(
+        models=tuple(models),
+        host=args.host,
+        port=args.port,
+        context_length=args.context_length,
+        max_queue=args.max_queue,
+        memory_limit_bytes=int(args.memory_limit * _GB) if args.memory_limit else None,
+        cache_limit_bytes=int(args.cache_limit * _GB),
+        default_max_tokens=args.max_tokens,
+        prefill_step=args.prefill_step,
+        tool_parser=args.tool_parser,
+        cpu_only=args.cpu_only,
+        log_level=args.log_level,
+    )
+
+
+def default_alias(source: str) -> str:
+    """A model's name when none is given: the folder name, or the Hugging Face id as written."""
+    path = Path(source).expanduser()
+    return path.name if path.exists() or source.startswith(("/", "~", ".")) else source
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the server until it is stopped; returns the exit status."""
+    # Before anything imports huggingface_hub or transformers: they read these once, at import.
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    os.environ["TRANSFORMERS_OFFLINE"] = "1"
+    args = build_parser().parse_args(argv)
+    try:
+        config = config_from_args(args)
+        validate_models(config)
+        _check_tool_parser(config.tool_parser)
+    except (ValueError, ModelNotFoundError) as exc:
+        print(f"mlx-server: error: {exc}", file=sys.stderr, flush=True)
+        return EXIT_BAD_CONFIG
+    logging.basicConfig(
+        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
+    )
+    return serve(config)
+
+
+def serve(config: ServerConfig) -> int:
+    import uvicorn
+
+    from adapters.mlx_server.app import create_app
+
+    failure: list[str] = []
+    server: uvicorn.Server | None = None
+
+    def on_fatal(message: str) -> None:
+        failure.append(message)
+        if server is not None:
+            server.should_exit = True
+
+    app = create_app(config, on_fatal=on_fatal)
+    server = uvicorn.Server(
+        uvicorn.Config(
+            app,
+            host=config.host,
+            port=config.port,
+            log_level=config.log_level,
+            access_log=False,
+            # Streams still open at shutdown get this long before they are cut (then lifespan stops the engine).
+            timeout_graceful_shutdown=3,
+        )
+    )
+    server.run()
+    if failure:
+        print(f"mlx-server: error: {failure[0]}", file=sys.stderr, flush=True)
+        return EXIT_LOAD_FAILED
+    return 0 if server.started else EXIT_LOAD_FAILED
+
+
+def _check_tool_parser(name: str | None) -> None:
+    if name is None:
+        return
+    from adapters.tool_parsers import PARSERS
+
+    if name not in PARSERS:
+        raise ValueError(f"unknown tool parser {name!r}; known: {', '.join(sorted(PARSERS))}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,103 @@
+"""`mlx-server`: the launcher's description of our own MLX server (`python -m adapters.mlx_server`).
+
+The only module of this package that knows about the launcher's config; the server itself takes a
+`ServerConfig`, built here for an embedded backend (`embedded: true`), or from the command line that
+`launch` writes for a child process.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import TYPE_CHECKING
+
+from adapters.base import AdapterError, ApiKind, Check, LaunchSpec, Probe, entry_secrets, local_url, require_port
+from adapters.mlx_server.config import ModelSpec, ServerConfig
+
+if TYPE_CHECKING:
+    from launcher.config import BackendConfig, Config
+
+HEALTH_PATH = "/health"
+_GB = 1024**3
+
+
+def _require_model(name: str, entry: BackendConfig) -> str:
+    if not entry.model:
+        raise AdapterError(f'backends.{name}.model is required for type "mlx-server" (a model folder)')
+    return entry.model
+
+
+def server_argv(name: str, entry: BackendConfig, port: int) -> list[str]:
+    """The child's command line; every mlx-server config key maps to one flag."""
+    argv = [sys.executable, "-m", "adapters.mlx_server", "--model", _require_model(name, entry)]
+    argv += ["--port", str(port), "--host", entry.host]
+    if entry.model_alias:
+        argv += ["--alias", entry.model_alias]
+    for alias, path in entry.models.items():
+        argv += ["--extra-model", f"{alias}={path}"]
+    if entry.context_length is not None:
+        argv += ["--context-length", str(entry.context_length)]
+    argv += ["--max-queue", str(entry.max_queue)]
+    if entry.memory_limit is not None:
+        argv += ["--memory-limit", str(entry.memory_limit)]
+    if entry.tool_parser:
+        argv += ["--tool-parser", entry.tool_parser]
+    if entry.cpu_only:
+        argv.append("--cpu-only")
+    if entry.log_level:
+        argv += ["--log-level", entry.log_level.lower()]
+    return [*argv, *entry.args]
+
+
+def server_config(name: str, entry: BackendConfig, port: int | None = None) -> ServerConfig:
+    """The settings of an embedded server (mounted in the proxy's process) for this entry."""
+    from adapters.mlx_server.__main__ import default_alias
+
+    model = _require_model(name, entry)
+    models = [ModelSpec(entry.model_alias or default_alias(model), model)]
+    models += [ModelSpec(alias, path) for alias, path in entry.models.items()]
+    return ServerConfig(
+        models=tuple(models),
+        host=entry.host,
+        port=port or entry.port or 0,
+        context_length=entry.context_length,
+        max_queue=entry.max_queue,
+        memory_limit_bytes=int(entry.memory_limit * _GB) if entry.memory_limit else None,
+        tool_parser=entry.tool_parser,
+        cpu_only=entry.cpu_only,
+        log_level=(entry.log_level or "info").lower(),
+    )
+
+
+def _openblas_env(existing: str) -> dict[str, str]:
+    # adapters.openblas is optional at import time so this adapter loads on any checkout.
+    try:
+        from adapters.openblas import openblas_env
+    except ImportError:
+        return {}
+    return openblas_env(existing)
+
+
+class MlxServerAdapter:
+    kind = "mlx-server"
+
+    def launch(self, name: str, entry: BackendConfig, config: Config) -> LaunchSpec:
+        port = require_port(name, entry)
+        probe = Probe(local_url(entry, port, entry.health_path or HEALTH_PATH))
+        env = dict(entry.env)
+        env |= _openblas_env(env.get("LD_PRELOAD", ""))
+        return LaunchSpec(
+            name=name,
+            kind=self.kind,
+            argv=tuple(server_argv(name, entry, port)),
+            base_url=entry.base_url or local_url(entry, port, "/v1"),
+            api=ApiKind.OPENAI,
+            readiness=probe,
+            liveness=probe,
+            env=env,
+            host=entry.host,
+            port=port,
+            secrets=entry_secrets(entry),
+        )
+
+    def checks(self, name: str, entry: BackendConfig, config: Config) -> list[Check]:
+        return []

@@ -1,0 +1,76 @@
+"""The token loop: prefill, then sample one token at a time, with logits processors seeing everything.
+
+mlx-lm's `stream_generate(..., prompt_cache=cache)` gives its logits processors only the tokens it was
+handed, not a prefix already in the cache, so a repetition penalty would change once a prompt cache
+reuses tokens. This loop keeps the whole history (prompt, reused prefix included, plus every sampled
+token) and gives that to the processors. Everything here runs on the generation thread.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Generator, Sequence
+from typing import Any, cast
+
+from adapters.mlx_server.sampling import LogitsProcessor, Sampler
+
+
+def generate_tokens(
+    model: Any,
+    prompt: Sequence[int],
+    cache: list[Any],
+    *,
+    reused: int,
+    sampler: Sampler,
+    processors: Sequence[LogitsProcessor],
+    max_tokens: int,
+    prefill_step: int,
+    cancelled: Callable[[], bool],
+) -> Generator[int, None, None]:
+    """Yield sampled token ids, at most `max_tokens`.
+
+    Args:
+        model: an mlx-lm model.
+        prompt: the whole prompt; the first `reused` tokens are already in `cache`.
+        cache: per-layer KV cache, extended in place.
+        reused: prompt tokens the cache already holds (less than `len(prompt)`).
+        sampler, processors: from `sampling.build_sampling`.
+        max_tokens: upper bound on yielded tokens (>= 1).
+        prefill_step: tokens per prefill chunk; `cancelled` is checked between chunks.
+        cancelled: polled during prefill so a disconnected client does not hold the thread for minutes.
+    """
+    import mlx.core as mx
+
+    if not 0 <= reused < len(prompt):
+        raise ValueError(f"reused ({reused}) must be below the prompt length ({len(prompt)})")
+    history = mx.array(list(prompt), dtype=mx.int32)
+    pending = history[reused:]
+    while pending.size > 1:
+        if cancelled():
+            return
+        chunk = min(prefill_step, pending.size - 1)
+        model(pending[:chunk][None], cache=cache)
+        mx.eval([layer.state for layer in cache])
+        pending = pending[chunk:]
+
+    def step(fed: mx.array, seen: mx.array) -> mx.array:
+        logits = model(fed[None], cache=cache)[:, -1, :]
+        for processor in processors:
+            logits = processor(seen, logits)
+        logprobs = logits - mx.logsumexp(logits, axis=-1, keepdims=True)
+        return sampler(logprobs).astype(mx.int32)
+
+    token = step(pending, history)
+    mx.async_eval(token)  # type: ignore[no-untyped-call]
+    produced = 0
+    while True:
+        following = None
+        if produced + 1 < max_tokens:
+            # Queue the next step before reading this token: the device computes while Python yields.
+            history = mx.concatenate([history, token])
+            following = step(token, history)
+            mx.async_eval(following)  # type: ignore[no-untyped-call]
+        yield cast(int, token.item())
+        produced += 1
+        if following is None:
+            return
+        token = following

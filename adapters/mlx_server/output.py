@@ -1,0 +1,106 @@
+"""Generated text -> what a client sees: reasoning, content and tool calls, piece by piece.
+
+Order of the stages: the engine has already cut stop sequences; `<think>…</think>` is split off as
+reasoning; what is left goes through the model's tool-call parser, so tool markup never reaches the
+client as text. Streaming and non-streaming responses use the same stages, so they agree.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from adapters.mlx_server.mlx_tools import MlxToolStream
+from adapters.mlx_server.pool import LoadedModel
+from adapters.reasoning import ReasoningDelta, ReasoningSplitter
+from adapters.tool_parsers import TextDelta, ToolCall, ToolCallDelta, detect_parser, get_parser
+
+
+@dataclass(frozen=True)
+class ReasoningPiece:
+    text: str
+
+
+OutputEvent = ReasoningPiece | TextDelta | ToolCallDelta
+
+
+class _ToolStream(Protocol):
+    def feed(self, delta: str) -> Sequence[TextDelta | ToolCallDelta]: ...
+
+    def finish(self) -> Sequence[TextDelta | ToolCallDelta]: ...
+
+
+def tool_stream_for(
+    loaded: LoadedModel, tools: Sequence[dict[str, Any]] | None, forced: str | None
+) -> _ToolStream | None:
+    """The tool-call parser for one generation: the configured one, else mlx-lm's, else one detected.
+
+    None when the request offers no tools (plain text is then never read as markup).
+    Raises KeyError when `forced` names no known parser.
+    """
+    if not tools:
+        return None
+    if forced:
+        return get_parser(forced).stream()
+    own = MlxToolStream.for_tokenizer(loaded.tokenizer, tools)
+    if own is not None:
+        return own
+    detected = detect_parser(loaded.chat_template, loaded.model_type)
+    return detected.stream() if detected is not None else None
+
+
+def reasoning_splitter_for(loaded: LoadedModel, starts_in_reasoning: bool) -> ReasoningSplitter | None:
+    """A `<think>` splitter when the tokenizer knows reasoning markers, else None."""
+    tokenizer = loaded.tokenizer
+    if not getattr(tokenizer, "has_thinking", False):
+        return None
+    return ReasoningSplitter(
+        start=tokenizer.think_start, end=tokenizer.think_end, starts_in_reasoning=starts_in_reasoning
+    )
+
+
+class OutputAssembler:
+    """Feed the engine's text chunks; get reasoning, text and tool-call events."""
+
+    def __init__(self, splitter: ReasoningSplitter | None, tools: _ToolStream | None) -> None:
+        self._splitter = splitter
+        self._tools = tools
+
+    def feed(self, text: str) -> list[OutputEvent]:
+        return self._route(self._splitter.feed(text) if self._splitter else [TextDelta(text)], final=False)
+
+    def finish(self) -> list[OutputEvent]:
+        events = self._route(self._splitter.finish() if self._splitter else [], final=False)
+        return events + self._route([], final=True)
+
+    def _route(self, pieces: Sequence[ReasoningDelta | TextDelta], *, final: bool) -> list[OutputEvent]:
+        events: list[OutputEvent] = []
+        for piece in pieces:
+            if isinstance(piece, ReasoningDelta):
+                events.append(ReasoningPiece(piece.text))
+            elif self._tools is None:
+                events.append(piece)
+            else:
+                events.extend(self._tools.feed(piece.text))
+        if final and self._tools is not None:
+            events.extend(self._tools.finish())
+        return [e for e in events if not (isinstance(e, TextDelta | ReasoningPiece) and not e.text)]
+
+
+@dataclass
+class CollectedOutput:
+    """A whole generation's output, for non-streaming responses."""
+
+    content: str = ""
+    reasoning: str = ""
+    tool_calls: list[ToolCall] = field(default_factory=list)
+
+    def add(self, events: Sequence[OutputEvent]) -> None:
+        for event in events:
+            if isinstance(event, ReasoningPiece):
+                self.reasoning += event.text
+            elif isinstance(event, ToolCallDelta):
+                self.tool_calls.append(event.call)
+            else:
+                self.content += event.text

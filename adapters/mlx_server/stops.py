@@ -1,0 +1,73 @@
+"""Stop sequences over streamed text, safe for streaming.
+
+Text that could be the start of a stop sequence is held back until the next piece decides it:
+a client is never sent characters that a later stop match would have to retract.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class StopResult:
+    """What may be sent now, and whether a stop sequence ended the text."""
+
+    text: str
+    stopped: bool
+
+
+class StopMatcher:
+    """Feed decoded text piece by piece; get back what is safe to send.
+
+    Args:
+        stops: the stop strings (empty strings are ignored). The earliest match in the text wins,
+            and the stop string itself is never part of the output.
+    """
+
+    def __init__(self, stops: Sequence[str]) -> None:
+        self._stops = tuple(s for s in stops if s)
+        self._held = ""
+        self._stopped = False
+
+    @property
+    def stopped(self) -> bool:
+        return self._stopped
+
+    def feed(self, piece: str) -> StopResult:
+        """Add `piece`; returns the text that can be sent and whether generation should stop."""
+        if self._stopped:
+            return StopResult("", True)
+        if not self._stops:
+            return StopResult(piece, False)
+        text = self._held + piece
+        cut = _earliest_match(text, self._stops)
+        if cut is not None:
+            self._held = ""
+            self._stopped = True
+            return StopResult(text[:cut], True)
+        keep = partial_suffix_length(text, self._stops)
+        self._held = text[len(text) - keep :] if keep else ""
+        return StopResult(text[: len(text) - keep], False)
+
+    def flush(self) -> str:
+        """The held-back text once generation ended without completing a stop sequence."""
+        held, self._held = self._held, ""
+        return "" if self._stopped else held
+
+
+def _earliest_match(text: str, stops: Sequence[str]) -> int | None:
+    found = [i for i in (text.find(s) for s in stops) if i >= 0]
+    return min(found) if found else None
+
+
+def partial_suffix_length(text: str, stops: Sequence[str]) -> int:
+    """Length of the longest suffix of `text` that is a proper prefix of some stop string."""
+    best = 0
+    for stop in stops:
+        for length in range(min(len(stop) - 1, len(text)), best, -1):
+            if text.endswith(stop[:length]):
+                best = length
+                break
+    return best

@@ -1,0 +1,63 @@
+"""The `mlx-server` adapter: config keys become the server's command line, or its embedded settings."""
+
+from __future__ import annotations
+
+import sys
+
+import pytest
+
+from adapters.base import AdapterError, ApiKind
+from adapters.mlx_server.adapter import MlxServerAdapter, server_config
+from launcher.config import BackendConfig, Config
+
+
+def entry(**keys: object) -> BackendConfig:
+    return BackendConfig.model_validate({"type": "mlx-server", "model": "/models/qwen", "port": 8081, **keys})
+
+
+def test_launch_runs_our_module_and_probes_health() -> None:
+    spec = MlxServerAdapter().launch("mlx", entry(), Config.model_validate({}))
+    assert spec.argv[:3] == (sys.executable, "-m", "adapters.mlx_server")
+    assert spec.argv[3:9] == ("--model", "/models/qwen", "--port", "8081", "--host", "127.0.0.1")
+    assert spec.base_url == "http://127.0.0.1:8081/v1" and spec.api is ApiKind.OPENAI
+    assert spec.readiness is not None and spec.readiness.url == "http://127.0.0.1:8081/health"
+    assert spec.liveness == spec.readiness
+
+
+def test_every_server_key_becomes_a_flag() -> None:
+    keys = {
+        "modelAlias": "qwen",
+        "models": {"small": "~/models/small"},
+        "contextLength": 32768,
+        "maxQueue": 2,
+        "memoryLimit": 12.5,
+        "toolParser": "hermes",
+        "cpuOnly": True,
+        "logLevel": "DEBUG",
+        "args": ["--max-tokens", "1024"],
+    }
+    argv = MlxServerAdapter().launch("mlx", entry(**keys), Config.model_validate({})).argv
+    joined = " ".join(argv)
+    for expected in (
+        "--alias qwen",
+        "--extra-model small=~/models/small",
+        "--context-length 32768",
+        "--max-queue 2",
+        "--memory-limit 12.5",
+        "--tool-parser hermes",
+        "--cpu-only",
+        "--log-level debug",
+    ):
+        assert expected in joined
+    assert argv[-2:] == ("--max-tokens", "1024")
+
+
+def test_missing_model_is_an_adapter_error() -> None:
+    with pytest.raises(AdapterError, match="model is required"):
+        MlxServerAdapter().launch("mlx", BackendConfig.model_validate({"port": 1}), Config.model_validate({}))
+
+
+def test_embedded_settings_match_the_entry() -> None:
+    config = server_config("mlx", entry(models={"small": "/m/small"}, maxQueue=3, memoryLimit=1.0))
+    assert [m.alias for m in config.models] == ["qwen", "small"]
+    assert config.max_queue == 3 and config.memory_limit_bytes == 1024**3
