@@ -1,0 +1,75 @@
+"""Response plumbing that must hold even when the client goes away early."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any, TypeVar
+
+from starlette.requests import Request
+from starlette.responses import StreamingResponse
+from starlette.types import Receive, Scope, Send
+
+T = TypeVar("T")
+
+
+class ClientGone(Exception):
+    """The client disconnected before the answer was ready."""
+
+
+class ClosingStreamingResponse(StreamingResponse):
+    """A streaming response that runs `on_close` exactly once however it ends.
+
+    A generator that never started (the client left before the first byte) runs no `finally`, so
+    cleanup placed only there would leak the upstream connection and the client lease.
+    """
+
+    def __init__(self, *args: Any, on_close: Callable[[], Awaitable[None]], **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._on_close = on_close
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            await self._on_close()
+
+
+def once(action: Callable[[], Awaitable[None]]) -> Callable[[], Awaitable[None]]:
+    """`action`, made safe to call from several cleanup paths."""
+    state = {"done": False}
+
+    async def run() -> None:
+        if not state["done"]:
+            state["done"] = True
+            await action()
+
+    return run
+
+
+async def _disconnected(request: Request) -> None:
+    while True:
+        message = await request.receive()
+        if message["type"] == "http.disconnect":
+            return
+
+
+async def unless_disconnected(request: Request, work: Coroutine[Any, Any, T]) -> T:
+    """Run `work`; cancel it if the client disconnects first (the backend then stops generating).
+
+    Raises:
+        ClientGone: the client went away.
+    """
+    task = asyncio.ensure_future(work)
+    watcher = asyncio.ensure_future(_disconnected(request))
+    try:
+        await asyncio.wait((task, watcher), return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        watcher.cancel()
+        if not task.done():
+            task.cancel()
+            # Wait for the cancelled work to close its upstream connection before answering.
+            await asyncio.gather(task, return_exceptions=True)
+    if task.cancelled():
+        raise ClientGone()
+    return task.result()

@@ -1,0 +1,175 @@
+"""`POST /v1/messages` against an OpenAI-style backend: open the stream, translate it, answer.
+
+The backend is always asked to stream. A streaming client gets Anthropic events as chunks arrive
+(with pings during a long prefill); a non-streaming client gets the folded message. Failures before
+the first byte are real HTTP errors; after it, an `error` event ends the stream cleanly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+from launcher.bridge import sse
+from launcher.bridge.codec import DecodeError, loads
+from launcher.bridge.errors import ApiError
+from launcher.bridge.failures import backend_status_error, connect_failure
+from launcher.bridge.heartbeat import Ping, StreamTimeout, paced
+from launcher.bridge.leaks import TextToolParser
+from launcher.bridge.options import ProxyOptions
+from launcher.bridge.response import MessageAssembler, completion_as_chunk
+from launcher.bridge.stream import StreamTranslator, UpstreamStreamError
+from launcher.bridge.upstream import Reporter, Upstream
+
+log = logging.getLogger("anyclaude.bridge")
+
+Event = dict[str, Any]
+
+
+@dataclass
+class Call:
+    """One request to an OpenAI-style backend, ready to send."""
+
+    upstream: Upstream
+    client: httpx.AsyncClient
+    payload: bytes
+    model: str  # the id the client asked for, echoed back
+    prompt_tokens: int
+    stop_sequences: list[str] | None
+    parser: TextToolParser | None
+
+
+async def open_stream(call: Call) -> httpx.Response:
+    """Send the request and wait for the response headers. Raises ApiError for a failed call."""
+    headers = {"content-type": "application/json", "accept": "text/event-stream"}
+    if call.upstream.api_key:
+        headers["authorization"] = f"Bearer {call.upstream.api_key}"
+    url = call.upstream.base_url.rstrip("/") + "/chat/completions"
+    request = call.client.build_request("POST", url, content=call.payload, headers=headers)
+    try:
+        response = await call.client.send(request, stream=True)
+    except httpx.HTTPError as exc:
+        raise connect_failure(call.upstream.name, exc) from None
+    if response.status_code >= 300:
+        try:
+            body = await response.aread()
+        except httpx.HTTPError:
+            body = b""
+        finally:
+            await response.aclose()
+        raise backend_status_error(
+            response.status_code, body, call.upstream.context_length, call.prompt_tokens
+        ) from None
+    return response
+
+
+async def _events(
+    call: Call, response: httpx.Response, options: ProxyOptions, waited: float
+) -> AsyncIterator[Event | Ping]:
+    """Anthropic events of one backend response, with ping marks. Raises ApiError on a failure."""
+    translator = StreamTranslator(call.model, call.prompt_tokens, call.stop_sequences, call.parser)
+    if "text/event-stream" not in response.headers.get("content-type", "text/event-stream"):
+        # A backend that ignored `stream: true` answered with one JSON completion.
+        try:
+            whole = loads(await response.aread())
+        except DecodeError:
+            raise sse.TornStream("the backend answered with something that is neither SSE nor JSON") from None
+        chunk = completion_as_chunk(whole) if isinstance(whole, dict) else {}
+        for event in translator.start() + translator.feed(chunk) + translator.finish():
+            yield event
+        return
+    for event in translator.start():
+        yield event
+    upstream_events = sse.OpenAIEvents(response.aiter_lines())
+    first_timeout = max(0.001, options.first_byte_timeout - waited)
+    async for item in paced(upstream_events.__aiter__(), options.ping_interval, first_timeout, options.idle_timeout):
+        if isinstance(item, Ping):
+            yield item
+            continue
+        for event in translator.feed(item):
+            yield event
+    if not upstream_events.done and not translator.finished:
+        raise sse.TornStream("the backend closed the stream before the response was complete")
+    for event in translator.finish():
+        yield event
+
+
+def _mid_stream_error(exc: BaseException) -> ApiError:
+    if isinstance(exc, ApiError):
+        return exc
+    if isinstance(exc, StreamTimeout | UpstreamStreamError | sse.TornStream):
+        return ApiError(500, str(exc))
+    if isinstance(exc, httpx.HTTPError):
+        return ApiError(500, f"the backend connection failed mid-response ({type(exc).__name__})")
+    return ApiError(500, f"the response failed ({type(exc).__name__})")
+
+
+_FAILURES = (ApiError, StreamTimeout, UpstreamStreamError, sse.TornStream, httpx.HTTPError)
+
+
+async def collect(call: Call, options: ProxyOptions) -> dict[str, Any]:
+    """The whole message, for a non-streaming client. Raises ApiError."""
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    response = await open_stream(call)
+    assembler = MessageAssembler()
+    try:
+        async for event in _events(call, response, options, loop.time() - started):
+            if not isinstance(event, Ping):
+                assembler.add(event)
+    except _FAILURES as exc:
+        raise _mid_stream_error(exc) from None
+    finally:
+        await response.aclose()
+    return assembler.message
+
+
+async def stream(
+    call: Call, options: ProxyOptions, pending: asyncio.Task[httpx.Response], gate: Reporter
+) -> AsyncIterator[bytes]:
+    """SSE bytes for a streaming client. `pending` is the request whose headers may not be in yet.
+
+    Never raises once started: a failure becomes one `error` event and the end of the stream.
+    """
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    sent_start = False
+    response: httpx.Response | None = None
+    try:
+        while not pending.done():
+            # A backend that sends headers only with its first token: keep the client alive meanwhile.
+            if not sent_start:
+                sent_start = True
+                yield sse.encode(_placeholder_start(call))
+            if loop.time() - started > options.first_byte_timeout:
+                raise StreamTimeout(options.first_byte_timeout, True)
+            await asyncio.wait((pending,), timeout=options.ping_interval)
+            if not pending.done():
+                yield sse.PING
+        response = pending.result()
+        async for event in _events(call, response, options, loop.time() - started):
+            if isinstance(event, Ping):
+                yield sse.PING
+            elif event["type"] == "message_start" and sent_start:
+                continue  # already sent before the headers arrived
+            else:
+                yield sse.encode(event)
+        gate.report(True)
+    except _FAILURES as exc:
+        error = _mid_stream_error(exc)
+        gate.report(error.status < 500)
+        log.warning("stream from %s failed: %s", call.upstream.name, error.message)
+        yield sse.encode(error.body())
+    finally:
+        if response is not None:
+            await response.aclose()
+
+
+def _placeholder_start(call: Call) -> Event:
+    translator = StreamTranslator(call.model, call.prompt_tokens)
+    return translator.start()[0]

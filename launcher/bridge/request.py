@@ -1,0 +1,208 @@
+"""Anthropic Messages request → OpenAI chat-completions request.
+
+Choices a backend's chat template depends on:
+- `system` blocks become one leading system message (billing line stripped, `cache_control` dropped).
+- A `role: system` message before any turn joins the system prompt. One later in the conversation
+  (Claude Code puts an agent list after the first user turn) keeps its position as user-role text
+  wrapped in `<system-reminder>` and merged into the adjacent user turn: most templates accept a
+  system message only first, and moving it to the front would change the cached prefix every time
+  it changes.
+- `tool_result` blocks become `tool` messages right after the assistant message that called them;
+  `is_error` results are prefixed with `[error] `.
+- Consecutive messages of one role are merged: several templates require strict alternation.
+- Tools and their schemas are passed through in the client's order, unsorted, unchanged, so the
+  same tools give the same bytes on every request.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from launcher.bridge.blocks import convert_assistant, convert_user, plain_text
+from launcher.bridge.errors import invalid_request
+from launcher.bridge.hygiene import strip_billing_header
+from launcher.bridge.models import CountTokensRequest, Message, MessagesRequest, Tool
+
+log = logging.getLogger("anyclaude.bridge")
+
+ERROR_PREFIX = "[error] "
+
+
+def system_text(system: Any, strip_billing: bool = True) -> str:
+    """The system prompt as one string; non-text blocks are ignored."""
+    if strip_billing:
+        system = strip_billing_header(system)
+    if system is None:
+        return ""
+    if isinstance(system, str):
+        return system
+    return "\n\n".join(plain_text(system, "system"))
+
+
+def translate_messages(req: CountTokensRequest, strip_billing: bool = True) -> list[dict[str, Any]]:
+    """The OpenAI `messages` list for an Anthropic request, system prompt first."""
+    system_parts = [text] if (text := system_text(req.system, strip_billing)) else []
+    out: list[dict[str, Any]] = []
+    pending: list[dict[str, Any]] = []  # mid-conversation system text waiting for a user turn
+    started = False
+    for i, msg in enumerate(req.messages):
+        if msg.role == "system":
+            text = "\n\n".join(plain_text(msg.content, f"messages.{i}.content"))
+            if not started:
+                system_parts.append(text)
+            elif out and out[-1]["role"] == "user":
+                out[-1]["content"].append(_reminder(text))
+            else:
+                pending.append(_reminder(text))
+            continue
+        started = True
+        if msg.role == "user":
+            _add_user(out, msg, i, pending)
+            pending = []
+        else:
+            if pending:
+                _append(out, {"role": "user", "content": pending})
+                pending = []
+            _add_assistant(out, msg, i)
+    if pending:
+        _append(out, {"role": "user", "content": pending})
+    messages = [{"role": "system", "content": "\n\n".join(system_parts)}] if system_parts else []
+    messages.extend(_finish(m) for m in out)
+    return messages
+
+
+def _reminder(text: str) -> dict[str, Any]:
+    return {"type": "text", "text": f"<system-reminder>\n{text}\n</system-reminder>"}
+
+
+def _add_user(out: list[dict[str, Any]], msg: Message, i: int, pending: list[dict[str, Any]]) -> None:
+    results, parts = convert_user(msg.content, f"messages.{i}.content", ERROR_PREFIX)
+    for result in results:
+        out.append(result)  # tool messages never merge: each answers one call
+    parts = pending + parts
+    if parts:
+        _append(out, {"role": "user", "content": parts})
+
+
+def _add_assistant(out: list[dict[str, Any]], msg: Message, i: int) -> None:
+    text, calls = convert_assistant(msg.content, f"messages.{i}.content")
+    if not text and not calls:
+        return  # a turn that held only thinking: an empty turn confuses templates
+    entry: dict[str, Any] = {"role": "assistant", "content": [{"type": "text", "text": text}] if text else []}
+    if calls:
+        entry["tool_calls"] = calls
+    _append(out, entry)
+
+
+def _append(out: list[dict[str, Any]], entry: dict[str, Any]) -> None:
+    last = out[-1] if out else None
+    if last is not None and last["role"] == entry["role"] and entry["role"] in ("user", "assistant"):
+        last["content"].extend(entry["content"])
+        if "tool_calls" in entry:
+            last.setdefault("tool_calls", []).extend(entry["tool_calls"])
+        return
+    out.append(entry)
+
+
+def _finish(entry: dict[str, Any]) -> dict[str, Any]:
+    """Text-only content as one string: several backends accept nothing else without a vision model."""
+    if entry["role"] == "tool":
+        return entry
+    parts = entry["content"]
+    if all(p["type"] == "text" for p in parts):
+        joiner = "" if entry["role"] == "assistant" else "\n\n"
+        entry["content"] = joiner.join(p["text"] for p in parts)
+    return entry
+
+
+def translate_tools(tools: list[Tool] | None) -> list[dict[str, Any]]:
+    """OpenAI function tools, in the client's order; Anthropic server tools are dropped."""
+    out: list[dict[str, Any]] = []
+    for tool in tools or ():
+        if tool.type not in (None, "custom"):
+            log.debug("dropping server tool %s (%s): a local backend cannot run it", tool.name, tool.type)
+            continue
+        function: dict[str, Any] = {"name": tool.name}
+        if tool.description is not None:
+            function["description"] = tool.description
+        function["parameters"] = tool.input_schema if tool.input_schema is not None else {"type": "object"}
+        out.append({"type": "function", "function": function})
+    return out
+
+
+def translate_tool_choice(choice: dict[str, Any] | None) -> tuple[Any, bool]:
+    """(OpenAI tool_choice or None, parallel tool calls disabled)."""
+    if choice is None:
+        return None, False
+    kind = choice.get("type")
+    no_parallel = choice.get("disable_parallel_tool_use") is True
+    if kind == "auto":
+        return "auto", no_parallel
+    if kind == "any":
+        return "required", no_parallel
+    if kind == "none":
+        return "none", False
+    if kind == "tool":
+        name = choice.get("name")
+        if not isinstance(name, str):
+            raise invalid_request("tool_choice.name: a tool name is required when tool_choice.type is 'tool'")
+        return {"type": "function", "function": {"name": name}}, no_parallel
+    raise invalid_request(f"tool_choice.type: unknown value {kind!r} (auto, any, tool, none)")
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """The model-independent part of a translation, done before a backend is chosen."""
+
+    messages: list[dict[str, Any]]
+    tools: list[dict[str, Any]]
+    tool_choice: Any
+    no_parallel: bool
+
+
+def prepare(req: CountTokensRequest, strip_billing: bool = True) -> Prepared:
+    """Translate messages, tools and tool_choice. Raises ApiError (400) for structurally wrong blocks."""
+    tools = translate_tools(req.tools)
+    choice, no_parallel = translate_tool_choice(req.tool_choice) if tools else (None, False)
+    return Prepared(translate_messages(req, strip_billing), tools, choice, no_parallel)
+
+
+def build_body(req: MessagesRequest, prepared: Prepared, model: str | None, max_tokens: int) -> dict[str, Any]:
+    """The OpenAI chat-completions body, always streaming with usage.
+
+    `thinking`, `output_config`, `context_management` and `metadata` are dropped: no OpenAI-style
+    backend shares their meaning, and refusing them would break every Claude Code request.
+    """
+    body: dict[str, Any] = {}
+    if model is not None:
+        body["model"] = model
+    body["messages"] = prepared.messages
+    if prepared.tools:
+        body["tools"] = prepared.tools
+        if prepared.tool_choice is not None:
+            body["tool_choice"] = prepared.tool_choice
+        if prepared.no_parallel:
+            body["parallel_tool_calls"] = False
+    body["max_tokens"] = max_tokens
+    if req.temperature is not None:
+        body["temperature"] = req.temperature
+    if req.top_p is not None:
+        body["top_p"] = req.top_p
+    if req.top_k is not None:
+        body["top_k"] = req.top_k
+    if req.stop_sequences:
+        body["stop"] = req.stop_sequences
+    # Always stream from the backend: some fail non-streaming requests (MLX-Textgen on Linux), and a
+    # non-stream answer is assembled from the stream anyway.
+    body["stream"] = True
+    body["stream_options"] = {"include_usage": True}
+    return body
+
+
+def translate_request(
+    req: MessagesRequest, model: str | None, max_tokens: int | None = None, strip_billing: bool = True
+) -> dict[str, Any]:
+    """The whole OpenAI body for `req` in one step (max_tokens defaults to the request's)."""
+    return build_body(req, prepare(req, strip_billing), model, max_tokens or req.max_tokens)

@@ -1,0 +1,78 @@
+"""Server-sent events: encoding Anthropic events, and reading an OpenAI-style event stream.
+
+Anthropic's SDK needs an `event:` line on every event (it dispatches on it), so `encode` always
+writes one; the reader accepts `data:` with or without the space and multi-line data.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+from launcher.bridge.codec import DecodeError, dumps, loads
+
+DONE = "[DONE]"
+
+
+def encode(event: dict[str, Any]) -> bytes:
+    """One Anthropic event as SSE bytes; the event name is the payload's `type`."""
+    name: str = event["type"]
+    return b"event: " + name.encode() + b"\ndata: " + dumps(event) + b"\n\n"
+
+
+PING = encode({"type": "ping"})
+
+
+class TornStream(Exception):
+    """The upstream stream ended inside an event or carried something that is not JSON."""
+
+
+class OpenAIEvents:
+    """Iterates the JSON payloads of an OpenAI chat-completions stream.
+
+    `done` becomes True when the `[DONE]` marker arrived, so the caller can tell a finished stream
+    from one cut off between events.
+    """
+
+    def __init__(self, lines: AsyncIterator[str]) -> None:
+        self._lines = lines
+        self.done = False
+
+    def __aiter__(self) -> AsyncIterator[dict[str, Any]]:
+        return self._iterate()
+
+    async def _iterate(self) -> AsyncIterator[dict[str, Any]]:
+        data: list[str] = []
+        async for raw in self._lines:
+            line = raw.rstrip("\r\n")
+            if not line:
+                if data:
+                    payload = "\n".join(data)
+                    data = []
+                    if payload.strip() == DONE:
+                        # Read on to the end of the body: a response closed unread also closes its
+                        # keep-alive connection, and the next request pays a new connect.
+                        self.done = True
+                    elif not self.done:
+                        yield self._decode(payload)
+                continue
+            if line.startswith("data:"):
+                data.append(line[6:] if line.startswith("data: ") else line[5:])
+            # `event:`, `id:`, `retry:` and `:` comment lines carry nothing the bridge needs.
+        if data:
+            # A last event without its blank line is complete only if it parses.
+            payload = "\n".join(data)
+            if payload.strip() == DONE:
+                self.done = True
+                return
+            yield self._decode(payload)
+
+    @staticmethod
+    def _decode(payload: str) -> dict[str, Any]:
+        try:
+            value = loads(payload)
+        except DecodeError:
+            raise TornStream(f"the backend sent an event that is not JSON ({len(payload)} bytes)") from None
+        if not isinstance(value, dict):
+            raise TornStream("the backend sent an event that is not a JSON object")
+        return value

@@ -1,0 +1,119 @@
+"""Prompt sizes: exact counts from the backend's tokenizer when it has one, estimates otherwise,
+and the context contract: a prompt that cannot fit gets "prompt is too long", never a truncation.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+from launcher.bridge.codec import DecodeError, dumps, loads
+from launcher.bridge.errors import prompt_too_long
+from launcher.bridge.upstream import Upstream
+
+log = logging.getLogger("anyclaude.bridge")
+
+# Typical BPE tokenizers average 3.5-4 characters per token on English and code.
+CHARS_PER_TOKEN = 3.5
+# No common tokenizer averages fewer than 2 bytes per token on JSON-escaped text: a body whose
+# length / 2 fits surely fits, and is not worth a tokenizer round trip.
+SAFE_BYTES_PER_TOKEN = 2.0
+TOKENIZE_TIMEOUT = 30.0
+
+
+@dataclass(frozen=True)
+class TokenCount:
+    tokens: int
+    exact: bool
+
+
+def estimate(size: int) -> int:
+    return math.ceil(size / CHARS_PER_TOKEN)
+
+
+async def count(
+    client: httpx.AsyncClient, upstream: Upstream, messages: list[dict[str, Any]], tools: list[dict[str, Any]]
+) -> TokenCount:
+    """The prompt's tokens from `upstream.tokenize_url`, else an estimate (logged as one)."""
+    if upstream.tokenize_url:
+        exact = await _tokenize(client, upstream, messages, tools)
+        if exact is not None:
+            return TokenCount(exact, True)
+    size = len(dumps({"messages": messages, "tools": tools}))
+    tokens = estimate(size)
+    log.info("prompt size %d tokens is an estimate (%d bytes / %.1f)", tokens, size, CHARS_PER_TOKEN)
+    return TokenCount(tokens, False)
+
+
+async def _tokenize(
+    client: httpx.AsyncClient, upstream: Upstream, messages: list[dict[str, Any]], tools: list[dict[str, Any]]
+) -> int | None:
+    url = upstream.tokenize_url or ""
+    if url.rstrip("/").endswith("/v1/tokenize"):
+        body: dict[str, Any] = {"messages": messages, "tools": tools} if tools else {"messages": messages}
+        if upstream.model is not None:
+            body["model"] = upstream.model
+    else:  # llama-server's /tokenize takes plain text: the contents, without the template's markup
+        body = {"content": _flatten(messages, tools)}
+    headers = {"authorization": f"Bearer {upstream.api_key}"} if upstream.api_key else {}
+    try:
+        response = await client.post(url, content=dumps(body), headers=headers, timeout=TOKENIZE_TIMEOUT)
+        value = loads(response.content) if response.status_code == 200 else None
+    except (httpx.HTTPError, DecodeError) as exc:
+        log.warning("tokenize at %s failed (%s); estimating instead", url, type(exc).__name__)
+        return None
+    if isinstance(value, dict):
+        if isinstance(value.get("count"), int):
+            return int(value["count"])
+        if isinstance(value.get("tokens"), list):
+            return len(value["tokens"])
+    log.warning("tokenize at %s answered %s without a count; estimating instead", url, response.status_code)
+    return None
+
+
+def _flatten(messages: list[dict[str, Any]], tools: list[dict[str, Any]]) -> str:
+    parts = []
+    for message in messages:
+        content = message.get("content")
+        if isinstance(content, str):
+            parts.append(content)
+        elif isinstance(content, list):
+            parts.extend(p["text"] for p in content if isinstance(p, dict) and isinstance(p.get("text"), str))
+        for call in message.get("tool_calls") or ():
+            parts.append(call["function"]["name"] + call["function"]["arguments"])
+    if tools:
+        parts.append(dumps(tools).decode())
+    return "\n".join(parts)
+
+
+async def fit(
+    client: httpx.AsyncClient,
+    upstream: Upstream,
+    messages: list[dict[str, Any]],
+    tools: list[dict[str, Any]],
+    body_size: int,
+    requested: int,
+) -> tuple[int, int]:
+    """(prompt tokens, max_tokens to ask for) for one request.
+
+    `max_tokens` is clamped to what the model can give: Claude Code asks for 32000-64000, more than
+    most local models' whole context. Raises ApiError 400 "prompt is too long" when the prompt alone
+    fills the context.
+    """
+    max_tokens = requested
+    if upstream.max_output_tokens:
+        max_tokens = min(max_tokens, upstream.max_output_tokens)
+    context = upstream.context_length
+    if not context:
+        return estimate(body_size), max_tokens
+    if body_size / SAFE_BYTES_PER_TOKEN < context:
+        prompt = TokenCount(estimate(body_size), False)
+    else:
+        prompt = await count(client, upstream, messages, tools)
+    if prompt.tokens >= context:
+        raise prompt_too_long(prompt.tokens, context)
+    return prompt.tokens, max(1, min(max_tokens, context - prompt.tokens))

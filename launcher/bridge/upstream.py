@@ -1,0 +1,137 @@
+"""The seam with the runtime: which backend to call (`Upstream`), whether it may be called
+(`BackendGate`), and one keep-alive HTTP client per backend (`ClientPool`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import httpx
+
+from adapters.base import ApiKind
+
+
+@dataclass(frozen=True)
+class Upstream:
+    """One backend as the proxy sees it.
+
+    `base_url` is the OpenAI-style base including `/v1`, or the Anthropic API root for `api=anthropic`.
+    `model` is the name put in requests (None: omit it; the official mlx_lm.server reloads from the
+    Hub when given another name). `transport` is set for a backend mounted in this process.
+    """
+
+    name: str
+    base_url: str
+    api: ApiKind
+    api_key: str | None = None
+    model: str | None = None
+    context_length: int | None = None
+    max_output_tokens: int | None = None
+    tokenize_url: str | None = None
+    passthrough: bool = False
+    transport: httpx.AsyncBaseTransport | None = None
+
+    def __repr__(self) -> str:  # the key must never reach a log through a repr
+        return f"Upstream(name={self.name!r}, base_url={self.base_url!r}, api={self.api.value!r})"
+
+
+class BackendUnavailable(Exception):
+    """The backend cannot take requests now; the client gets 529 `overloaded_error` with Retry-After."""
+
+    def __init__(self, message: str, retry_after: float, status: int = 529) -> None:
+        super().__init__(message)
+        self.message = message
+        self.retry_after = retry_after
+        self.status = status
+
+
+class Reporter(Protocol):
+    def report(self, ok: bool) -> None: ...
+
+
+class BackendGate(Protocol):
+    async def acquire(self) -> Upstream:
+        """The backend to call; waits while it starts, or raises BackendUnavailable."""
+        ...
+
+    def report(self, ok: bool) -> None:
+        """The outcome of one upstream call, for the circuit breaker."""
+        ...
+
+    def snapshot(self) -> dict[str, Any]:
+        """Backend and breaker state for `GET /health`."""
+        ...
+
+
+class StaticGate:
+    """An always-ready gate for one upstream (tests, and setups with nothing to supervise)."""
+
+    def __init__(self, upstream: Upstream) -> None:
+        self.upstream = upstream
+        self.reports: list[bool] = []
+
+    async def acquire(self) -> Upstream:
+        return self.upstream
+
+    def report(self, ok: bool) -> None:
+        self.reports.append(ok)
+        del self.reports[:-1000]  # a long-running proxy must not grow this forever
+
+    def snapshot(self) -> dict[str, Any]:
+        return {"backend": self.upstream.name, "state": "READY", "breaker": "closed"}
+
+
+# Connecting to a local server takes microseconds; a slow connect means it is not listening yet.
+CONNECT_TIMEOUT = 10.0
+
+
+class ClientPool:
+    """One `httpx.AsyncClient` per upstream, closed once a newer upstream replaced it and its last
+    request finished (a backend swap must not cut the streams still running on the old one).
+    """
+
+    def __init__(self) -> None:
+        self._clients: dict[Upstream, httpx.AsyncClient] = {}
+        self._busy: dict[Upstream, int] = {}
+        self._current: Upstream | None = None
+
+    def _client(self, upstream: Upstream) -> httpx.AsyncClient:
+        client = self._clients.get(upstream)
+        if client is None:
+            client = httpx.AsyncClient(
+                transport=upstream.transport,
+                # Read timeouts are enforced per stream (first byte, idle), not by httpx.
+                timeout=httpx.Timeout(connect=CONNECT_TIMEOUT, read=None, write=60.0, pool=None),
+                limits=httpx.Limits(max_connections=None, max_keepalive_connections=64, keepalive_expiry=30.0),
+                # An HTTP_PROXY in the environment must never route 127.0.0.1 traffic elsewhere.
+                trust_env=False,
+            )
+            self._clients[upstream] = client
+            self._busy[upstream] = 0
+        self._current = upstream
+        return client
+
+    def checkout(self, upstream: Upstream) -> httpx.AsyncClient:
+        """The client for `upstream`; pair every checkout with one `checkin`."""
+        client = self._client(upstream)
+        self._busy[upstream] += 1
+        return client
+
+    async def checkin(self, upstream: Upstream) -> None:
+        if upstream in self._busy:
+            self._busy[upstream] -= 1
+        await self._close_stale()
+
+    async def _close_stale(self) -> None:
+        for upstream in [u for u in self._clients if u != self._current and self._busy[u] == 0]:
+            client = self._clients.pop(upstream)
+            del self._busy[upstream]
+            await client.aclose()
+
+    async def aclose(self) -> None:
+        clients = list(self._clients.values())
+        self._clients.clear()
+        self._busy.clear()
+        await asyncio.gather(*(c.aclose() for c in clients), return_exceptions=True)

@@ -1,0 +1,193 @@
+"""The proxy Claude Code talks to: an app factory and a uvicorn runner for an existing event loop.
+
+The runtime builds one app with `create_proxy_app(gate, options)` and runs it with `serve_proxy`;
+the gate decides which backend answers each request and keeps a failing one from being hammered.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import logging
+import socket
+from collections.abc import AsyncIterator, Generator
+from typing import Any
+
+import psutil
+import uvicorn
+from fastapi import FastAPI
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.middleware.cors import CORSMiddleware
+from starlette.requests import Request
+from starlette.responses import Response
+
+from launcher.bridge.errors import ApiError
+from launcher.bridge.guard import Guard
+from launcher.bridge.handlers import Handlers, error_response
+from launcher.bridge.options import ProxyOptions
+from launcher.bridge.upstream import BackendGate, BackendUnavailable, StaticGate, Upstream
+from launcher.errors import PortInUseError
+
+log = logging.getLogger("anyclaude.proxy")
+
+__all__ = [
+    "BackendGate",
+    "BackendUnavailable",
+    "ProxyOptions",
+    "ProxyServer",
+    "StaticGate",
+    "Upstream",
+    "create_proxy_app",
+    "serve_proxy",
+]
+
+
+def create_proxy_app(gate: BackendGate, options: ProxyOptions) -> FastAPI:
+    """The proxy's ASGI app: `/v1/messages`, `/v1/messages/count_tokens`, `/v1/models`, `/health`, `/`."""
+    handlers = Handlers(gate, options)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        yield
+        await handlers.aclose()  # keep-alive connections to backends end with the proxy
+
+    app = FastAPI(title="anyclaude proxy", docs_url=None, redoc_url=None, openapi_url=None, lifespan=lifespan)
+    app.state.handlers = handlers
+    app.add_api_route("/v1/messages", handlers.messages, methods=["POST"])
+    app.add_api_route("/v1/messages/count_tokens", handlers.count_tokens, methods=["POST"])
+    app.add_api_route("/v1/models", handlers.list_models, methods=["GET"])
+    app.add_api_route("/v1/models/{model_id:path}", handlers.get_model, methods=["GET"])
+    app.add_api_route("/health", handlers.health, methods=["GET", "HEAD"])
+    app.add_api_route("/", handlers.root, methods=["GET", "HEAD"])
+
+    async def http_error(request: Request, exc: Exception) -> Response:
+        status = exc.status_code if isinstance(exc, StarletteHTTPException) else 400
+        message = {404: f"not found: {request.url.path}", 405: f"method {request.method} not allowed here"}
+        return error_response(ApiError(status, message.get(status, str(getattr(exc, "detail", exc)))))
+
+    async def internal_error(request: Request, exc: Exception) -> Response:
+        log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+        return error_response(ApiError(500, "internal error in the proxy; see the anyclaude log"))
+
+    app.add_exception_handler(StarletteHTTPException, http_error)
+    app.add_exception_handler(RequestValidationError, http_error)
+    app.add_exception_handler(Exception, internal_error)
+    # Outermost first: the guard refuses foreign hosts and missing keys before anything else runs.
+    if options.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=list(options.cors_origins),
+            allow_methods=["GET", "POST", "HEAD", "OPTIONS"],
+            allow_headers=["*"],
+        )
+    app.add_middleware(Guard, options=options)
+    return app
+
+
+# --------------------------------------------------------------------------------------------
+# Running
+
+
+def _holder(port: int) -> str:
+    """`pid 4242 (python -m mlx_lm.server)` for whoever listens on `port`, as far as we may see."""
+    try:
+        for conn in psutil.net_connections(kind="inet"):
+            if conn.status == psutil.CONN_LISTEN and conn.laddr and conn.laddr.port == port and conn.pid:
+                try:
+                    command = " ".join(psutil.Process(conn.pid).cmdline()) or psutil.Process(conn.pid).name()
+                except psutil.Error:
+                    command = "unknown command"
+                return f"pid {conn.pid} ({command})"
+    except psutil.Error:
+        pass
+    return "another process"
+
+
+def bind_socket(host: str, port: int) -> socket.socket:
+    """A listening socket on host:port. Raises PortInUseError naming the holder (RELIABILITY 6)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    # proto=IPPROTO_TCP: asyncio sets TCP_NODELAY only on sockets that say they are TCP; with proto 0
+    # every small write waits for the peer's delayed ACK (~40 ms per response).
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    # SO_REUSEADDR lets a restarted proxy bind over its own TIME_WAIT sockets; on Linux it never lets
+    # two listeners share a port, so a foreign server is still detected.
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        if exc.errno == errno.EADDRINUSE:
+            raise PortInUseError(
+                f"Port {port} is in use by {_holder(port)}.",
+                hint="Stop it, or set `port` in .anyclauderc.json (or ANYCLAUDE_PORT).",
+            ) from None
+        raise PortInUseError(f"Cannot listen on {host}:{port} ({exc.strerror}).", hint="Check `host`.") from None
+    sock.listen(2048)
+    sock.setblocking(False)
+    return sock
+
+
+class _Server(uvicorn.Server):
+    @contextlib.contextmanager
+    def capture_signals(self) -> Generator[None, None, None]:
+        # The runtime owns SIGINT/SIGTERM and stops the proxy in order; uvicorn must not take them.
+        yield
+
+
+class ProxyServer:
+    """A running proxy. `stop()` finishes open responses (up to `grace` seconds), then closes."""
+
+    def __init__(self, server: uvicorn.Server, task: asyncio.Task[None], sock: socket.socket) -> None:
+        self._server = server
+        self.task = task
+        self._sock = sock
+        self.host, self.port = sock.getsockname()[:2]
+
+    @property
+    def url(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}"
+
+    async def stop(self, grace: float = 5.0) -> None:
+        self._server.should_exit = True
+        try:
+            await asyncio.wait_for(asyncio.shield(self.task), grace)
+        except TimeoutError:
+            self._server.force_exit = True  # streams still open after the grace period are cut
+            await self.task
+        finally:
+            self._sock.close()
+
+    async def wait(self) -> None:
+        await self.task
+
+
+async def serve_proxy(app: Any, host: str, port: int, *, log_level: str = "warning") -> ProxyServer:
+    """Start serving `app` on host:port inside the running loop; returns once it accepts connections.
+
+    Raises:
+        PortInUseError: the port is taken (nothing is started then).
+    """
+    sock = bind_socket(host, port)
+    config = uvicorn.Config(
+        app,
+        log_config=None,
+        log_level=log_level,
+        access_log=False,
+        lifespan="on",
+        timeout_graceful_shutdown=None,
+        # Claude Code keeps its connection between turns; a short keep-alive would drop it each time.
+        timeout_keep_alive=75,
+    )
+    server = _Server(config)
+    task = asyncio.create_task(server.serve(sockets=[sock]), name="anyclaude-proxy")
+    while not server.started:
+        if task.done():
+            sock.close()
+            task.result()  # raises what stopped it
+            raise RuntimeError("the proxy stopped while starting")
+        await asyncio.sleep(0.005)
+    return ProxyServer(server, task, sock)

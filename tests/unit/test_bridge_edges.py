@@ -1,0 +1,64 @@
+"""Small pieces of the bridge: cache hygiene, Host parsing, backend error mapping, SSE reading."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import pytest
+
+from launcher.bridge.failures import backend_status_error
+from launcher.bridge.guard import host_name
+from launcher.bridge.hygiene import strip_billing_header
+from launcher.bridge.sse import OpenAIEvents, TornStream, encode
+
+
+def test_billing_line_is_removed_from_blocks_and_strings() -> None:
+    blocks = [{"type": "text", "text": "x-anthropic-billing-header: cc_version=2.1.197.a1f; cc_entrypoint=cli;"}]
+    blocks.append({"type": "text", "text": "You are Claude Code."})
+    assert strip_billing_header(blocks) == [{"type": "text", "text": "You are Claude Code."}]
+    assert strip_billing_header("x-anthropic-billing-header: a;\nRules.") == "Rules."
+    assert strip_billing_header("plain") == "plain"
+
+
+@pytest.mark.parametrize(
+    ("header", "name"),
+    [("localhost:49152", "localhost"), ("127.0.0.1", "127.0.0.1"), ("[::1]:80", "::1"), ("Evil.com:1", "evil.com")],
+)
+def test_host_name(header: str, name: str) -> None:
+    assert host_name(header) == name
+
+
+def test_backend_errors_map_to_anthropic_statuses() -> None:
+    llama = b'{"error": {"code": 400, "message": "request exceeds context", "type": "exceed_context_size_error",'
+    llama += b' "n_prompt_tokens": 9000, "n_ctx": 8192}}'
+    assert backend_status_error(400, llama, None, 1).message == "prompt is too long: 9000 tokens > 8192 maximum"
+    assert backend_status_error(500, b"oops", None, 1).status == 500
+    overloaded = backend_status_error(503, b"{}", None, 1)
+    assert (overloaded.status, overloaded.error_type, overloaded.headers()) == (
+        529,
+        "overloaded_error",
+        {"retry-after": "2"},
+    )
+    assert backend_status_error(422, b'{"detail": "bad"}', None, 1).status == 400
+
+
+async def _lines(*items: str) -> AsyncIterator[str]:
+    for item in items:
+        yield item
+
+
+async def _collect(events: OpenAIEvents) -> list[dict[str, object]]:
+    return [e async for e in events]
+
+
+def test_sse_reader_handles_spacing_done_and_torn_events() -> None:
+    events = OpenAIEvents(_lines('data:{"a":1}', "", ": comment", 'data: {"b":2}', "", "data: [DONE]", "", "junk"))
+    assert asyncio.run(_collect(events)) == [{"a": 1}, {"b": 2}]
+    assert events.done
+    with pytest.raises(TornStream):
+        asyncio.run(_collect(OpenAIEvents(_lines('data: {"a":', ""))))
+
+
+def test_every_event_has_an_event_line() -> None:
+    assert encode({"type": "ping"}) == b'event: ping\ndata: {"type":"ping"}\n\n'
