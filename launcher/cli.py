@@ -176,6 +176,23 @@ def logs(name: str | None, follow: bool, lines: int) -> None:
     show_log(pick_log(Home.from_env(), name), lines, follow)
 
 
+# ------------------------------------------------------------------------------------ doctor
+
+
+@cli.command()
+@config_options
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def doctor(config_path: str | None, mode: str | None, as_json: bool) -> None:
+    """Check this machine, the config and running backends; say how to fix what is wrong."""
+    import os
+
+    from launcher.doctor import render, run_checks
+    from launcher.paths import Home
+
+    checks = run_checks(config_path, mode, os.environ, Home.from_env(os.environ))
+    sys.exit(render(checks, as_json))
+
+
 # ------------------------------------------------------------------------------------ config
 
 
