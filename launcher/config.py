@@ -65,36 +65,41 @@ class BackendConfig(_Model):
 
     type: str | None = Field(None, description="Adapter kind; inferred from the name or serverScript when absent.")
     enabled: bool = True
-    description: str | None = None
-    host: str = "127.0.0.1"
-    port: Port | None = None
+    description: str | None = Field(None, description="Free text shown by `status` and `doctor`.")
+    host: str = Field("127.0.0.1", description="Address the backend binds; loopback unless you know why not.")
+    port: Port | None = Field(None, description="Port the backend listens on (required for kinds that start one).")
     model: str | None = Field(
         None,
         validation_alias=AliasChoices("model", "modelPath", "model_path"),
         serialization_alias="model",
         description="Model path (local folder or file) or the model name a remote server knows.",
     )
-    base_url: str | None = None
-    api_key: SecretStr | None = None
-    server_script: str | None = None
-    python_venv: str | None = None
+    base_url: str | None = Field(None, description="OpenAI-style base URL incl. /v1 (remote kinds), or an override.")
+    api_key: SecretStr | None = Field(
+        None, description="Key sent to the backend; write ${ENV_VAR} to keep it out of the file."
+    )
+    server_script: str | None = Field(
+        None, description="Legacy mode: a .py or .sh server script (relative to this file)."
+    )
+    python_venv: str | None = Field(None, description="Virtual environment whose Python runs a .py serverScript.")
     command: list[str] | None = Field(None, description="argv for the `command` kind; {port} {host} {model}.")
     args: list[str] = Field(default_factory=list, description="Extra arguments appended to the command line.")
-    env: dict[str, str] = Field(default_factory=dict)
-    auto_start_server: bool = True
+    env: dict[str, str] = Field(default_factory=dict, description="Extra environment variables for the backend.")
+    auto_start_server: bool = Field(True, description="false: the server is started by you; anyclaude only probes it.")
     # Loading a large model from a cold disk can take minutes; two minutes covers most local models.
-    startup_timeout: Millis = 120_000
-    stop_timeout: Millis = 10_000
+    startup_timeout: Millis = Field(120_000, description="ms to wait for readiness (requests wait as long).")
+    stop_timeout: Millis = Field(10_000, description="ms between SIGTERM and SIGKILL when stopping.")
     health_path: str | None = Field(None, description="Path probed for readiness and liveness (kind default).")
-    health_interval: Millis = 5_000
-    health_timeout: Millis = 5_000
+    health_interval: Millis = Field(5_000, description="ms between liveness probes.")
+    health_timeout: Millis = Field(5_000, description="ms a liveness probe may take.")
     health_failures: int = Field(3, ge=1, description="Consecutive failed liveness probes before a restart.")
     # RELIABILITY.md: restarts wait about 1, 2, 4, 8, 16 s, then the supervisor gives up (FATAL).
-    restart_delay: Millis = 1_000
-    restart_delay_max: Millis = 30_000
+    restart_delay: Millis = Field(1_000, description="ms before the first restart; doubles each time.")
+    restart_delay_max: Millis = Field(30_000, description="ms cap on the restart delay.")
     max_restarts: int = Field(5, ge=0, description="Failed starts in a row before FATAL.")
     stable_after: Millis = Field(30_000, description="Uptime after which the restart backoff resets.")
     context_length: int | None = Field(None, ge=1, description="The model's context window in tokens, if known.")
+    max_output_tokens: int | None = Field(None, ge=1, description="Cap on max_tokens sent to this backend.")
 
     # --- keys of the backend kinds (adapters/*.py) ---
     binary: str | None = Field(None, description="Server executable, a name on PATH or a path (mistralrs, llama-cpp).")
@@ -131,15 +136,25 @@ class BackendConfig(_Model):
 class Config(_Model):
     """The whole `.anyclauderc.json`."""
 
-    schema_: str | None = Field(None, alias="$schema")
+    schema_: str | None = Field(None, alias="$schema", description="For editors: the schema of this file.")
     backend: str | None = Field(None, description="The active backend (mode) when --mode is not given.")
-    host: str = "127.0.0.1"
-    port: Port = DEFAULT_PROXY_PORT
+    host: str = Field("127.0.0.1", description="Address the proxy binds; a non-loopback one needs apiKey.")
+    port: Port = Field(DEFAULT_PROXY_PORT, description="The proxy's port, the one Claude Code talks to.")
     api_key: SecretStr | None = Field(None, description="Key clients must send to the proxy (optional on loopback).")
     models: dict[str, str] = Field(default_factory=dict, description="Claude model id -> backend model.")
-    backends: dict[str, BackendConfig] = Field(default_factory=dict)
-    log_max_bytes: int = Field(10 * 1024 * 1024, ge=1024)
+    backends: dict[str, BackendConfig] = Field(default_factory=dict, description="Name -> backend entry.")
+    log_max_bytes: int = Field(10 * 1024 * 1024, ge=1024, description="Size of one log file before it rotates.")
     log_backups: int = Field(5, ge=0, description="Rotated copies kept; 0 keeps one file, emptied when full.")
+    # The proxy (launcher/bridge): defaults suit a local model on a laptop.
+    log_bodies: bool = Field(False, description="Log request bodies at debug level (prompts are private).")
+    max_body_bytes: int = Field(32 * 1024 * 1024, ge=1024, description="Larger request bodies get 413.")
+    cors_origins: list[str] = Field(default_factory=list, description="Origins allowed by CORS (none by default).")
+    # A cold prefill of a 20k-token prompt on a CPU takes minutes: the first byte may be late.
+    first_byte_timeout: Millis = Field(600_000, description="ms to wait for a backend's first byte.")
+    stream_idle_timeout: Millis = Field(120_000, description="ms without output before a stream is failed.")
+    ping_interval: Millis = Field(5_000, description="ms between pings while the backend is silent.")
+    parse_tool_calls_from_text: bool = Field(True, description="Turn tool-call markup leaked as text into tool calls.")
+    strip_billing_header: bool = Field(True, description="Drop Claude Code's per-conversation billing line.")
 
 
 @dataclass(frozen=True)
