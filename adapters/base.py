@@ -53,10 +53,15 @@ class LaunchSpec:
     host: str = "127.0.0.1"
     port: int | None = None
     secrets: tuple[str, ...] = ()
+    # What the proxy needs to talk to it well.
+    model_name: str | None = None  # the `model` to send; None omits it (a local server knows its model)
+    context_length: int | None = None
+    tokenize_url: str | None = None  # counts tokens with the model's own tokenizer (count_tokens, limits)
+    in_process: bool = False  # embedded: served inside the proxy's process, nothing spawned
 
     @property
     def spawns(self) -> bool:
-        return bool(self.argv)
+        return bool(self.argv) and not self.in_process
 
     @property
     def health_url(self) -> str | None:
@@ -189,3 +194,18 @@ _SECRET_NAME = re.compile(r"(API_?KEY|TOKEN|SECRET|PASSWORD|AUTHORIZATION)$", re
 def is_secret_name(name: str) -> bool:
     """True for names like OPENAI_API_KEY, HF_TOKEN, apiKey, Authorization, x-api-key."""
     return bool(_SECRET_NAME.search(name.replace("-", "_")))
+
+
+def model_context_length(model: str | None) -> int | None:
+    """`max_position_embeddings` from a local model folder's config.json, if there is one."""
+    import json
+    from pathlib import Path
+
+    if not model:
+        return None
+    try:
+        data = json.loads((Path(model).expanduser() / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    value = data.get("max_position_embeddings") if isinstance(data, dict) else None
+    return value if isinstance(value, int) and value > 0 else None

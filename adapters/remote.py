@@ -47,6 +47,8 @@ class RemoteAdapter:
             host=parts.hostname or entry.host,
             port=parts.port,
             secrets=entry_secrets(entry),
+            model_name=entry.model,
+            context_length=entry.context_length,
         )
 
     def checks(self, name: str, entry: BackendConfig, config: Config) -> list[Check]:

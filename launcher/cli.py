@@ -193,6 +193,37 @@ def doctor(config_path: str | None, mode: str | None, as_json: bool) -> None:
     sys.exit(render(checks, as_json))
 
 
+# ------------------------------------------------------------------------------------ models
+
+
+@cli.group()
+def models() -> None:
+    """Model folders for the MLX backends."""
+
+
+@models.command("import")
+@click.argument("gguf", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.argument("dest", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--dtype", default="float32", show_default=True, help="float32 (fast on CPUs), float16 or bfloat16.")
+def models_import(gguf: Path, dest: Path, dtype: str) -> None:
+    """Convert a llama-family GGUF file into an MLX model folder (no torch, no network)."""
+    from rich.progress import Progress as Bar
+
+    from adapters.mlx_server.gguf_import import import_gguf
+
+    with Bar(transient=True) as bar:
+        task = bar.add_task("importing", total=1.0)
+
+        def progress(stage: str, fraction: float) -> None:
+            bar.update(task, description=stage, completed=fraction)
+
+        try:
+            out = import_gguf(gguf, dest, dtype=dtype, progress=progress)
+        except ValueError as exc:
+            raise AnyclaudeError(f"{gguf}: {exc}") from None
+    click.echo(f'Imported {gguf.name} into {out}. Use it with: "model": "{out}"')
+
+
 # ------------------------------------------------------------------------------------ config
 
 

@@ -38,12 +38,20 @@ class BackendRecord:
     launcher_pid: int = field(default_factory=os.getpid)
     launcher_create_time: float | None = None
     config_path: str | None = None
-    proxy_port: int | None = None
+    proxy_url: str | None = None
     log_path: str | None = None
     restarts: int = 0
     started_at: float | None = None
     updated_at: float = field(default_factory=time.time)
     breaker: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def proxy_port(self) -> int | None:
+        """The port of the proxy in front of this backend, if one runs."""
+        if not self.proxy_url:
+            return None
+        tail = self.proxy_url.rsplit(":", 1)[-1]
+        return int(tail) if tail.isdigit() else None
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2, sort_keys=True)

@@ -76,6 +76,7 @@ class Supervisor:
         log_max_bytes: int = 10 * 1024 * 1024,
         log_backups: int = 5,
         config_path: str | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         self.spec = spec
         self.home = home
@@ -85,6 +86,7 @@ class Supervisor:
         self.breaker = breaker or CircuitBreaker(clock=self.clock, name=spec.name)
         self.spawn_process = spawn_process and spec.spawns
         self.parent_death_signal = parent_death_signal
+        self.transport = transport  # probes of an embedded backend go through it, not the network
         self.state = S.STOPPED
         self.reason = ""
         self.error: AnyclaudeError | None = None
@@ -115,6 +117,16 @@ class Supervisor:
 
     def add_listener(self, listener: Listener) -> None:
         self._listeners.append(listener)
+
+    @property
+    def proxy_url(self) -> str | None:
+        return self._record.proxy_url
+
+    @proxy_url.setter
+    def proxy_url(self, url: str | None) -> None:
+        """The proxy in front of this backend, for `status` and for a second `anyclaude` to find it."""
+        self._record.proxy_url = url
+        self._save()
 
     @property
     def pid(self) -> int | None:
@@ -255,7 +267,7 @@ class Supervisor:
         if self.spec.readiness is None:
             self._became_ready("no readiness probe for this kind")
             return None
-        async with httpx.AsyncClient(timeout=READY_PROBE_TIMEOUT) as client:
+        async with httpx.AsyncClient(timeout=READY_PROBE_TIMEOUT, transport=self.transport, trust_env=False) as client:
             while True:
                 if self._exited():
                     return await self._failed_start(f"exited with code {self._returncode()} while starting")
@@ -296,7 +308,8 @@ class Supervisor:
     async def _monitor(self) -> _Outcome:
         misses = 0
         liveness = self.spec.liveness
-        async with httpx.AsyncClient(timeout=self.timings.health_timeout) as client:
+        client = httpx.AsyncClient(timeout=self.timings.health_timeout, transport=self.transport, trust_env=False)
+        async with client:
             while True:
                 woke = await self._pause(self.timings.health_interval, wake_on_exit=True)
                 if self._stop.is_set():

@@ -14,6 +14,8 @@ from collections.abc import Iterator
 import psutil
 import pytest
 
+from tests.tiny_model import tiny_model  # noqa: F401  (a session fixture for every test)
+
 TAG = "ANYCLAUDE_TEST_TAG"
 
 

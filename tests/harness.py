@@ -65,7 +65,12 @@ class Serve:
     name: str
     marker: Path
     port: int
+    proxy_port: int = 0
     stopped: bool = field(default=False)
+
+    @property
+    def proxy_url(self) -> str:
+        return f"http://127.0.0.1:{self.proxy_port}"
 
     def text(self) -> str:
         return self.output.read_text(errors="replace")
@@ -138,7 +143,8 @@ def start_serve(
         "stopTimeout": 3000,
         **(entry or {}),
     }
-    config = write_config(tmp_path / ".anyclauderc.json", {name: backend}, backend=name, **(top or {}))
+    top = {"port": free_port(), **(top or {})}  # the proxy's port
+    config = write_config(tmp_path / ".anyclauderc.json", {name: backend}, backend=name, **top)
     output = tmp_path / "serve.out"
     home = Path(os.environ["ANYCLAUDE_HOME"])
     with output.open("wb") as out:
@@ -150,7 +156,7 @@ def start_serve(
             cwd=ROOT,
             env={**os.environ, **(env or {})},
         )
-    return Serve(proc, output, home, name, marker, port)
+    return Serve(proc, output, home, name, marker, port, proxy_port=int(top["port"]))
 
 
 def alive(pid: int) -> bool:

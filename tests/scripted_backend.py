@@ -16,6 +16,7 @@ import asyncio
 import json
 import re
 import threading
+import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -97,8 +98,9 @@ SCRIPTS: dict[str, list[Chunk]] = {
 class Backend:
     """The scripted backend's state: the default script and what it last received."""
 
-    def __init__(self, default: str = "text", delay: float = 0.5) -> None:
+    def __init__(self, default: str = "text", delay: float = 0.5, ready_after: float = 0.0) -> None:
         self.default = default
+        self.ready_at = time.monotonic() + ready_after
         self.delay = delay
         self.last: Any = None
         self.last_headers: dict[str, str] = {}
@@ -111,6 +113,7 @@ class Backend:
                 Route("/v1/models", self.models, methods=["GET"]),
                 Route("/health", self.health, methods=["GET"]),
                 Route("/_last", self.last_body, methods=["GET"]),
+                Route("/_stats", self.stats, methods=["GET"]),
                 Route("/anthropic/v1/messages", self.anthropic_messages, methods=["POST"]),
             ]
         )
@@ -198,7 +201,12 @@ class Backend:
         return JSONResponse({"object": "list", "data": [{"id": "scripted", "object": "model"}]})
 
     async def health(self, request: Request) -> Response:
+        if time.monotonic() < self.ready_at:
+            return JSONResponse({"status": "loading"}, status_code=503)
         return JSONResponse({"status": "ok"})
+
+    async def stats(self, request: Request) -> Response:
+        return JSONResponse({"requests": self.requests, "active": self.active})
 
     async def last_body(self, request: Request) -> Response:
         return JSONResponse(self.last)
@@ -278,10 +286,12 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=8081)
     parser.add_argument("--script", default="text", choices=sorted([*SCRIPTS, "drop", "hang", "slow", "error500"]))
     parser.add_argument("--delay", type=float, default=0.5, help="seconds of silence for the slow scripts")
+    parser.add_argument("--ready-after", type=float, default=0.0, help="/health answers 503 until then")
     args = parser.parse_args()
     import uvicorn
 
-    uvicorn.run(Backend(args.script, args.delay).app, host=args.host, port=args.port, log_level="warning")
+    backend = Backend(args.script, args.delay, args.ready_after)
+    uvicorn.run(backend.app, host=args.host, port=args.port, log_level="warning")
 
 
 # --------------------------------------------------------------------------------------------

@@ -51,7 +51,7 @@ def sample(**kw: object) -> BackendRecord:
         "base_url": "http://127.0.0.1:8081",
         "launcher_create_time": 1700000000.0,
         "config_path": "/x/.anyclauderc.json",
-        "proxy_port": 49152,
+        "proxy_url": "http://127.0.0.1:49152",
         "log_path": "/x/logs/mlx.log",
         "restarts": 2,
         "started_at": 1700000001.0,

@@ -1,0 +1,166 @@
+"""`anyclaude serve` end to end: proxy + supervised backend, with the official anthropic SDK as the client.
+
+RELIABILITY.md items 1 (requests wait for a starting backend), 6 (proxy port taken), 7 (backend killed
+mid-stream), 9 (circuit breaker), and the embedded MLX server.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import anthropic
+import httpx
+import pytest
+
+from launcher.ports import free_port
+from tests.harness import Serve, alive, start_serve, wait_until
+
+StartServe = Callable[..., Serve]
+
+
+def scripted(*flags: str) -> dict[str, Any]:
+    """A backend entry running the scripted OpenAI-compatible test backend."""
+    command = [sys.executable, "-m", "tests.scripted_backend", "--port", "{port}", *flags]
+    return {"command": command, "healthInterval": 200, "restartDelay": 100}
+
+
+@pytest.fixture
+def serve(tmp_path: Path) -> Iterator[StartServe]:
+    started: list[Serve] = []
+
+    def start(entry: dict[str, Any], **kwargs: Any) -> Serve:
+        instance = start_serve(tmp_path, entry=entry, name="local", **kwargs)
+        started.append(instance)
+        return instance
+
+    yield start
+    for instance in started:
+        instance.close()
+
+
+def client(s: Serve, **kwargs: Any) -> anthropic.Anthropic:
+    return anthropic.Anthropic(base_url=s.proxy_url, api_key="local", max_retries=0, **kwargs)
+
+
+def ask(c: anthropic.Anthropic, text: str = "hi") -> str:
+    reply = c.messages.create(model="claude-sonnet-4-6", max_tokens=64, messages=[{"role": "user", "content": text}])
+    return "".join(block.text for block in reply.content if block.type == "text")
+
+
+def test_request_sent_while_the_backend_starts_waits_and_succeeds(serve: StartServe) -> None:
+    s = serve(scripted("--ready-after", "2.0"))
+    wait_until(lambda: s.state() == "STARTING", 10, what="STARTING")
+    started = time.monotonic()
+    assert ask(client(s, timeout=30)) == "Hello world"
+    assert time.monotonic() - started >= 0.5, "the request should have waited for the backend"
+    assert s.state() == "READY"
+
+
+def test_taken_proxy_port_exits_at_once_and_starts_no_backend(serve: StartServe, tmp_path: Path) -> None:
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        s = serve(scripted(), top={"port": port})
+        assert s.wait_exit(timeout=20) == 1
+        assert f"Port {port} is in use by pid {os.getpid()}" in s.text()
+    assert not (s.home / "run" / "local.json").exists(), "no backend may be started"
+
+
+def test_backend_killed_mid_stream_gives_a_clean_error_then_recovers(serve: StartServe) -> None:
+    s = serve(scripted("--script", "hang"))
+    s.wait_state("READY")
+    victim = s.backend_pid()
+    c = client(s, timeout=30)
+    with (
+        pytest.raises(anthropic.APIError),
+        c.messages.stream(
+            model="claude-sonnet-4-6", max_tokens=64, messages=[{"role": "user", "content": "go"}]
+        ) as stream,
+    ):
+        for event in stream:
+            if event.type == "content_block_delta":
+                os.kill(victim, signal.SIGKILL)
+    wait_until(lambda: s.state() == "READY" and s.backend_pid() != victim, 15, what="a restarted backend")
+    assert not alive(victim)
+    reply = c.messages.create(
+        model="claude-sonnet-4-6",
+        max_tokens=64,
+        messages=[{"role": "user", "content": "again [script:text]"}],
+    )
+    assert reply.content[0].type == "text" and reply.content[0].text == "Hello world"
+
+
+def test_breaker_opens_refuses_fast_and_lets_exactly_one_probe_through(serve: StartServe) -> None:
+    entry = {**scripted(), "breakerFailures": 3, "breakerResetTimeout": 1500, "healthInterval": 60000}
+    s = serve(entry)
+    s.wait_state("READY")
+    c = client(s, timeout=10)
+    for _ in range(3):
+        with pytest.raises(anthropic.APIStatusError) as failed:
+            ask(c, "[script:error500]")
+        assert failed.value.status_code >= 500
+    stats = httpx.get(f"http://127.0.0.1:{s.port}/_stats").json()
+    assert stats["requests"] == 3
+
+    started = time.monotonic()
+    with pytest.raises(anthropic.APIStatusError) as refused:
+        ask(c, "[script:error500]")
+    assert refused.value.status_code == 529
+    assert float(refused.value.response.headers["retry-after"]) >= 1
+    assert time.monotonic() - started < 0.5, "an open breaker must answer at once"
+    assert httpx.get(f"http://127.0.0.1:{s.port}/_stats").json()["requests"] == 3, "the backend was touched"
+
+    record = s.record()
+    assert record is not None and record["breaker"]["state"] == "open"
+
+    # After the reset timeout one probe goes through; it succeeds and closes the circuit.
+    good = client(s, timeout=10)
+    wait_until(lambda: _try(good), 5, interval=0.1, what="the half-open probe to be allowed")
+    assert httpx.get(f"http://127.0.0.1:{s.port}/_stats").json()["requests"] == 4
+    wait_until(lambda: (s.record() or {})["breaker"]["state"] == "closed", 5)
+    assert ask(good) == "Hello world"
+
+
+def _try(c: anthropic.Anthropic) -> bool:
+    try:
+        return ask(c) == "Hello world"
+    except anthropic.APIStatusError as exc:
+        assert exc.status_code == 529
+        return False
+
+
+def test_client_errors_never_open_the_breaker(serve: StartServe) -> None:
+    s = serve({**scripted(), "breakerFailures": 2})
+    s.wait_state("READY")
+    bad = httpx.Client(base_url=s.proxy_url, timeout=10)
+    for _ in range(4):
+        assert bad.post("/v1/messages", content=b"{not json").status_code == 400
+    assert ask(client(s)) == "Hello world"
+    assert (s.record() or {})["breaker"]["state"] == "closed"
+
+
+def test_embedded_mlx_server_streams_through_the_proxy_in_process(serve: StartServe, tiny_model: Path) -> None:
+    port = free_port()
+    s = serve({"type": "mlx-server", "embedded": True, "model": str(tiny_model), "port": port, "command": None})
+    wait_until(lambda: "Serving the Anthropic API" in s.text(), 60, what="the embedded server")
+    c = client(s, timeout=60)
+    deltas = []
+    with c.messages.stream(
+        model="claude-sonnet-4-6", max_tokens=6, messages=[{"role": "user", "content": "hello"}]
+    ) as stream:
+        for event in stream:
+            if event.type == "content_block_delta":
+                deltas.append(event)
+        final = stream.get_final_message()
+    assert final.usage.output_tokens == 6
+    assert final.stop_reason == "max_tokens"
+    assert len(deltas) >= 2, "the embedded backend must stream, not answer in one piece"
+    assert (s.record() or {}).get("pid") is None, "nothing is spawned for an embedded backend"
