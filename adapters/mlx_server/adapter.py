@@ -10,13 +10,27 @@ from __future__ import annotations
 import sys
 from typing import TYPE_CHECKING
 
-from adapters.base import AdapterError, ApiKind, Check, LaunchSpec, Probe, entry_secrets, local_url, require_port
+from adapters.base import (
+    AdapterError,
+    ApiKind,
+    Check,
+    LaunchSpec,
+    Probe,
+    entry_secrets,
+    local_url,
+    model_context_length,
+    require_port,
+)
+from adapters.checks import model_memory_check, model_path_check, package_check, port_check
 from adapters.mlx_server.config import ModelSpec, ServerConfig
+from adapters.openblas import openblas_check
 
 if TYPE_CHECKING:
     from launcher.config import BackendConfig, Config
 
 HEALTH_PATH = "/health"
+# An embedded server has no address; the proxy reaches it through an in-process transport.
+EMBEDDED_BASE = "http://embedded.anyclaude"
 _GB = 1024**3
 
 
@@ -69,11 +83,8 @@ def server_config(name: str, entry: BackendConfig, port: int | None = None) -> S
 
 
 def _openblas_env(existing: str) -> dict[str, str]:
-    # adapters.openblas is optional at import time so this adapter loads on any checkout.
-    try:
-        from adapters.openblas import openblas_env
-    except ImportError:
-        return {}
+    from adapters.openblas import openblas_env
+
     return openblas_env(existing)
 
 
@@ -81,6 +92,21 @@ class MlxServerAdapter:
     kind = "mlx-server"
 
     def launch(self, name: str, entry: BackendConfig, config: Config) -> LaunchSpec:
+        context = entry.context_length or model_context_length(entry.model)
+        if entry.embedded:
+            _require_model(name, entry)
+            return LaunchSpec(
+                name=name,
+                kind=self.kind,
+                argv=(),
+                base_url=EMBEDDED_BASE + "/v1",
+                api=ApiKind.OPENAI,
+                readiness=Probe(EMBEDDED_BASE + HEALTH_PATH),
+                liveness=Probe(EMBEDDED_BASE + HEALTH_PATH),
+                context_length=context,
+                tokenize_url=EMBEDDED_BASE + "/v1/tokenize",
+                in_process=True,
+            )
         port = require_port(name, entry)
         probe = Probe(local_url(entry, port, entry.health_path or HEALTH_PATH))
         env = dict(entry.env)
@@ -97,7 +123,14 @@ class MlxServerAdapter:
             host=entry.host,
             port=port,
             secrets=entry_secrets(entry),
+            context_length=context,
+            tokenize_url=local_url(entry, port, "/v1/tokenize"),
         )
 
     def checks(self, name: str, entry: BackendConfig, config: Config) -> list[Check]:
-        return []
+        found = [package_check("mlx-lm", "pip install -e . (Linux also needs mlx[cpu])")]
+        found += [model_path_check(self.kind, entry.model), model_memory_check(entry.model, name="mlx-server.memory")]
+        if not entry.embedded:
+            found.append(port_check(entry.host, entry.port, name="mlx-server.port"))
+        blas = openblas_check(self.kind)
+        return found + ([blas] if blas else [])
