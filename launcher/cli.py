@@ -39,8 +39,9 @@ def config_options(func: F) -> F:
 def cli() -> None:
     """Run Claude Code on a model on your own machine.
 
-    anyclaude starts a model server from .anyclauderc.json, keeps it healthy, and serves it
-    on a stable local endpoint.
+    `anyclaude [--mode NAME] [-- CLAUDE ARGS]` starts the backend from .anyclauderc.json (or the
+    built-in default model), the proxy in front of it, and Claude Code on top. `anyclaude serve`
+    does the same without Claude Code.
     """
 
 
@@ -51,24 +52,55 @@ def cli() -> None:
 @config_options
 @click.option("--dry-run", is_flag=True, help="Print the command line, health URL and API kind; start nothing.")
 def serve(config_path: str | None, mode: str | None, dry_run: bool) -> None:
-    """Start the backend and keep it running until Ctrl-C."""
+    """Start the backend and the proxy and keep them running until Ctrl-C (no Claude Code)."""
     import asyncio
 
-    from launcher.config import load_settings
+    from launcher.defaults import load_or_default, prepare_default_model
     from launcher.progress import Progress
     from launcher.runtime import serve as run_serve
 
-    settings = load_settings(config_path, mode)
+    settings = load_or_default(config_path, mode)
     if dry_run:
         _print_dry_run(settings)
         return
-    code = asyncio.run(run_serve(settings, Progress()))
-    sys.exit(code)
+    ui = Progress()
+    prepare_default_model(settings, ui)
+    sys.exit(asyncio.run(run_serve(settings, ui, mode)))
+
+
+@cli.command("run", context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})
+@config_options
+@click.argument("claude_args", nargs=-1, type=click.UNPROCESSED)
+def run_cmd(config_path: str | None, mode: str | None, claude_args: tuple[str, ...]) -> None:
+    """Start the backend and the proxy, then Claude Code on them (the default command).
+
+    Arguments after `--` go to claude, e.g. `anyclaude --mode mlx -- -p "hello" --output-format json`.
+    """
+    import asyncio
+
+    from launcher.defaults import load_or_default, prepare_default_model
+    from launcher.progress import Progress
+    from launcher.runtime import run_with_claude
+
+    settings = load_or_default(config_path, mode)
+    ui = Progress()
+    prepare_default_model(settings, ui)
+    sys.exit(asyncio.run(run_with_claude(settings, ui, claude_args, mode)))
+
+
+@cli.command()
+@click.option("--force", is_flag=True, help="Overwrite an existing .anyclauderc.json.")
+def init(force: bool) -> None:
+    """Write a starter .anyclauderc.json here (every backend kind, commented) to point at your model."""
+    from launcher.starter import write_starter
+
+    path = write_starter(Path.cwd(), force)
+    click.echo(f"Wrote {path}. Point backends.mlx.model at your model folder, then run: anyclaude")
 
 
 def _print_dry_run(settings: Any) -> None:
     from launcher.redact import MASK, redact_argv, redact_text
-    from launcher.runtime import resolve_spec
+    from launcher.stack import resolve_spec
 
     spec = resolve_spec(settings)
     secrets = spec.secrets
@@ -182,14 +214,20 @@ def logs(name: str | None, follow: bool, lines: int) -> None:
 @cli.command()
 @config_options
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-def doctor(config_path: str | None, mode: str | None, as_json: bool) -> None:
+@click.option(
+    "--deep",
+    is_flag=True,
+    help="Also send real requests through the proxy (stream, tool call, prompt cache); "
+    "starts a proxy for the check when none runs for the mode.",
+)
+def doctor(config_path: str | None, mode: str | None, as_json: bool, deep: bool) -> None:
     """Check this machine, the config and running backends; say how to fix what is wrong."""
     import os
 
     from launcher.doctor import render, run_checks
     from launcher.paths import Home
 
-    checks = run_checks(config_path, mode, os.environ, Home.from_env(os.environ))
+    checks = run_checks(config_path, mode, os.environ, Home.from_env(os.environ), deep=deep)
     sys.exit(render(checks, as_json))
 
 
@@ -280,6 +318,46 @@ def config_show(config_path: str | None, mode: str | None) -> None:
     click.echo(json.dumps({"file": str(settings.path), "mode": settings.mode, "config": data}, indent=2))
 
 
+@config.command("history")
+@config_options
+def config_history(config_path: str | None, mode: str | None) -> None:
+    """List the configs anyclaude applied (newest first); `anyclaude rollback N` restores one."""
+    import time
+
+    from launcher.history import snapshots
+    from launcher.paths import Home
+
+    found = snapshots(Home.from_env())
+    if not found:
+        click.echo("No applied config has been kept yet.")
+        return
+    for index, snap in enumerate(found):
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(snap.saved_at))
+        mark = "  (current)" if index == 0 else ""
+        click.echo(f"{index:3d}  {when}  {snap.digest}{mark}")
+
+
+@cli.command()
+@click.argument("index", type=int, default=1)
+@config_options
+def rollback(index: int, config_path: str | None, mode: str | None) -> None:
+    """Write applied config number INDEX (default 1: the one before the current) back to the config file.
+
+    A running anyclaude applies it as it applies any edit.
+    """
+    import os
+
+    from launcher.config import find_config
+    from launcher.history import rollback as do_rollback
+    from launcher.paths import Home
+
+    target = find_config(config_path, os.environ, Path.cwd())
+    if target is None:
+        raise AnyclaudeError("No config file to roll back.", hint="Pass --config PATH.")
+    snap = do_rollback(Home.from_env(), target, index)
+    click.echo(f"Wrote config #{index} ({snap.digest}) to {target}.")
+
+
 @config.command("schema")
 def config_schema() -> None:
     """Print the JSON Schema of .anyclauderc.json (for editors)."""
@@ -291,10 +369,34 @@ def config_schema() -> None:
 # ------------------------------------------------------------------------------------ entry point
 
 
+_GROUP_FLAGS = {"-h", "--help", "-V", "--version"}
+_VALUE_OPTIONS = {"--mode", "-m", "--config", "-c"}
+
+
+def route(argv: list[str]) -> list[str]:
+    """`anyclaude [--mode X] [-- claude args]` is the `run` command; subcommands and --help stay as they are."""
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        if arg == "--":
+            break
+        if arg in _GROUP_FLAGS:
+            return argv
+        if arg in _VALUE_OPTIONS:
+            i += 2
+            continue
+        if arg.startswith("-"):
+            i += 1
+            continue
+        return argv if arg in cli.commands else ["run", *argv]
+    return ["run", *argv]
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry: run the CLI, print AnyclaudeError as one line plus a hint, exit with its code."""
     try:
-        cli.main(args=argv, prog_name="anyclaude", standalone_mode=False)
+        args = route(list(sys.argv[1:] if argv is None else argv))
+        cli.main(args=args, prog_name="anyclaude", standalone_mode=False)
     except click.exceptions.Abort:
         click.echo("Aborted.", err=True)
         sys.exit(130)

@@ -29,7 +29,7 @@ from pydantic.alias_generators import to_camel
 from pydantic_core import PydanticCustomError
 
 from adapters.base import is_secret_name
-from launcher.errors import ConfigError
+from launcher.errors import ConfigError, ConfigNotFoundError
 from launcher.paths import Home
 
 CONFIG_NAME = ".anyclauderc.json"
@@ -133,6 +133,22 @@ class BackendConfig(_Model):
         None, description="mlx-server: force a tool-call format (hermes, qwen3_coder, harmony, llama3_json, mistral)."
     )
     cpu_only: bool = Field(False, description="mlx-server: run on the CPU even where a GPU is available.")
+    cache_slots: int | None = Field(
+        None, ge=0, description="mlx-server: prompt caches kept for reuse (8); 0 turns prompt caching off."
+    )
+    cache_bytes: int | None = Field(
+        None, gt=0, description="mlx-server: bytes the kept prompt caches may take (4 GiB); least recently used go."
+    )
+    cache_dir: str | None = Field(
+        None, description='mlx-server: where prompt caches are saved (<ANYCLAUDE_HOME>/cache); "" never saves.'
+    )
+    cache_persist_interval: float | None = Field(
+        None, ge=0, description="mlx-server: seconds between prompt-cache saves while busy (60); also saved when idle."
+    )
+    warmup_file: str | None = Field(
+        None, description="mlx-server: system prompt (text) or {messages, tools} JSON prefilled at startup."
+    )
+    warmup_tools: str | None = Field(None, description="mlx-server: JSON list of tools prefilled with warmupFile.")
 
 
 class Config(_Model):
@@ -169,7 +185,8 @@ class Settings:
     home: Home
     port: int
     parent_death_signal: bool = True
-    warnings: tuple[str, ...] = field(default=())
+    # The file's text as it was validated: what config history keeps (a later edit may have changed it).
+    text: str = field(default="", repr=False, compare=False)
 
     @property
     def entry(self) -> BackendConfig:
@@ -206,11 +223,12 @@ def load_settings(
     env = dict(os.environ if env is None else env)
     path = find_config(config_path, env, cwd or Path.cwd())
     if path is None:
-        raise ConfigError(
+        raise ConfigNotFoundError(
             f"No {CONFIG_NAME} found (looked in --config, $ANYCLAUDE_CONFIG, ./{CONFIG_NAME}, ~/{CONFIG_NAME}).",
             hint="Copy .anyclauderc.example.json to .anyclauderc.json, or pass --config FILE.",
         )
-    config = parse_config_file(path, env)
+    text = read_config_text(path)
+    config = parse_config_text(text, path, env)
     chosen = mode or env.get("ANYCLAUDE_MODE") or config.backend
     if chosen is None:
         raise ConfigError(
@@ -239,18 +257,22 @@ def load_settings(
         port=port,
         # A test hook: lets tests play a launcher whose death does not take its backend along.
         parent_death_signal=env.get("ANYCLAUDE_PARENT_DEATH_SIGNAL", "1") != "0",
+        text=text,
     )
 
 
-def parse_config_file(path: Path, env: Mapping[str, str]) -> Config:
-    """Read and validate one config file. Raises ConfigError naming the file and the field."""
+def read_config_text(path: Path) -> str:
     try:
-        text = path.read_text(encoding="utf-8")
+        return path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise ConfigError(f"{path}: no such file", hint="Check --config or $ANYCLAUDE_CONFIG.") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{path}: cannot be read ({exc})", hint="Check the file's permissions.") from None
-    return parse_config_text(text, path, env)
+
+
+def parse_config_file(path: Path, env: Mapping[str, str]) -> Config:
+    """Read and validate one config file. Raises ConfigError naming the file and the field."""
+    return parse_config_text(read_config_text(path), path, env)
 
 
 def parse_config_text(text: str, path: Path, env: Mapping[str, str]) -> Config:

@@ -12,6 +12,7 @@ import signal
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 from launcher import statefile
 from launcher.clock import MonotonicClock
@@ -109,3 +110,14 @@ def _wait(predicate: Callable[[], bool], timeout: float) -> bool:
             return True
         time.sleep(POLL)
     return bool(predicate())
+
+
+def find_proxy(home: Home, mode: str, config_path: Path | None) -> str | None:
+    """The proxy URL of a live anyclaude already serving `mode` from the same config file, if any."""
+    for entry in survey(home):
+        record = entry.record
+        same_config = record.config_path == (str(config_path) if config_path else None)
+        serving = record.state in ("READY", "DEGRADED")
+        if entry.launcher and record.name == mode and same_config and record.proxy_url and serving:
+            return record.proxy_url
+    return None

@@ -33,6 +33,10 @@ class ConfigError(AnyclaudeError):
     exit_code = EXIT_USAGE
 
 
+class ConfigNotFoundError(ConfigError):
+    """No config file anywhere; the built-in default may be used instead."""
+
+
 class PortInUseError(AnyclaudeError):
     """A port anyclaude needs is held by a process it did not start."""
 

@@ -154,6 +154,10 @@ class Supervisor:
                 await asyncio.wait_for(changed.wait(), remaining)
         return True
 
+    def save_state(self) -> None:
+        """Write the state file now (after a swap, so `status` shows the backend that serves)."""
+        self._save()
+
     def snapshot(self) -> dict[str, object]:
         return {
             "name": self.spec.name,
@@ -376,7 +380,10 @@ class Supervisor:
         finally:
             self._proc = None
             self._set_state(S.STOPPED, "stopped")
-            statefile.remove_record(self.home, self.spec.name)
+            # Two supervisors of one name overlap during a blue/green swap: remove only our own record.
+            current = statefile.read_record(self.home, self.spec.name)
+            if current is None or current.started_at == self._record.started_at:
+                statefile.remove_record(self.home, self.spec.name)
             self.log.close()
 
     def _give_up(self) -> None:

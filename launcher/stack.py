@@ -1,0 +1,232 @@
+"""The running stack: the proxy on its fixed port and the backend behind it, in one event loop.
+
+`serve`, the main command and `doctor --deep` all run a Stack; a config reload swaps its backend.
+The proxy is bound before any backend starts, so a taken port fails fast with nothing started.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from adapters.base import AdapterError, LaunchSpec, launch_spec
+from launcher.backoff import Backoff
+from launcher.breaker import CircuitBreaker
+from launcher.config import Settings
+from launcher.errors import AnyclaudeError, BackendFatalError, ConfigError
+from launcher.gate import SupervisorGate, upstream_for
+from launcher.progress import Progress
+from launcher.proxy import ProxyOptions, ProxyServer, Upstream, create_proxy_app, serve_proxy
+from launcher.states import SERVING, ProcessState
+from launcher.supervisor import Supervisor, Timings
+
+log = logging.getLogger("anyclaude.stack")
+S = ProcessState
+TICK = 0.1
+# Seconds open responses get to finish when the proxy stops.
+PROXY_GRACE = 3.0
+
+StateListener = Callable[[Supervisor, ProcessState, ProcessState, str], None]
+
+
+def resolve_spec(settings: Settings) -> LaunchSpec:
+    """The launch spec of the active backend. Raises ConfigError naming the file and entry."""
+    import adapters  # noqa: F401  (fills the adapter registry)
+
+    try:
+        return launch_spec(settings.mode, settings.config)
+    except AdapterError as exc:
+        raise ConfigError(f"{settings.path}: {exc}", hint="Fix that backend entry, then run again.") from None
+
+
+def build_supervisor(settings: Settings, spec: LaunchSpec, transport: Any = None) -> Supervisor:
+    entry = settings.entry
+    timings = Timings(
+        startup_timeout=entry.startup_timeout / 1000,
+        stop_timeout=entry.stop_timeout / 1000,
+        health_interval=entry.health_interval / 1000,
+        health_timeout=entry.health_timeout / 1000,
+        health_failures=entry.health_failures,
+    )
+    backoff = Backoff(
+        initial=entry.restart_delay / 1000,
+        cap=entry.restart_delay_max / 1000,
+        max_restarts=entry.max_restarts,
+        stable_after=entry.stable_after / 1000,
+    )
+    breaker = CircuitBreaker(entry.breaker_failures, entry.breaker_reset_timeout / 1000, name=spec.name)
+    return Supervisor(
+        spec,
+        settings.home,
+        timings=timings,
+        backoff=backoff,
+        breaker=breaker,
+        spawn_process=entry.auto_start_server,
+        parent_death_signal=settings.parent_death_signal,
+        log_max_bytes=settings.config.log_max_bytes,
+        log_backups=settings.config.log_backups,
+        config_path=str(settings.path) if settings.path else None,
+        transport=transport,
+    )
+
+
+def proxy_options(settings: Settings) -> ProxyOptions:
+    config = settings.config
+    return ProxyOptions(
+        host=config.host,
+        api_key=config.api_key.get_secret_value() if config.api_key else None,
+        cors_origins=tuple(config.cors_origins),
+        log_bodies=config.log_bodies,
+        max_body_bytes=config.max_body_bytes,
+        models=dict(config.models),
+        first_byte_timeout=config.first_byte_timeout / 1000,
+        idle_timeout=config.stream_idle_timeout / 1000,
+        ping_interval=config.ping_interval / 1000,
+        parse_text_tool_calls=config.parse_tool_calls_from_text,
+        strip_billing_header=config.strip_billing_header,
+    )
+
+
+@dataclass
+class Backend:
+    """One supervised backend, its task, and how the proxy reaches it."""
+
+    spec: LaunchSpec
+    supervisor: Supervisor
+    upstream: Upstream
+    embedded_app: Any = None
+    task: asyncio.Task[None] | None = None
+    _lifespan: contextlib.AbstractAsyncContextManager[None] | None = None
+
+    @property
+    def wait_timeout(self) -> float:
+        return self.supervisor.timings.startup_timeout
+
+    async def start(self) -> None:
+        """Load an embedded server's models (if any), then start the supervisor's owner task."""
+        if self.embedded_app is not None:
+            self._lifespan = self.embedded_app.state.runtime.lifespan()
+            await self._lifespan.__aenter__()
+        self.task = asyncio.create_task(self.supervisor.run(), name=f"supervisor-{self.spec.name}")
+
+    async def stop(self, immediate: bool = False) -> None:
+        self.supervisor.request_stop(immediate=immediate)
+        if self.task is not None:
+            await asyncio.gather(self.task, return_exceptions=True)
+        if self._lifespan is not None:
+            lifespan, self._lifespan = self._lifespan, None
+            await lifespan.__aexit__(None, None, None)
+
+
+def build_backend(settings: Settings, spec: LaunchSpec) -> Backend:
+    """Supervisor and upstream for `spec`; for an embedded backend, the in-process server app too."""
+    app = transport = None
+    if spec.in_process:
+        from adapters.mlx_server.adapter import server_config
+        from adapters.mlx_server.app import create_app
+        from launcher.asgi_transport import StreamingASGITransport
+
+        app = create_app(server_config(spec.name, settings.config.backends[spec.name]), embedded=True)
+        transport = StreamingASGITransport(app)
+    supervisor = build_supervisor(settings, spec, transport)
+    return Backend(spec, supervisor, upstream_for(spec, settings.config.backends[spec.name], transport), app)
+
+
+async def wait_started(backend: Backend, ui: Progress | None = None) -> AnyclaudeError | None:
+    """Wait for the backend's first READY (showing progress). Returns the error if it never gets there."""
+    supervisor, spec = backend.supervisor, backend.spec
+    if ui is not None:
+        ui.begin(f"Starting {spec.name} ({spec.kind})" + (f" on port {spec.port}" if spec.port else ""))
+    try:
+        while backend.task is not None and not backend.task.done():
+            if ui is not None:
+                ui.tick(supervisor.log.last_line())
+            if supervisor.state in SERVING:
+                return None
+            if supervisor.state is S.FATAL:
+                return supervisor.error or BackendFatalError(supervisor.reason)
+            await supervisor.wait_for(SERVING | {S.FATAL}, timeout=TICK)
+        return supervisor.error or BackendFatalError(f"{spec.name} stopped while starting")
+    finally:
+        if ui is not None:
+            ui.end()
+
+
+class Stack:
+    """The proxy and the current backend. `backend` changes only through `install` (a reload)."""
+
+    def __init__(self, settings: Settings, on_state: StateListener | None = None) -> None:
+        self.settings = settings
+        self.on_state = on_state
+        self.backend = build_backend(settings, resolve_spec(settings))
+        self.gate = SupervisorGate(self.backend.supervisor, self.backend.upstream, self.backend.wait_timeout)
+        self.app = create_proxy_app(self.gate, proxy_options(settings))
+        self.proxy: ProxyServer | None = None
+        self.immediate = False
+        self._stop_requested = asyncio.Event()
+
+    @property
+    def proxy_url(self) -> str:
+        assert self.proxy is not None, "the stack is not started"
+        return self.proxy.url
+
+    async def start(self) -> None:
+        """Bind the proxy (PortInUseError: nothing started), then start the backend."""
+        self.proxy = await serve_proxy(self.app, self.settings.config.host, self.settings.port)
+        await self.launch(self.backend)
+
+    async def launch(self, backend: Backend) -> None:
+        """Start a backend's supervisor, telling it where the proxy is and who listens to it."""
+        supervisor = backend.supervisor
+        if self.on_state is not None:
+            listener = self.on_state
+            supervisor.add_listener(lambda old, new, why: listener(supervisor, old, new, why))
+        if self.proxy is not None:
+            supervisor.proxy_url = self.proxy.url
+        await backend.start()
+
+    def install(self, backend: Backend, settings: Settings) -> None:
+        """Route new requests to `backend` (already started); requests in flight finish where they are."""
+        self.backend, self.settings = backend, settings
+        self.gate.switch(backend.supervisor, backend.upstream, backend.wait_timeout)
+        self.set_options(proxy_options(settings))
+        backend.supervisor.save_state()
+
+    def set_options(self, options: ProxyOptions) -> None:
+        """Apply proxy settings that need no restart (model map, timeouts, log settings)."""
+        self.app.state.handlers.options = options
+
+    def request_stop(self, immediate: bool = False) -> None:
+        """Ask the stack to end (a signal); `run_until_stopped` then returns."""
+        self.immediate = self.immediate or immediate
+        self._stop_requested.set()
+        self.backend.supervisor.request_stop(immediate=immediate)
+
+    def request_restart(self) -> None:
+        self.backend.supervisor.request_restart()
+
+    async def run_until_stopped(self) -> None:
+        """Wait for a stop request. A backend that ends otherwise (a swap replacing it) is not the end."""
+        await self._stop_requested.wait()
+
+    async def stop(self, immediate: bool = False) -> None:
+        """Stop the proxy (open responses get a short grace), then the backend."""
+        with contextlib.suppress(Exception):
+            if self.proxy is not None:
+                await self.proxy.stop(grace=0.0 if immediate else PROXY_GRACE)
+        await self.backend.stop(immediate=immediate)
+
+
+@contextlib.asynccontextmanager
+async def running(settings: Settings, on_state: StateListener | None = None) -> AsyncIterator[Stack]:
+    """A started Stack, stopped on exit (used by the main command and deep checks)."""
+    stack = Stack(settings, on_state)
+    await stack.start()
+    try:
+        yield stack
+    finally:
+        await stack.stop()

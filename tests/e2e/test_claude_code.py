@@ -1,0 +1,103 @@
+"""The real Claude Code CLI through anyclaude: `anyclaude --mode X -- -p "…" --output-format json`."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from launcher.ports import free_port
+from tests.harness import ROOT, launch_serve, wait_until
+
+pytestmark = [
+    pytest.mark.claude,
+    pytest.mark.skipif(shutil.which("claude") is None, reason="Claude Code (`claude`) is not on PATH"),
+]
+OPENBLAS = "/usr/lib/x86_64-linux-gnu/openblas-pthread/libopenblas.so.0"
+
+
+def run_anyclaude(config: Path, home: Path, *claude_args: str, timeout: float = 300) -> dict[str, Any]:
+    """Run the main command with a fresh HOME for Claude Code; return its JSON result."""
+    env = {**os.environ, "HOME": str(home)}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "launcher", "--config", str(config), "--", *claude_args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        stdin=subprocess.DEVNULL,
+        text=True,
+        cwd=ROOT,
+        env=env,
+        start_new_session=True,  # on a timeout the whole group goes: anyclaude, claude and the backend
+    )
+    try:
+        stdout, stderr = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        stdout, stderr = proc.communicate()
+        pytest.fail(f"anyclaude did not finish within {timeout} s\n{stdout}\n{stderr}")
+    assert proc.returncode == 0, f"exit {proc.returncode}\n{stdout}\n{stderr}"
+    data: dict[str, Any] = json.loads(stdout.strip().splitlines()[-1])
+    return data
+
+
+def scripted_config(tmp_path: Path, backend_port: int) -> Path:
+    command = [sys.executable, "-m", "tests.scripted_backend", "--port", "{port}"]
+    config = {
+        "port": free_port(),
+        "backend": "local",
+        "backends": {"local": {"command": command, "port": backend_port}},
+    }
+    path = tmp_path / ".anyclauderc.json"
+    path.write_text(json.dumps(config))
+    return path
+
+
+def test_claude_code_answers_with_exactly_what_the_backend_produced(tmp_path: Path) -> None:
+    config = scripted_config(tmp_path, free_port())
+    result = run_anyclaude(config, tmp_path, "-p", "say hello", "--output-format", "json")
+    assert result["is_error"] is False
+    assert result["result"] == "Hello world"  # the scripted backend's text, nothing added or lost
+
+
+def test_claude_code_uses_a_running_serve_and_leaves_it_running(tmp_path: Path) -> None:
+    backend_port = free_port()
+    config = scripted_config(tmp_path, backend_port)
+    serve = launch_serve(config, "local", tmp_path / "marks", backend_port)
+    try:
+        serve.wait_state("READY")
+        wait_until(lambda: "Serving the Anthropic API" in serve.text(), 10)
+        result = run_anyclaude(config, tmp_path, "-p", "say hello", "--output-format", "json")
+        assert result["result"] == "Hello world"
+        assert serve.proc.poll() is None, "the serve must keep running after Claude Code exits"
+        sent = httpx.get(f"http://127.0.0.1:{backend_port}/_last", timeout=5).json()
+        text = json.dumps(sent)
+        assert "x-anthropic-billing-header" not in text, "the per-conversation billing line must be stripped"
+        assert len(sent["tools"]) >= 10, "Claude Code's tools reach the backend as OpenAI tools"
+        assert sent["stream"] is True
+    finally:
+        serve.close()
+
+
+@pytest.mark.slow
+def test_claude_code_on_smollm2_through_our_mlx_server(tmp_path: Path) -> None:
+    from tests.smollm2 import smollm2_dir
+
+    model = smollm2_dir()
+    entry: dict[str, Any] = {"type": "mlx-server", "port": free_port(), "model": str(model), "contextLength": 8192}
+    if Path(OPENBLAS).exists():
+        entry["env"] = {"LD_PRELOAD": OPENBLAS}
+    config = tmp_path / ".anyclauderc.json"
+    config.write_text(json.dumps({"port": free_port(), "backend": "mlx", "backends": {"mlx": entry}}))
+    result = run_anyclaude(
+        config, tmp_path, "-p", "What is the capital of France? Answer in one word.", "--output-format", "json"
+    )
+    assert result["is_error"] is False, result
+    assert "paris" in result["result"].lower(), result["result"]
