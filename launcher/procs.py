@@ -71,12 +71,21 @@ def signal_group(pgid: int, members: list[psutil.Process], sig: signal.Signals) 
 
 
 def _group_alive(pgid: int, members: list[psutil.Process]) -> bool:
+    if any(_alive(p) for p in members):
+        return True
     try:
         os.killpg(pgid, 0)
-        return True
     except (ProcessLookupError, PermissionError):
-        pass
-    return any(_alive(p) for p in members)
+        return False
+    # killpg also "finds" zombies: a killed grandchild re-parented to an init that reaps slowly would
+    # keep a stop waiting for nothing. Only a live member of the group counts.
+    for proc in psutil.process_iter():
+        try:
+            if os.getpgid(proc.pid) == pgid and _alive(proc):
+                return True
+        except (OSError, psutil.Error):
+            continue
+    return False
 
 
 def _alive(proc: psutil.Process) -> bool:

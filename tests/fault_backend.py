@@ -18,6 +18,7 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 STARTED = time.monotonic()
@@ -74,7 +75,7 @@ def main() -> None:
     if args.no_listen:
         while True:
             time.sleep(3600)
-    _serve(args)
+    _serve(args, mark)
 
 
 def _fork_grandchild(escape: bool, hold_pipes: bool, marker: str | None) -> None:
@@ -95,7 +96,9 @@ def _fork_grandchild(escape: bool, hold_pipes: bool, marker: str | None) -> None
         time.sleep(3600)
 
 
-def _serve(args: argparse.Namespace) -> None:
+def _serve(args: argparse.Namespace, mark: Callable[[str], None]) -> None:
+    served_ok = threading.Event()
+
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
             age = time.monotonic() - STARTED
@@ -104,6 +107,9 @@ def _serve(args: argparse.Namespace) -> None:
             if age < args.ready_after:
                 self._send(503, {"status": "loading"})
             elif self.path in ("/health", "/v1/models"):
+                if not served_ok.is_set():
+                    served_ok.set()
+                    mark("ANSWERED")
                 self._send(200, {"status": "ok", "data": [{"id": args.model}]})
             else:
                 self._send(404, {"error": "not found"})
