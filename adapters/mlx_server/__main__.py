@@ -14,8 +14,12 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from adapters.mlx_server.cache_warmup import read_warmup
 from adapters.mlx_server.config import (
+    DEFAULT_CACHE_BYTES,
     DEFAULT_CACHE_LIMIT_BYTES,
+    DEFAULT_CACHE_PERSIST_INTERVAL,
+    DEFAULT_CACHE_SLOTS,
     DEFAULT_MAX_TOKENS,
     DEFAULT_PREFILL_STEP,
     ModelNotFoundError,
@@ -56,7 +60,33 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--tool-parser", help="force a tool-call format (hermes, qwen3_coder, harmony, ...)")
     parser.add_argument("--cpu-only", action="store_true", help="run on the CPU even when a GPU is available")
     parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    cache = parser.add_argument_group("prompt cache")
+    cache.add_argument(
+        "--cache-slots", type=int, default=DEFAULT_CACHE_SLOTS, help="prompt caches kept for reuse (0: none)"
+    )
+    cache.add_argument(
+        "--cache-bytes", type=int, default=DEFAULT_CACHE_BYTES, help="bytes the kept prompt caches may take"
+    )
+    cache.add_argument(
+        "--cache-dir",
+        default=None,
+        help="where prompt caches are saved (default: $ANYCLAUDE_HOME/cache or ~/.anyclaude/cache; '' to never save)",
+    )
+    cache.add_argument(
+        "--cache-persist-interval",
+        type=float,
+        default=DEFAULT_CACHE_PERSIST_INTERVAL,
+        help="seconds between prompt-cache saves while busy (also saved when idle and at exit; 0: only then)",
+    )
+    cache.add_argument("--warmup-file", type=Path, help="system prompt (text) or {messages, tools} JSON to prefill")
+    cache.add_argument("--warmup-tools", type=Path, help="JSON list of tools prefilled with the warmup prompt")
     return parser
+
+
+def default_cache_dir() -> Path:
+    """`$ANYCLAUDE_HOME/cache`, else `~/.anyclaude/cache` (the server's own environment, read at startup)."""
+    home = os.environ.get("ANYCLAUDE_HOME")
+    return (Path(home).expanduser() if home else Path.home() / ".anyclaude") / "cache"
 
 
 def config_from_args(args: argparse.Namespace) -> ServerConfig:
@@ -80,7 +110,19 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
         tool_parser=args.tool_parser,
         cpu_only=args.cpu_only,
         log_level=args.log_level,
+        cache_slots=args.cache_slots,
+        cache_bytes=args.cache_bytes,
+        cache_dir=_cache_dir(args.cache_dir),
+        cache_persist_interval=args.cache_persist_interval,
+        warmup_file=args.warmup_file,
+        warmup_tools=args.warmup_tools,
     )
+
+
+def _cache_dir(given: str | None) -> Path | None:
+    if given is None:
+        return default_cache_dir()
+    return Path(given).expanduser() if given else None
 
 
 def default_alias(source: str) -> str:
@@ -99,6 +141,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         config = config_from_args(args)
         validate_models(config)
         _check_tool_parser(config.tool_parser)
+        read_warmup(config.warmup_file, config.warmup_tools)
     except (ValueError, ModelNotFoundError) as exc:
         print(f"mlx-server: error: {exc}", file=sys.stderr, flush=True)
         return EXIT_BAD_CONFIG

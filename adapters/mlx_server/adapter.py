@@ -8,7 +8,8 @@ The only module of this package that knows about the launcher's config; the serv
 from __future__ import annotations
 
 import sys
-from typing import TYPE_CHECKING
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from adapters.base import (
     AdapterError,
@@ -59,7 +60,24 @@ def server_argv(name: str, entry: BackendConfig, port: int) -> list[str]:
         argv.append("--cpu-only")
     if entry.log_level:
         argv += ["--log-level", entry.log_level.lower()]
+    argv += _cache_flags(entry)
     return [*argv, *entry.args]
+
+
+def _cache_flags(entry: BackendConfig) -> list[str]:
+    """Prompt-cache flags for keys that are set; the server's defaults apply to the rest."""
+    flags: list[str] = []
+    for flag, value in (
+        ("--cache-slots", entry.cache_slots),
+        ("--cache-bytes", entry.cache_bytes),
+        ("--cache-dir", entry.cache_dir),
+        ("--cache-persist-interval", entry.cache_persist_interval),
+        ("--warmup-file", entry.warmup_file),
+        ("--warmup-tools", entry.warmup_tools),
+    ):
+        if value is not None:
+            flags += [flag, str(value)]
+    return flags
 
 
 def server_config(name: str, entry: BackendConfig, port: int | None = None) -> ServerConfig:
@@ -79,7 +97,20 @@ def server_config(name: str, entry: BackendConfig, port: int | None = None) -> S
         tool_parser=entry.tool_parser,
         cpu_only=entry.cpu_only,
         log_level=(entry.log_level or "info").lower(),
+        **_cache_settings(entry),
     )
+
+
+def _cache_settings(entry: BackendConfig) -> dict[str, Any]:
+    """Prompt-cache fields of an embedded server; it saves caches only when `cacheDir` is set."""
+    settings: dict[str, Any] = {"cache_dir": Path(entry.cache_dir).expanduser() if entry.cache_dir else None}
+    for name in ("cache_slots", "cache_bytes", "cache_persist_interval"):
+        if (value := getattr(entry, name)) is not None:
+            settings[name] = value
+    for name in ("warmup_file", "warmup_tools"):
+        if (value := getattr(entry, name)) is not None:
+            settings[name] = Path(value).expanduser()
+    return settings
 
 
 def _openblas_env(existing: str) -> dict[str, str]:

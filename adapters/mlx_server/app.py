@@ -44,7 +44,7 @@ def create_app(
         embedded: True when another app mounts this one: the host then owns the lifespan and must
             enter `app.state.runtime.lifespan()` (or call `start()`/`stop()`); otherwise the app's
             own lifespan starts the model pool.
-        cache_store: where generations get their starting KV cache (default: always fresh).
+        cache_store: where generations get their starting KV cache (default: prompt-cache slots as configured).
         on_fatal: called when the default model cannot be loaded.
 
     Raises:
@@ -99,6 +99,10 @@ def _add_routes(app: FastAPI, runtime: Runtime) -> None:
                 for m in runtime.pool.snapshot()
             ],
         }
+
+    @app.get("/v1/cache")
+    async def prompt_cache() -> dict[str, Any]:
+        return runtime.cache_store.describe()
 
     @app.post("/v1/chat/completions")
     async def chat_completions(body: ChatCompletionRequest, request: Request) -> Response:

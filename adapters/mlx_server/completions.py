@@ -8,6 +8,7 @@ message while it waits. Either way the generation stops at its next token and it
 from __future__ import annotations
 
 import asyncio
+import json
 import secrets
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -58,7 +59,8 @@ class CompletionRoutes:
                 )
             except ValueError as exc:
                 raise RequestError(error_response(400, str(exc), param="messages")) from None
-            job = self._submit(loaded, prompt, body)
+            namespace = json.dumps(body.chat_template_kwargs, sort_keys=True) if body.chat_template_kwargs else ""
+            job = self._submit(loaded, prompt, body, namespace)
         except RequestError as refused:
             return refused.response
         assembler = OutputAssembler(
@@ -106,7 +108,7 @@ class CompletionRoutes:
         except Exception as exc:
             raise RequestError(error_response(500, f"cannot load model '{alias}': {exc}", type_="api_error")) from None
 
-    def _submit(self, loaded: LoadedModel, prompt: Prompt, body: GenerationFields) -> Job:
+    def _submit(self, loaded: LoadedModel, prompt: Prompt, body: GenerationFields, namespace: str = "") -> Job:
         count = len(prompt.tokens)
         if count == 0:
             raise RequestError(error_response(400, "the prompt is empty", param="messages"))
@@ -136,7 +138,13 @@ class CompletionRoutes:
         except ValueError as exc:
             raise RequestError(error_response(400, str(exc), param="logit_bias")) from None
         generation = GenerationRequest(
-            loaded, prompt.tokens, sampling, body.stop_list, max_tokens, request_id=secrets.token_hex(6)
+            loaded,
+            prompt.tokens,
+            sampling,
+            body.stop_list,
+            max_tokens,
+            request_id=secrets.token_hex(6),
+            cache_namespace=namespace,
         )
         try:
             return self._runtime.engine.submit(generation, asyncio.get_running_loop())

@@ -18,6 +18,12 @@ DEFAULT_MAX_TOKENS = 4096
 DEFAULT_CACHE_LIMIT_BYTES = 1 << 30
 # Prompts are prefilled in chunks of this many tokens (mlx-lm uses 2048; smaller keeps cancellation snappy).
 DEFAULT_PREFILL_STEP = 512
+# Prompt-cache slots: a main conversation, its side requests (titles, summaries) and a few other sessions.
+DEFAULT_CACHE_SLOTS = 8
+# Memory the kept prompt caches may take; SmolLM2-135M needs ~46 KB per token, a 30B model ~200 KB.
+DEFAULT_CACHE_BYTES = 4 << 30
+# Seconds between prompt-cache saves while requests keep the server busy (it also saves when idle and at exit).
+DEFAULT_CACHE_PERSIST_INTERVAL = 60.0
 
 
 class ModelNotFoundError(Exception):
@@ -52,6 +58,13 @@ class ServerConfig:
     tool_parser: str | None = None
     cpu_only: bool = False
     log_level: str = "info"
+    cache_slots: int = DEFAULT_CACHE_SLOTS
+    cache_bytes: int = DEFAULT_CACHE_BYTES
+    # Where prompt-cache slots are saved (a folder per model fingerprint); None: never saved.
+    cache_dir: Path | None = None
+    cache_persist_interval: float = DEFAULT_CACHE_PERSIST_INTERVAL
+    warmup_file: Path | None = None
+    warmup_tools: Path | None = None
     extra: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -62,6 +75,8 @@ class ServerConfig:
             raise ValueError(f"model aliases must be distinct, got {aliases}")
         if self.max_queue < 0:
             raise ValueError("max_queue must be >= 0")
+        if self.cache_slots < 0 or self.cache_bytes <= 0 or self.cache_persist_interval < 0:
+            raise ValueError("cache_slots must be >= 0, cache_bytes > 0 and cache_persist_interval >= 0")
 
     @property
     def default_alias(self) -> str:

@@ -20,14 +20,19 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from adapters.mlx_server.config import ServerConfig
-from adapters.mlx_server.generation import generate_tokens
+from adapters.mlx_server.generation import FedTokens, generate_tokens
 from adapters.mlx_server.pool import LoadedModel
-from adapters.mlx_server.prompt_cache import PromptCacheStore
+from adapters.mlx_server.prompt_cache import PromptCacheStore, cache_key
 from adapters.mlx_server.sampling import SamplingParams, build_sampling
 from adapters.mlx_server.stops import StopMatcher
 
 log = logging.getLogger("anyclaude.mlx_server")
 T = TypeVar("T")
+
+# Seconds without work after a request before the prompt cache is saved. Saving while requests follow each
+# other (a turn, then its side requests) would compete with them for the CPU; a pause means the client is
+# waiting on its user or a tool, so the save costs nobody anything.
+IDLE_SAVE_S = 0.5
 
 
 class QueueFullError(Exception):
@@ -46,6 +51,8 @@ class GenerationRequest:
     stops: tuple[str, ...]
     max_tokens: int
     request_id: str
+    # Chat-template settings that shaped `prompt_tokens`; prompt-cache slots are never shared across them.
+    cache_namespace: str = ""
 
 
 @dataclass(frozen=True)
@@ -213,15 +220,23 @@ class Engine:
             mx.set_wired_limit(int(mx.device_info()["max_recommended_working_set_size"]))
         # Created here: a stream belongs to the thread that made it.
         self._stream = mx.new_stream(mx.default_device())
+        unsaved = False
         while True:
             with self._cond:
-                while not self._waiting and not self._stopping:
-                    self._cond.wait()
+                # After a request, wait at most IDLE_SAVE_S for the next one; if none comes, save the caches.
+                has_work = self._cond.wait_for(
+                    lambda: bool(self._waiting) or self._stopping, timeout=IDLE_SAVE_S if unsaved else None
+                )
                 if self._stopping:
-                    return
-                item = self._waiting.popleft()
+                    break
+                item = self._waiting.popleft() if has_work else None
                 if isinstance(item, Job):
                     self._running = item
+            if item is None:
+                unsaved = False
+                self._flush_cache(final=False)
+                continue
+            unsaved = unsaved or isinstance(item, Job)
             try:
                 with mx.stream(self._stream):
                     if isinstance(item, _Call):
@@ -234,6 +249,17 @@ class Engine:
             if mx.get_cache_memory() > self._config.cache_limit_bytes:
                 # Freed buffers stay cached by MLX for reuse; past the limit they go back to the system.
                 mx.clear_cache()
+        # Last act of this thread: the prompt caches' arrays belong to its stream, so it saves them itself.
+        self._flush_cache(final=True)
+
+    def _flush_cache(self, *, final: bool) -> None:
+        import mlx.core as mx
+
+        try:
+            with mx.stream(self._stream):
+                self._cache_store.flush(final=final)
+        except Exception:  # a full disk must not stop the generation thread
+            log.exception("saving the prompt cache failed")
 
     def _run_call(self, call: _Call) -> None:
         if not call.future.set_running_or_notify_cancel():
@@ -259,12 +285,13 @@ class Engine:
         ttft, decode_seconds, queue_wait = timing
         rate = (usage.completion_tokens - 1) / decode_seconds if decode_seconds > 0 else 0.0
         log.info(
-            "request %s model=%s prompt_tokens=%d cached_tokens=%d generated_tokens=%d ttft=%.3fs "
-            "tokens_per_s=%.1f queue_wait=%.3fs finish=%s",
+            "request %s model=%s prompt_tokens=%d cached_tokens=%d prefilled_tokens=%d generated_tokens=%d "
+            "ttft=%.3fs tokens_per_s=%.1f queue_wait=%.3fs finish=%s",
             job.request.request_id,
             job.request.model.alias,
             usage.prompt_tokens,
             usage.cached_tokens,
+            usage.prompt_tokens - usage.cached_tokens,
             usage.completion_tokens,
             ttft,
             rate,
@@ -280,12 +307,15 @@ class Engine:
         if request.sampling.seed is not None:
             mx.random.seed(request.sampling.seed)
         sampler, processors = build_sampling(request.sampling)
-        cache, reused = self._cache_store.fetch(request.model.alias, request.model.model, request.prompt_tokens)
+        model_key = cache_key(request.model.alias, request.cache_namespace)
+        cache, reused = self._cache_store.fetch(model_key, request.model.model, request.prompt_tokens)
         tokenizer = request.model.tokenizer
         detokenizer = tokenizer.detokenizer
         eos = tokenizer.eos_token_ids
         stops = StopMatcher(request.stops)
         generated: list[int] = []
+        sampled: list[int] = []  # every token the loop yielded, kept or not (a cancelled one may be fed)
+        fed = FedTokens()
         first_token_at: float | None = None
         finish = "length"
         tokens = generate_tokens(
@@ -298,10 +328,12 @@ class Engine:
             max_tokens=request.max_tokens,
             prefill_step=self._config.prefill_step,
             cancelled=lambda: job.cancelled,
+            fed=fed,
         )
         try:
             for token in tokens:
                 first_token_at = first_token_at or time.perf_counter()
+                sampled.append(token)
                 if job.cancelled:
                     break
                 generated.append(token)
@@ -323,9 +355,11 @@ class Engine:
                 finish = "stop"
             elif tail := stops.flush():
                 job.emit(TextChunk(tail))
-        everything = request.prompt_tokens + generated
-        held = everything[: getattr(cache[0], "offset", len(everything))] if cache else []
-        self._cache_store.store(request.model.alias, held, cache)
+        # The cache holds exactly the tokens fed: never claim one it lacks (a later request would reuse
+        # keys that are not there) nor miss one it has (its keys would sit under the wrong token).
+        held = (request.prompt_tokens + sampled)[: fed.count]
+        if len(held) == fed.count:
+            self._cache_store.store(model_key, held, cache)
         ended = time.perf_counter()
         first = first_token_at or ended
         usage = Usage(len(request.prompt_tokens), len(generated), reused)

@@ -15,10 +15,11 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
+from adapters.mlx_server.cache_warmup import prepare_model_cache
 from adapters.mlx_server.config import ServerConfig
 from adapters.mlx_server.engine import Engine
 from adapters.mlx_server.pool import LoadedModel, ModelPool
-from adapters.mlx_server.prompt_cache import FreshPromptCache, PromptCacheStore
+from adapters.mlx_server.prompt_cache import PromptCacheStore, SlotPromptCache, build_prompt_cache
 
 log = logging.getLogger("anyclaude.mlx_server")
 
@@ -36,7 +37,7 @@ class Runtime:
     Args:
         config: server settings.
         paths: alias -> resolved model folder (`config.validate_models`).
-        cache_store: where the engine gets starting KV caches (the seam for prompt caching).
+        cache_store: where the engine gets starting KV caches (default: prompt-cache slots as configured).
         on_fatal: called with a message when the default model cannot be loaded (standalone: exit).
     """
 
@@ -48,13 +49,16 @@ class Runtime:
         on_fatal: Callable[[str], None] | None = None,
     ) -> None:
         self.config = config
-        self.cache_store = cache_store or FreshPromptCache()
+        self.cache_store = cache_store or build_prompt_cache(
+            config.cache_slots, config.cache_bytes, config.cache_persist_interval
+        )
         self.pool = ModelPool(config, paths, self.cache_store)
         self.engine = Engine(config, self.cache_store)
         self.readiness = Readiness.STOPPED
         self.error: str | None = None
         self._on_fatal = on_fatal
         self._loader: asyncio.Task[None] | None = None
+        self._persister: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         """Start the generation thread and begin loading the default model."""
@@ -63,11 +67,15 @@ class Runtime:
         self.readiness = Readiness.LOADING
         self.engine.start()
         self._loader = asyncio.create_task(self._load_default(), name="mlx-load-default")
+        interval = self.config.cache_persist_interval
+        if isinstance(self.cache_store, SlotPromptCache) and self.config.cache_dir is not None and interval > 0:
+            self._persister = asyncio.create_task(self._persist_periodically(interval), name="mlx-cache-persist")
 
     async def stop(self) -> None:
         """Cancel queued and running generations, stop the thread, drop the models."""
-        if self._loader is not None and not self._loader.done():
-            self._loader.cancel()
+        for task in (self._loader, self._persister):
+            if task is not None and not task.done():
+                task.cancel()
         # join() blocks; off the loop so other shutdown work (closing streams) proceeds meanwhile.
         await asyncio.to_thread(self.engine.stop)
         self.pool.unload_all()
@@ -86,7 +94,24 @@ class Runtime:
         found = self.pool.loaded(alias)
         if found is not None:
             return found
-        return await asyncio.wrap_future(self.engine.call(lambda: self.pool.load(alias)))
+        return await asyncio.wrap_future(self.engine.call(lambda: self._load(alias)))
+
+    def _load(self, alias: str) -> LoadedModel:
+        """Load a model and its prompt cache (saved slots; the warmup for the default). Generation thread."""
+        if (found := self.pool.loaded(alias)) is not None:
+            return found
+        loaded = self.pool.load(alias)
+        prepare_model_cache(self.cache_store, loaded, self.config, warm=alias == self.pool.default_alias)
+        return loaded
+
+    async def _persist_periodically(self, interval: float) -> None:
+        # Through the engine's queue: slot arrays are only touched on the generation thread.
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await asyncio.wrap_future(self.engine.call(self.cache_store.flush))
+            except Exception:
+                log.exception("prompt cache: periodic save failed")
 
     def health(self) -> dict[str, Any]:
         body: dict[str, Any] = {"status": self.readiness.value, "model": self.pool.default_alias}

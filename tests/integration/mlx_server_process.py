@@ -63,6 +63,8 @@ def start_server(
     """
     port = free_port()
     log_path = log_dir / f"mlx-server-{port}.log"
+    if "--cache-dir" not in args:  # saved prompt caches stay in the test's folder, never in ~/.anyclaude
+        args = [*args, "--cache-dir", str(log_dir / f"cache-{port}")]
     with log_path.open("wb") as log:
         proc = subprocess.Popen(
             [sys.executable, *entry, "--model", str(model), "--port", str(port), *args],

@@ -1,0 +1,98 @@
+"""mlx-lm caches as the slot table sees them: size, trimming, prefix copies, frozen copies for disk, prefill.
+
+A cache here is mlx-lm's per-layer list (`make_prompt_cache`). Aliasing is the hazard every function
+guards against: `KVCache.update_and_fetch` writes into `layer.keys` with `__setitem__`, which rebinds the
+*Python array object* itself, so any other holder of that same object would see the write. Copies and
+frozen copies are therefore built from fresh array objects (slices), never from the objects a slot owns.
+MLX arrays are immutable underneath, so a slice keeps the old values even after the source is written.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Sequence
+from typing import Any
+
+KVCacheList = list[Any]
+
+
+class MlxCacheOps:
+    """`cache_slots.CacheOps` for mlx-lm caches."""
+
+    def nbytes(self, cache: KVCacheList) -> int:
+        total = 0
+        for layer in cache:
+            try:
+                total += int(layer.nbytes)
+            except NotImplementedError:  # a cache type without a size: count it as free rather than fail
+                continue
+        return total
+
+    def trimmable(self, cache: KVCacheList) -> bool:
+        from mlx_lm.models.cache import can_trim_prompt_cache
+
+        return bool(cache) and bool(can_trim_prompt_cache(cache))
+
+    def trim(self, cache: KVCacheList, count: int) -> None:
+        from mlx_lm.models.cache import trim_prompt_cache
+
+        trim_prompt_cache(cache, count)
+
+    def copy_prefix(self, cache: KVCacheList, length: int, held: int) -> KVCacheList:
+        from mlx_lm.models.cache import KVCache, trim_prompt_cache
+
+        if all(type(layer) is KVCache for layer in cache):
+            # Lazy slices: the copy's first write finds its buffer full and reallocates, so the source's
+            # buffer is never written through the copy; only `length` tokens are ever materialized.
+            return [_kv_prefix(layer, length) for layer in cache]
+        copied = copy.deepcopy(cache)
+        trim_prompt_cache(copied, held - length)
+        return copied
+
+
+def _kv_prefix(layer: Any, length: int) -> Any:
+    from mlx_lm.models.cache import KVCache
+
+    copy_ = KVCache()  # type: ignore[no-untyped-call]
+    if layer.keys is not None and length > 0:
+        copy_.keys = layer.keys[..., :length, :]
+        copy_.values = layer.values[..., :length, :]
+        copy_.offset = length
+    return copy_
+
+
+def fresh_cache(model: Any) -> KVCacheList:
+    from mlx_lm.models.cache import make_prompt_cache
+
+    return list(make_prompt_cache(model))
+
+
+def persistable(cache: KVCacheList) -> bool:
+    """Only plain `KVCache` layers are written to disk: their whole state is keys, values and offset."""
+    from mlx_lm.models.cache import KVCache
+
+    return bool(cache) and all(type(layer) is KVCache and layer.keys is not None for layer in cache)
+
+
+def frozen_copy(cache: KVCacheList) -> KVCacheList:
+    """Evaluated copies of a persistable cache's layers, trimmed to their offsets, safe to hand to another thread.
+
+    Slices are views: no data is copied here. Evaluating them on the calling (generation) thread means a
+    writer thread only reads finished buffers and never runs a graph made on this thread's stream.
+    """
+    import mlx.core as mx
+
+    frozen = [_kv_prefix(layer, int(layer.offset)) for layer in cache]
+    mx.eval([(layer.keys, layer.values) for layer in frozen])
+    return frozen
+
+
+def prefill(model: Any, cache: KVCacheList, tokens: Sequence[int], step: int) -> None:
+    """Feed every one of `tokens` through `model`, extending `cache` (no logits are kept)."""
+    import mlx.core as mx
+
+    pending = mx.array(list(tokens), dtype=mx.int32)
+    while pending.size:
+        model(pending[:step][None], cache=cache)
+        mx.eval([layer.state for layer in cache])
+        pending = pending[step:]

@@ -1,0 +1,216 @@
+"""Prompt-cache slots: which cached token sequence a prompt starts from, and who owns that cache afterwards.
+
+A slot is one KV cache and the exact tokens whose keys and values it holds (`Slot.tokens`): the prompt
+of the request that last used it plus the tokens it generated *and fed back* (the last sampled token
+usually never went through the model, so it is not there). `prompt_length` marks where the tokens a
+client sent end and the model's own output begins.
+
+Ownership: a cache object belongs to exactly one holder at a time. mlx-lm caches are written in place
+(`KVCache.update_and_fetch` assigns into its buffer; `trim` only moves the offset back), so two slots
+sharing one cache would overwrite each other's keys. `take` therefore either
+
+- **moves** the slot out: the request extends that very cache and `put` brings it back holding the new
+  sequence. This happens when the slot's tokens are a prefix of the prompt (a conversation's next turn),
+  or when the prompt leaves the slot only inside the slot's own generated tail (the client re-rendered
+  the reply differently, or resent the same prompt): that tail is the model's reply as the model
+  tokenized it, which the new prompt has replaced, so trimming it loses nothing worth keeping; or
+- **copies** the common prefix into a new cache and leaves the slot untouched: when the prompt diverges
+  inside tokens a client sent (a side request sharing the system prompt, an edited or forked history).
+  So two different continuations of one prefix both survive: each becomes its own slot.
+
+Trim rules: reuse is capped at `len(prompt) - 1`, because the model must see at least the last prompt
+token to give logits (an exact repeat is trimmed by one). Dropping tokens needs a trimmable cache
+(`CacheOps.trimmable`: a plain `KVCache`, a rotating one not yet wrapped); others (a rotating window that
+wrapped, recurrent state) are reused only when the slot's tokens are an exact prefix of the prompt.
+
+Budget: after each `put`, slots whose tokens are a prefix of the new slot's are dropped (it holds all
+they had), then least recently used slots go until at most `max_slots` remain within `max_bytes` (the newest slot
+always stays, so one conversation larger than the budget still reuses its own prefix).
+Everything here is pure bookkeeping over a `CacheOps`; callers serialize access (one generation thread).
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Generic, Protocol, TypeVar
+
+C = TypeVar("C")
+
+
+class CacheOps(Protocol[C]):
+    """What the slot logic needs to know about a cache (mlx-lm's in `cache_mlx.py`; fakes in tests)."""
+
+    def nbytes(self, cache: C) -> int: ...
+
+    def trimmable(self, cache: C) -> bool: ...
+
+    def trim(self, cache: C, count: int) -> None:
+        """Forget the last `count` tokens, in place."""
+        ...
+
+    def copy_prefix(self, cache: C, length: int, held: int) -> C:
+        """A new cache, sharing nothing writable with `cache` (which holds `held` tokens), with its first `length`."""
+        ...
+
+
+@dataclass
+class Slot(Generic[C]):
+    key: str
+    tokens: list[int]
+    cache: C
+    prompt_length: int
+    nbytes: int
+    id: str = field(default_factory=lambda: secrets.token_hex(8))
+    hits: int = 0
+    last_used: float = 0.0
+    # Tokens of this slot known to be on disk as a prefix of `tokens` (persistence bookkeeping).
+    saved_length: int = 0
+
+
+@dataclass
+class Lease(Generic[C]):
+    """What `take` hands out: a cache holding `tokens[:reused]`, and where it came from."""
+
+    cache: C
+    reused: int
+    prompt_length: int
+    moved: Slot[C] | None = None  # the slot taken out (its id and hits carry over to `put`)
+    copied_from: str | None = None
+
+
+def common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
+    """Length of the longest common prefix of two token sequences."""
+    for index, (x, y) in enumerate(zip(a, b, strict=False)):
+        if x != y:
+            return index
+    return min(len(a), len(b))
+
+
+@dataclass(frozen=True)
+class _Candidate(Generic[C]):
+    slot: Slot[C]
+    usable: int
+    move: bool
+
+    def rank(self, order: int) -> tuple[int, bool, int]:
+        # Longest reuse first; then a move (no copy, no new slot); then the most recently used.
+        return (self.usable, self.move, order)
+
+
+class SlotTable(Generic[C]):
+    """Slots in least- to most-recently-used order, with longest-prefix `take` and budgeted `put`."""
+
+    def __init__(
+        self, ops: CacheOps[C], max_slots: int, max_bytes: int, clock: Callable[[], float] = time.time
+    ) -> None:
+        self._ops = ops
+        self.max_slots = max_slots
+        self.max_bytes = max_bytes
+        self._clock = clock
+        self._slots: list[Slot[C]] = []
+
+    @property
+    def slots(self) -> list[Slot[C]]:
+        """The slots, least recently used first (a copy of the list)."""
+        return list(self._slots)
+
+    @property
+    def nbytes(self) -> int:
+        return sum(slot.nbytes for slot in self._slots)
+
+    def take(self, key: str, tokens: Sequence[int], fresh: Callable[[], C]) -> Lease[C]:
+        """A cache to start `tokens` from: moved out of a slot, copied from one, or `fresh()`."""
+        best: _Candidate[C] | None = None
+        best_rank: tuple[int, bool, int] | None = None
+        for order, slot in enumerate(self._slots):
+            if slot.key != key:
+                continue
+            candidate = self._candidate(slot, tokens)
+            if candidate is None:
+                continue
+            rank = candidate.rank(order)
+            if best_rank is None or rank > best_rank:
+                best, best_rank = candidate, rank
+        if best is None:
+            return Lease(fresh(), 0, len(tokens))
+        slot = best.slot
+        slot.hits += 1
+        slot.last_used = self._clock()
+        if not best.move:
+            self._touch(slot)
+            copy = self._ops.copy_prefix(slot.cache, best.usable, len(slot.tokens))
+            return Lease(copy, best.usable, len(tokens), copied_from=slot.id)
+        self._slots.remove(slot)
+        if best.usable < len(slot.tokens):
+            self._ops.trim(slot.cache, len(slot.tokens) - best.usable)
+        return Lease(slot.cache, best.usable, len(tokens), moved=slot)
+
+    def put(self, key: str, tokens: Sequence[int], cache: C, lease: Lease[C] | None) -> list[Slot[C]]:
+        """Keep `cache`, which holds exactly `tokens`, as the most recent slot; returns the slots evicted."""
+        prompt_length = min(lease.prompt_length if lease else len(tokens), len(tokens))
+        slot = Slot(key, list(tokens), cache, prompt_length, self._ops.nbytes(cache), last_used=self._clock())
+        if lease is not None and lease.moved is not None:
+            old = lease.moved
+            slot.id, slot.hits = old.id, old.hits
+            # What is on disk is still valid as far as the new tokens agree with it.
+            slot.saved_length = min(old.saved_length, common_prefix(old.tokens, tokens))
+        evicted = [s for s in self._slots if s.key == key and common_prefix(s.tokens, tokens) == len(s.tokens)]
+        self._slots = [s for s in self._slots if s not in evicted]
+        self._slots.append(slot)
+        # The new slot itself always stays: a conversation larger than the budget still reuses its own prefix.
+        while len(self._slots) > 1 and (len(self._slots) > self.max_slots or self.nbytes > self.max_bytes):
+            evicted.append(self._slots.pop(0))
+        return evicted
+
+    def drop(self, matches: Callable[[str], bool]) -> list[Slot[C]]:
+        """Remove every slot whose key `matches`; returns them."""
+        dropped = [slot for slot in self._slots if matches(slot.key)]
+        self._slots = [slot for slot in self._slots if not matches(slot.key)]
+        return dropped
+
+    def adopt(self, slot: Slot[C]) -> bool:
+        """Add a slot restored from disk as the least recently used one, if the budget has room."""
+        if len(self._slots) >= self.max_slots or self.nbytes + slot.nbytes > self.max_bytes:
+            return False
+        self._slots.insert(0, slot)
+        return True
+
+    def _touch(self, slot: Slot[C]) -> None:
+        self._slots.remove(slot)
+        self._slots.append(slot)
+
+    def _candidate(self, slot: Slot[C], tokens: Sequence[int]) -> _Candidate[C] | None:
+        shared = common_prefix(slot.tokens, tokens)
+        usable = min(shared, len(tokens) - 1)
+        if usable <= 0:
+            return None
+        if usable == len(slot.tokens):
+            return _Candidate(slot, usable, move=True)  # the slot is a prefix of the prompt: extend it
+        if not self._ops.trimmable(slot.cache):
+            return None  # it would have to forget tokens, and this cache cannot
+        resent = len(tokens) == slot.prompt_length and shared == len(tokens)
+        return _Candidate(slot, usable, move=usable >= slot.prompt_length or resent)
+
+
+def describe(slots: Sequence[Slot[C]], clock: Callable[[], float] = time.time) -> list[dict[str, object]]:
+    """JSON-ready rows for `GET /v1/cache`, most recently used first."""
+    now = clock()
+    rows: list[dict[str, object]] = []
+    for slot in reversed(slots):
+        rows.append(
+            {
+                "id": slot.id,
+                "model": slot.key,
+                "tokens": len(slot.tokens),
+                "prompt_tokens": slot.prompt_length,
+                "bytes": slot.nbytes,
+                "hits": slot.hits,
+                "last_used": slot.last_used,
+                "idle_s": round(max(0.0, now - slot.last_used), 3),
+                "saved_tokens": slot.saved_length,
+            }
+        )
+    return rows
