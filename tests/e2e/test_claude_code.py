@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -87,7 +88,14 @@ def test_claude_code_uses_a_running_serve_and_leaves_it_running(tmp_path: Path) 
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(960)
 def test_claude_code_on_smollm2_through_our_mlx_server(tmp_path: Path) -> None:
+    """The whole chain on a real model: Claude Code -> proxy -> our MLX server -> SmolLM2, and back.
+
+    SmolLM2-135M does not answer sensibly under Claude Code's prompt (its ~1.6k tokens of reminders
+    overwhelm a 135M model), so this checks the chain, not the model: the reply ends on its own and what
+    Claude Code reports is what the server generated, token for token.
+    """
     from tests.smollm2 import smollm2_dir
 
     model = smollm2_dir()
@@ -96,8 +104,22 @@ def test_claude_code_on_smollm2_through_our_mlx_server(tmp_path: Path) -> None:
         entry["env"] = {"LD_PRELOAD": OPENBLAS}
     config = tmp_path / ".anyclauderc.json"
     config.write_text(json.dumps({"port": free_port(), "backend": "mlx", "backends": {"mlx": entry}}))
+    # A short system prompt keeps the prefill and the answer short enough for a CPU; the tools and the
+    # rest of Claude Code's request are sent as usual.
     result = run_anyclaude(
-        config, tmp_path, "-p", "What is the capital of France? Answer in one word.", "--output-format", "json"
+        config,
+        tmp_path,
+        "-p",
+        "What is the capital of France?",
+        "--system-prompt",
+        "You are a geography assistant. Answer with one word.",
+        "--output-format",
+        "json",
+        timeout=900,
     )
     assert result["is_error"] is False, result
-    assert "paris" in result["result"].lower(), result["result"]
+    assert result["stop_reason"] == "end_turn" and result["result"].strip()
+    server_log = (Path(os.environ["ANYCLAUDE_HOME"]) / "logs" / "mlx.log").read_text()
+    generated = [int(n) for n in re.findall(r"generated_tokens=(\d+)", server_log)]
+    assert generated, "the server logged no request"
+    assert result["usage"]["output_tokens"] == generated[-1]

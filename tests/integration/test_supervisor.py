@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import itertools
 import json
 import os
 import re
@@ -73,10 +72,13 @@ def test_backend_that_keeps_dying_backs_off_then_goes_fatal_and_restart_clears_i
     os.kill(s.backend_pid(), signal.SIGKILL)
     record = s.wait_state("FATAL", timeout=20)
     assert "gave up after 5 failed starts" in record["reason"]
-    starts = [t for _, _, t in s.marks("START")]
-    gaps = [b - a for a, b in itertools.pairwise(starts)]
-    assert len(starts) == 5, starts  # the first good start, then 4 restarts that die at once
-    assert gaps == sorted(gaps) and gaps[-1] > 1.5 * gaps[0], f"delays do not grow: {gaps}"
+    assert len(s.marks("START")) == 5  # the first good start, then 4 restarts that die at once
+    # The delays the supervisor chose (process start-up time on a busy machine would blur measured gaps).
+    log = (s.home / "logs" / "anyclaude.log").read_text()
+    delays = [float(d) for d in re.findall(r"next start in ([\d.]+) s", log)]
+    assert len(delays) == 4, delays
+    for delay, expected in zip(delays, (0.2, 0.4, 0.8, 1.6), strict=True):
+        assert expected * 0.85 <= delay <= expected * 1.15, delays  # doubling, with 10 % jitter
 
     status = anyclaude("status", "--json")
     row = json.loads(status.stdout)["backends"][0]
