@@ -6,6 +6,7 @@ writes one; the reader accepts `data:` with or without the space and multi-line 
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -21,6 +22,34 @@ def encode(event: dict[str, Any]) -> bytes:
 
 
 PING = encode({"type": "ping"})
+
+
+# The only line ends an event stream has (WHATWG HTML 9.2.6). `str.splitlines`, which httpx's
+# `aiter_lines` uses, also splits at U+2028, U+0085 and other separators that JSON may carry raw
+# inside a string, and a model that writes one would tear the event and fail the response.
+_LINE_END = re.compile(rb"\r\n|\r|\n")
+
+
+async def iter_lines(chunks: AsyncIterator[bytes]) -> AsyncIterator[str]:
+    """The lines of an event stream's body, without their line ends; bytes that are not UTF-8 are replaced.
+
+    Splitting bytes once per read is also cheaper than httpx's incremental text and line decoders.
+    """
+    buffer = b""
+    async for chunk in chunks:
+        buffer += chunk
+        # A CR at the end may be the first half of a CRLF split across two reads: keep it back.
+        end = len(buffer) - 1 if buffer.endswith(b"\r") else len(buffer)
+        *lines, rest = _LINE_END.split(buffer[:end])
+        buffer = rest + buffer[end:]
+        for line in lines:
+            yield line.decode("utf-8", "replace")
+    if buffer:
+        *lines, rest = _LINE_END.split(buffer)
+        for line in lines:
+            yield line.decode("utf-8", "replace")
+        if rest:
+            yield rest.decode("utf-8", "replace")
 
 
 class TornStream(Exception):

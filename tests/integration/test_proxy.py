@@ -300,11 +300,14 @@ def test_client_disconnect_cancels_the_upstream_request(backend: tuple[Backend, 
             "messages": [{"role": "user", "content": "[script:hang]"}],
         }
         with httpx.stream("POST", thread.url + "/v1/messages", json=body) as response:
-            for line in response.iter_lines():
+            # Keep the iterator referenced: dropping it would close the connection before the check below.
+            lines = response.iter_lines()
+            for line in lines:
                 if "text_delta" in line:
                     break
             wait_for(lambda: backend[0].active == 1)
         wait_for(lambda: backend[0].active == 0)
+        del lines
     finally:
         thread.stop()
 

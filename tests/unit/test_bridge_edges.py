@@ -10,7 +10,7 @@ import pytest
 from launcher.bridge.failures import backend_status_error
 from launcher.bridge.guard import host_name
 from launcher.bridge.hygiene import strip_billing_header
-from launcher.bridge.sse import OpenAIEvents, TornStream, encode
+from launcher.bridge.sse import OpenAIEvents, TornStream, encode, iter_lines
 
 
 def test_billing_line_is_removed_from_blocks_and_strings() -> None:
@@ -62,3 +62,19 @@ def test_sse_reader_handles_spacing_done_and_torn_events() -> None:
 
 def test_every_event_has_an_event_line() -> None:
     assert encode({"type": "ping"}) == b'event: ping\ndata: {"type":"ping"}\n\n'
+
+
+def test_stream_with_raw_line_separator_in_content_is_not_torn() -> None:
+    """A backend writing U+2028/U+0085 raw inside a JSON string (ensure_ascii=False) must not split the event."""
+    event = 'data: {"choices": [{"delta": {"content": "a\u2028b\u0085c\u000bd"}}]}\n\n'.encode()
+
+    async def chunks() -> AsyncIterator[bytes]:
+        for i in range(0, len(event), 7):  # split mid-character too
+            yield event[i : i + 7]
+
+    async def collect() -> list[str]:
+        return [line async for line in iter_lines(chunks())]
+
+    lines = asyncio.run(collect())
+    assert lines[0] == 'data: {"choices": [{"delta": {"content": "a\u2028b\u0085c\u000bd"}}]}'
+    assert lines[1:] == [""]
