@@ -22,6 +22,7 @@ from adapters.base import (
     Probe,
     entry_secrets,
     local_url,
+    model_context_length,
     require_port,
 )
 from adapters.checks import (
@@ -56,7 +57,10 @@ class MlxTextgenAdapter:
         if not entry.model:
             raise AdapterError(f'backends.{name}.model is required for type "mlx-textgen" (a model folder)')
         port = require_port(name, entry)
-        argv = ("bash", str(WRAPPER), "-m", entry.model, "-p", str(port), "--host", entry.host, *entry.args)
+        # Requests must name the model; naming it ourselves keeps that name known to the proxy.
+        served = entry.model_alias or Path(entry.model).name or "model"
+        argv: tuple[str, ...] = ("bash", str(WRAPPER), "-m", entry.model, "--model-name", served)
+        argv = (*argv, "-p", str(port), "--host", entry.host, *entry.args)
         env = {"ANYCLAUDE_PYTHON": venv_python(entry.python_venv)} | dict(entry.env)
         probe = Probe(local_url(entry, port, entry.health_path or DEFAULT_HEALTH_PATH))
         return LaunchSpec(
@@ -71,6 +75,8 @@ class MlxTextgenAdapter:
             host=entry.host,
             port=port,
             secrets=entry_secrets(entry),
+            model_name=served,
+            context_length=entry.context_length or model_context_length(entry.model),
         )
 
     def checks(self, name: str, entry: BackendConfig, config: Config) -> list[Check]:

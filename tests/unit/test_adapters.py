@@ -175,7 +175,8 @@ def test_mlx_lm_version_checks(version: str, entry: dict[str, Any], status: Chec
 
 def test_mlx_textgen_runs_the_wrapper_and_probes_models() -> None:
     spec = launch(MlxTextgenAdapter(), {"port": 5001, "model": "/m", "pythonVenv": "/nowhere/venv"})
-    assert spec.argv == ("bash", str(WRAPPER), "-m", "/m", "-p", "5001", "--host", "127.0.0.1")
+    assert spec.argv == ("bash", str(WRAPPER), "-m", "/m", "--model-name", "m", "-p", "5001", "--host", "127.0.0.1")
+    assert spec.model_name == "m"  # the name requests must carry
     assert WRAPPER.is_file()
     assert spec.readiness == spec.liveness == Probe("http://127.0.0.1:5001/v1/models")
     assert spec.env == {"ANYCLAUDE_PYTHON": "/nowhere/venv/bin/python"} | openblas_env("")
