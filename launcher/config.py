@@ -120,6 +120,10 @@ class BackendConfig(_Model):
     )
 
     # --- keys of our MLX server (adapters/mlx_server) ---
+    temperature: float | None = Field(
+        None, ge=0.0, le=2.0, description="mlx-server: sampling temperature for requests that set none (1.0)."
+    )
+    top_p: float | None = Field(None, gt=0.0, le=1.0, description="mlx-server: top_p for requests that set none.")
     embedded: bool = Field(False, description="mlx-server: serve inside the proxy's process, not as a child process.")
     models: dict[str, str] = Field(
         default_factory=dict, description="mlx-server: more models, alias -> path, each loaded on first use."

@@ -58,6 +58,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--max-tokens", type=int, default=DEFAULT_MAX_TOKENS, help="default max_tokens")
     parser.add_argument("--prefill-step", type=int, default=DEFAULT_PREFILL_STEP, help=argparse.SUPPRESS)
     parser.add_argument("--tool-parser", help="force a tool-call format (hermes, qwen3_coder, harmony, ...)")
+    parser.add_argument("--temperature", type=float, default=1.0, help="for requests that set no temperature")
+    parser.add_argument("--top-p", type=float, default=1.0, help="for requests that set no top_p")
     parser.add_argument("--cpu-only", action="store_true", help="run on the CPU even when a GPU is available")
     parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     cache = parser.add_argument_group("prompt cache")
@@ -108,6 +110,8 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
         default_max_tokens=args.max_tokens,
         prefill_step=args.prefill_step,
         tool_parser=args.tool_parser,
+        temperature=args.temperature,
+        top_p=args.top_p,
         cpu_only=args.cpu_only,
         log_level=args.log_level,
         cache_slots=args.cache_slots,

@@ -56,6 +56,10 @@ def server_argv(name: str, entry: BackendConfig, port: int) -> list[str]:
         argv += ["--memory-limit", str(entry.memory_limit)]
     if entry.tool_parser:
         argv += ["--tool-parser", entry.tool_parser]
+    if entry.temperature is not None:
+        argv += ["--temperature", str(entry.temperature)]
+    if entry.top_p is not None:
+        argv += ["--top-p", str(entry.top_p)]
     if entry.cpu_only:
         argv.append("--cpu-only")
     if entry.log_level:
@@ -95,6 +99,8 @@ def server_config(name: str, entry: BackendConfig, port: int | None = None) -> S
         max_queue=entry.max_queue,
         memory_limit_bytes=int(entry.memory_limit * _GB) if entry.memory_limit else None,
         tool_parser=entry.tool_parser,
+        temperature=1.0 if entry.temperature is None else entry.temperature,
+        top_p=1.0 if entry.top_p is None else entry.top_p,
         cpu_only=entry.cpu_only,
         log_level=(entry.log_level or "info").lower(),
         **_cache_settings(entry),

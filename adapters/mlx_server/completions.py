@@ -123,9 +123,10 @@ class CompletionRoutes:
         if context is not None:
             max_tokens = min(max_tokens, context - count)  # clamp rather than refuse prompt + max_tokens overflow
         try:
+            defaults = self._runtime.config
             sampling = SamplingParams(
-                temperature=body.temperature,
-                top_p=body.top_p,
+                temperature=defaults.temperature if body.temperature is None else body.temperature,
+                top_p=defaults.top_p if body.top_p is None else body.top_p,
                 top_k=body.top_k,
                 min_p=body.min_p,
                 seed=body.seed,

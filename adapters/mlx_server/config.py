@@ -54,6 +54,9 @@ class ServerConfig:
     memory_limit_bytes: int | None = None
     cache_limit_bytes: int = DEFAULT_CACHE_LIMIT_BYTES
     default_max_tokens: int = DEFAULT_MAX_TOKENS
+    # Sampling for requests that set none (OpenAI's defaults; a config can make a backend steadier).
+    temperature: float = 1.0
+    top_p: float = 1.0
     prefill_step: int = DEFAULT_PREFILL_STEP
     tool_parser: str | None = None
     cpu_only: bool = False

@@ -4,7 +4,7 @@ Choices a backend's chat template depends on:
 - `system` blocks become one leading system message (billing line stripped, `cache_control` dropped).
 - A `role: system` message before any turn joins the system prompt. One later in the conversation
   (Claude Code puts an agent list after the first user turn) keeps its position as user-role text
-  wrapped in `<system-reminder>` and merged into the adjacent user turn: most templates accept a
+  wrapped in `<system-reminder>` and merged into the adjacent user turn, ahead of its text: most templates accept a
   system message only first, and moving it to the front would change the cached prefix every time
   it changes.
 - `tool_result` blocks become `tool` messages right after the assistant message that called them;
@@ -53,7 +53,9 @@ def translate_messages(req: CountTokensRequest, strip_billing: bool = True) -> l
             if not started:
                 system_parts.append(text)
             elif out and out[-1]["role"] == "user":
-                out[-1]["content"].append(_reminder(text))
+                # Before the turn's own text: when this turn is the last one, its question must stay the last
+                # thing the model reads, or a small model answers the reminder (seen with SmolLM2).
+                out[-1]["content"].insert(0, _reminder(text))
             else:
                 pending.append(_reminder(text))
             continue

@@ -88,38 +88,45 @@ def test_claude_code_uses_a_running_serve_and_leaves_it_running(tmp_path: Path) 
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(960)
 def test_claude_code_on_smollm2_through_our_mlx_server(tmp_path: Path) -> None:
     """The whole chain on a real model: Claude Code -> proxy -> our MLX server -> SmolLM2, and back.
 
-    SmolLM2-135M does not answer sensibly under Claude Code's prompt (its ~1.6k tokens of reminders
-    overwhelm a 135M model), so this checks the chain, not the model: the reply ends on its own and what
-    Claude Code reports is what the server generated, token for token.
+    Measured: under Claude Code's full request (~1.6-3.7k tokens of prompt and reminders) SmolLM2-135M
+    rambles for 800-2,000 tokens, minutes on a CPU. `--bare`, no skills, no tools and a one-line system
+    prompt bring the prompt to ~135 tokens; greedy decoding then answers briefly and stops on its own.
     """
     from tests.smollm2 import smollm2_dir
 
     model = smollm2_dir()
-    entry: dict[str, Any] = {"type": "mlx-server", "port": free_port(), "model": str(model), "contextLength": 8192}
+    entry: dict[str, Any] = {
+        "type": "mlx-server",
+        "port": free_port(),
+        "model": str(model),
+        "contextLength": 8192,
+        "temperature": 0.0,
+    }
     if Path(OPENBLAS).exists():
         entry["env"] = {"LD_PRELOAD": OPENBLAS}
     config = tmp_path / ".anyclauderc.json"
     config.write_text(json.dumps({"port": free_port(), "backend": "mlx", "backends": {"mlx": entry}}))
-    # A short system prompt keeps the prefill and the answer short enough for a CPU; the tools and the
-    # rest of Claude Code's request are sent as usual.
     result = run_anyclaude(
         config,
         tmp_path,
         "-p",
         "What is the capital of France?",
+        "--bare",
+        "--disable-slash-commands",
+        "--tools",
+        "",
         "--system-prompt",
         "You are a geography assistant. Answer with one word.",
         "--output-format",
         "json",
-        timeout=900,
     )
     assert result["is_error"] is False, result
-    assert result["stop_reason"] == "end_turn" and result["result"].strip()
+    assert result["stop_reason"] == "end_turn"
+    assert "paris" in result["result"].lower(), result["result"]
+    # What Claude Code reports is what the server generated, token for token.
     server_log = (Path(os.environ["ANYCLAUDE_HOME"]) / "logs" / "mlx.log").read_text()
     generated = [int(n) for n in re.findall(r"generated_tokens=(\d+)", server_log)]
-    assert generated, "the server logged no request"
-    assert result["usage"]["output_tokens"] == generated[-1]
+    assert generated and result["usage"]["output_tokens"] == generated[-1]

@@ -155,13 +155,14 @@ def test_claude_code_body_golden() -> None:
     assert system["role"] == "system"
     assert "x-anthropic-billing-header" not in system["content"]
     assert system["content"].startswith("You are Claude Code, Anthropic's official CLI for Claude.\n\nYou are an")
-    # The mid-conversation system message keeps its place: merged into the first user turn.
+    # The mid-conversation system message keeps its place, merged into the first user turn ahead of its
+    # text, so the user's question stays the last thing the model reads.
     first_user = out["messages"][1]
     assert first_user["role"] == "user"
-    assert first_user["content"].startswith("<system-reminder>\nAs you answer")
-    assert first_user["content"].endswith("</system-reminder>")
-    assert "Available agent types:" in first_user["content"]
-    assert first_user["content"].index("List the Python files") < first_user["content"].index("Available agent")
+    assert first_user["content"].startswith("<system-reminder>\nAvailable agent types:")
+    assert "<system-reminder>\nAs you answer" in first_user["content"]
+    assert first_user["content"].rstrip().endswith("List the Python files and read the README.")
+    assert first_user["content"].index("Available agent") < first_user["content"].index("List the Python files")
     roles = [m["role"] for m in out["messages"]]
     assert roles == ["system", "user", "assistant", "tool", "user", "assistant", "tool", "user"]
     assert out["messages"][2] == {
