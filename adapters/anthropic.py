@@ -10,9 +10,8 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
-from urllib.parse import urlsplit
 
-from adapters.base import ApiKind, Check, CheckStatus, LaunchSpec, entry_secrets
+from adapters.base import ApiKind, Check, CheckStatus, LaunchSpec, url_spec
 
 if TYPE_CHECKING:
     from launcher.config import BackendConfig, Config
@@ -26,19 +25,7 @@ class AnthropicAdapter:
 
     def launch(self, name: str, entry: BackendConfig, config: Config) -> LaunchSpec:
         base_url = (entry.base_url or DEFAULT_BASE_URL).rstrip("/")
-        parts = urlsplit(base_url)
-        return LaunchSpec(
-            name=name,
-            kind=self.kind,
-            argv=(),
-            base_url=base_url,
-            api=ApiKind.ANTHROPIC,
-            readiness=None,
-            liveness=None,
-            host=parts.hostname or entry.host,
-            port=parts.port,
-            secrets=entry_secrets(entry),
-        )
+        return url_spec(name, self.kind, entry, base_url, ApiKind.ANTHROPIC, None)
 
     def checks(
         self, name: str, entry: BackendConfig, config: Config, env: Mapping[str, str] | None = None

@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any, Protocol
+from urllib.parse import urlsplit
 
 if TYPE_CHECKING:
     from launcher.config import BackendConfig, Config
@@ -167,6 +168,68 @@ _PLACEHOLDER = re.compile(r"\{(port|host|model)\}")
 def fill_placeholders(arg: str, values: Mapping[str, str]) -> str:
     """Replace `{port}`, `{host}`, `{model}` in one argument; other braces are left alone."""
     return _PLACEHOLDER.sub(lambda m: values[m.group(1)], arg)
+
+
+def local_server_spec(
+    name: str,
+    kind: str,
+    entry: BackendConfig,
+    port: int,
+    argv: tuple[str, ...] | list[str],
+    *,
+    health_path: str,
+    env: Mapping[str, str] | None = None,
+    preload_blas: bool = False,
+    readiness: Probe | None = None,
+    api: ApiKind = ApiKind.OPENAI,
+    **extra: Any,
+) -> LaunchSpec:
+    """The spec of a server anyclaude starts on `entry.host:port`, as most kinds describe it.
+
+    Probes go to the entry's `healthPath` or the kind's `health_path` (readiness may differ, e.g. a
+    1-token completion); the environment is the kind's `env`, then the entry's `env`, then, for MLX
+    kinds on Linux, the system OpenBLAS preloaded (merged with any LD_PRELOAD already set).
+    """
+    liveness = Probe(local_url(entry, port, entry.health_path or health_path))
+    merged = {**(env or {}), **entry.env}
+    if preload_blas:
+        from adapters.openblas import openblas_env
+
+        merged |= openblas_env(merged.get("LD_PRELOAD", ""))
+    return LaunchSpec(
+        name=name,
+        kind=kind,
+        argv=tuple(argv),
+        base_url=entry.base_url or local_url(entry, port, "/v1"),
+        api=api,
+        readiness=readiness or liveness,
+        liveness=liveness,
+        env=merged,
+        host=entry.host,
+        port=port,
+        secrets=entry_secrets(entry),
+        **extra,
+    )
+
+
+def url_spec(
+    name: str, kind: str, entry: BackendConfig, base_url: str, api: ApiKind, probe: Probe | None, **extra: Any
+) -> LaunchSpec:
+    """The spec of a server anyclaude only reaches (nothing is spawned): probed at `probe`, if any."""
+    parts = urlsplit(base_url)
+    return LaunchSpec(
+        name=name,
+        kind=kind,
+        argv=(),
+        base_url=base_url,
+        api=api,
+        readiness=probe,
+        liveness=probe,
+        host=parts.hostname or entry.host,
+        port=parts.port,
+        secrets=entry_secrets(entry),
+        **extra,
+    )
 
 
 def require_port(name: str, entry: BackendConfig) -> int:

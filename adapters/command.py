@@ -9,13 +9,10 @@ from typing import TYPE_CHECKING
 
 from adapters.base import (
     AdapterError,
-    ApiKind,
     Check,
     LaunchSpec,
-    Probe,
-    entry_secrets,
     fill_placeholders,
-    local_url,
+    local_server_spec,
     require_port,
 )
 
@@ -34,20 +31,7 @@ class CommandAdapter:
         port = require_port(name, entry)
         values = {"port": str(port), "host": entry.host, "model": entry.model or ""}
         argv = tuple(fill_placeholders(arg, values) for arg in [*entry.command, *entry.args])
-        probe = Probe(local_url(entry, port, entry.health_path or DEFAULT_HEALTH_PATH))
-        return LaunchSpec(
-            name=name,
-            kind=self.kind,
-            argv=argv,
-            base_url=entry.base_url or local_url(entry, port, "/v1"),
-            api=ApiKind.OPENAI,
-            readiness=probe,
-            liveness=probe,
-            env=dict(entry.env),
-            host=entry.host,
-            port=port,
-            secrets=entry_secrets(entry),
-        )
+        return local_server_spec(name, self.kind, entry, port, argv, health_path=DEFAULT_HEALTH_PATH)
 
     def checks(self, name: str, entry: BackendConfig, config: Config) -> list[Check]:
         return []

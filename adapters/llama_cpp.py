@@ -16,9 +16,7 @@ from adapters.base import (
     Check,
     CheckStatus,
     LaunchSpec,
-    Probe,
-    entry_secrets,
-    local_url,
+    local_server_spec,
     require_port,
 )
 from adapters.checks import binary_check, find_binary, model_memory_check, model_path_check, port_check
@@ -49,19 +47,10 @@ class LlamaCppAdapter:
             argv += ["-c", str(entry.context_length)]
         if entry.threads is not None:
             argv += ["-t", str(entry.threads)]
-        probe = Probe(local_url(entry, port, entry.health_path or DEFAULT_HEALTH_PATH))
-        return LaunchSpec(
-            name=name,
-            kind=self.kind,
-            argv=(*argv, "--jinja", *entry.args),
-            base_url=entry.base_url or local_url(entry, port, "/v1"),
-            api=ApiKind.ANTHROPIC,
-            readiness=probe,
-            liveness=probe,
-            env=dict(entry.env),
-            host=entry.host,
-            port=port,
-            secrets=entry_secrets(entry),
+        argv += ["--jinja", *entry.args]
+        # It speaks Anthropic's API itself: the proxy passes requests through.
+        return local_server_spec(
+            name, self.kind, entry, port, argv, health_path=DEFAULT_HEALTH_PATH, api=ApiKind.ANTHROPIC
         )
 
     def checks(self, name: str, entry: BackendConfig, config: Config) -> list[Check]:

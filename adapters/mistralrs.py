@@ -14,7 +14,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
-from adapters.base import AdapterError, ApiKind, Check, LaunchSpec, Probe, entry_secrets, local_url, require_port
+from adapters.base import (
+    AdapterError,
+    Check,
+    LaunchSpec,
+    local_server_spec,
+    require_port,
+)
 from adapters.checks import binary_check, find_binary, model_memory_check, model_path_check, port_check
 
 if TYPE_CHECKING:
@@ -102,20 +108,7 @@ class MistralrsAdapter:
             missing = entry.binary or "mistralrs (or mistralrs-server) on PATH"
             raise AdapterError(f'backends.{name}.binary: {missing} not found; install mistral.rs or set "binary"')
         argv = build_argv(cli_of(binary, self._read), binary, entry.model, entry.host, port)
-        probe = Probe(local_url(entry, port, entry.health_path or DEFAULT_HEALTH_PATH))
-        return LaunchSpec(
-            name=name,
-            kind=self.kind,
-            argv=(*argv, *entry.args),
-            base_url=entry.base_url or local_url(entry, port, "/v1"),
-            api=ApiKind.OPENAI,
-            readiness=probe,
-            liveness=probe,
-            env=dict(entry.env),
-            host=entry.host,
-            port=port,
-            secrets=entry_secrets(entry),
-        )
+        return local_server_spec(name, self.kind, entry, port, (*argv, *entry.args), health_path=DEFAULT_HEALTH_PATH)
 
     def checks(self, name: str, entry: BackendConfig, config: Config) -> list[Check]:
         return [

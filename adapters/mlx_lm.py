@@ -14,12 +14,11 @@ from typing import TYPE_CHECKING
 
 from adapters.base import (
     AdapterError,
-    ApiKind,
     Check,
     CheckStatus,
     LaunchSpec,
     Probe,
-    entry_secrets,
+    local_server_spec,
     local_url,
     require_port,
 )
@@ -32,7 +31,7 @@ from adapters.checks import (
     port_check,
     version_tuple,
 )
-from adapters.openblas import openblas_check, openblas_env
+from adapters.openblas import openblas_check
 from adapters.script import venv_python
 
 if TYPE_CHECKING:
@@ -108,19 +107,17 @@ class MlxLmAdapter:
         argv = server_argv(python, entry.model, entry, port)
         if entry.distributed:
             argv = distributed_argv(name, python, argv, entry.distributed)
-        env = hf_env(entry) | dict(entry.env) | openblas_env(entry.env.get("LD_PRELOAD", ""))
-        return LaunchSpec(
-            name=name,
-            kind=self.kind,
-            argv=(*argv, *entry.args),
-            base_url=entry.base_url or local_url(entry, port, "/v1"),
-            api=ApiKind.OPENAI,
-            readiness=Probe(local_url(entry, port, "/v1/chat/completions"), method="POST", json=READINESS_BODY),
-            liveness=Probe(local_url(entry, port, entry.health_path or "/health")),
-            env=env,
-            host=entry.host,
-            port=port,
-            secrets=entry_secrets(entry),
+        completion = Probe(local_url(entry, port, "/v1/chat/completions"), method="POST", json=READINESS_BODY)
+        return local_server_spec(
+            name,
+            self.kind,
+            entry,
+            port,
+            (*argv, *entry.args),
+            health_path="/health",
+            env=hf_env(entry),
+            preload_blas=True,
+            readiness=completion,
         )
 
     def checks(self, name: str, entry: BackendConfig, config: Config) -> list[Check]:

@@ -15,13 +15,10 @@ from typing import TYPE_CHECKING
 
 from adapters.base import (
     AdapterError,
-    ApiKind,
     Check,
     CheckStatus,
     LaunchSpec,
-    Probe,
-    entry_secrets,
-    local_url,
+    local_server_spec,
     model_context_length,
     require_port,
 )
@@ -33,7 +30,7 @@ from adapters.checks import (
     port_check,
     version_tuple,
 )
-from adapters.openblas import openblas_check, openblas_env
+from adapters.openblas import openblas_check
 from adapters.script import venv_python
 
 if TYPE_CHECKING:
@@ -61,20 +58,15 @@ class MlxTextgenAdapter:
         served = entry.model_alias or Path(entry.model).name or "model"
         argv: tuple[str, ...] = ("bash", str(WRAPPER), "-m", entry.model, "--model-name", served)
         argv = (*argv, "-p", str(port), "--host", entry.host, *entry.args)
-        env = {"ANYCLAUDE_PYTHON": venv_python(entry.python_venv)} | dict(entry.env)
-        probe = Probe(local_url(entry, port, entry.health_path or DEFAULT_HEALTH_PATH))
-        return LaunchSpec(
-            name=name,
-            kind=self.kind,
-            argv=argv,
-            base_url=entry.base_url or local_url(entry, port, "/v1"),
-            api=ApiKind.OPENAI,
-            readiness=probe,
-            liveness=probe,
-            env=env | openblas_env(entry.env.get("LD_PRELOAD", "")),
-            host=entry.host,
-            port=port,
-            secrets=entry_secrets(entry),
+        return local_server_spec(
+            name,
+            self.kind,
+            entry,
+            port,
+            argv,
+            health_path=DEFAULT_HEALTH_PATH,
+            env={"ANYCLAUDE_PYTHON": venv_python(entry.python_venv)},
+            preload_blas=True,
             model_name=served,
             context_length=entry.context_length or model_context_length(entry.model),
         )

@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
-from adapters.base import AdapterError, ApiKind, Check, CheckStatus, LaunchSpec, Probe, entry_secrets
+from adapters.base import AdapterError, ApiKind, Check, CheckStatus, LaunchSpec, Probe, url_spec
 
 if TYPE_CHECKING:
     from launcher.config import BackendConfig, Config
@@ -35,18 +35,13 @@ class RemoteAdapter:
     def launch(self, name: str, entry: BackendConfig, config: Config) -> LaunchSpec:
         base_url = require_base_url(name, entry)
         probe = Probe(f"{base_url}{entry.health_path or '/models'}", headers=auth_headers(entry))
-        parts = urlsplit(base_url)
-        return LaunchSpec(
-            name=name,
-            kind=self.kind,
-            argv=(),
-            base_url=base_url,
-            api=ApiKind.OPENAI,
-            readiness=probe,
-            liveness=probe,
-            host=parts.hostname or entry.host,
-            port=parts.port,
-            secrets=entry_secrets(entry),
+        return url_spec(
+            name,
+            self.kind,
+            entry,
+            base_url,
+            ApiKind.OPENAI,
+            probe,
             model_name=entry.model,
             context_length=entry.context_length,
         )

@@ -11,7 +11,13 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from adapters.base import AdapterError, ApiKind, Check, LaunchSpec, Probe, entry_secrets, local_url, require_port
+from adapters.base import (
+    AdapterError,
+    Check,
+    LaunchSpec,
+    local_server_spec,
+    require_port,
+)
 
 if TYPE_CHECKING:
     from launcher.config import BackendConfig, Config
@@ -51,19 +57,11 @@ class ScriptAdapter:
         if entry.model:
             argv += ["--model", entry.model]
             env |= {"MODEL": entry.model, "MODEL_PATH": entry.model}
-        probe = Probe(local_url(entry, port, entry.health_path or DEFAULT_HEALTH_PATH))
-        return LaunchSpec(
-            name=name,
-            kind=self.kind,
-            argv=(*argv, *entry.args),
-            base_url=entry.base_url or local_url(entry, port, "/v1"),
-            api=ApiKind.OPENAI,
-            readiness=probe,
-            liveness=probe,
-            env=env | dict(entry.env),
-            host=entry.host,
-            port=port,
-            secrets=entry_secrets(entry),
+        # A Python server script is usually an MLX one (ours, in legacy mode): give it the fast BLAS too.
+        python = Path(entry.server_script).suffix.lower() == ".py"
+        argv += entry.args
+        return local_server_spec(
+            name, self.kind, entry, port, argv, health_path=DEFAULT_HEALTH_PATH, env=env, preload_blas=python
         )
 
     def checks(self, name: str, entry: BackendConfig, config: Config) -> list[Check]:

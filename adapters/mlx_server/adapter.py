@@ -17,7 +17,7 @@ from adapters.base import (
     Check,
     LaunchSpec,
     Probe,
-    entry_secrets,
+    local_server_spec,
     local_url,
     model_context_length,
     require_port,
@@ -119,12 +119,6 @@ def _cache_settings(entry: BackendConfig) -> dict[str, Any]:
     return settings
 
 
-def _openblas_env(existing: str) -> dict[str, str]:
-    from adapters.openblas import openblas_env
-
-    return openblas_env(existing)
-
-
 class MlxServerAdapter:
     kind = "mlx-server"
 
@@ -145,21 +139,14 @@ class MlxServerAdapter:
                 in_process=True,
             )
         port = require_port(name, entry)
-        probe = Probe(local_url(entry, port, entry.health_path or HEALTH_PATH))
-        env = dict(entry.env)
-        env |= _openblas_env(env.get("LD_PRELOAD", ""))
-        return LaunchSpec(
-            name=name,
-            kind=self.kind,
-            argv=tuple(server_argv(name, entry, port)),
-            base_url=entry.base_url or local_url(entry, port, "/v1"),
-            api=ApiKind.OPENAI,
-            readiness=probe,
-            liveness=probe,
-            env=env,
-            host=entry.host,
-            port=port,
-            secrets=entry_secrets(entry),
+        return local_server_spec(
+            name,
+            self.kind,
+            entry,
+            port,
+            server_argv(name, entry, port),
+            health_path=HEALTH_PATH,
+            preload_blas=True,
             context_length=context,
             tokenize_url=local_url(entry, port, "/v1/tokenize"),
         )
