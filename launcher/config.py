@@ -7,7 +7,6 @@ Every error names the file, the JSON path, what was wrong and what to do.
 
 from __future__ import annotations
 
-import difflib
 import json
 import os
 import re
@@ -28,7 +27,7 @@ from pydantic import (
 from pydantic.alias_generators import to_camel
 from pydantic_core import PydanticCustomError
 
-from adapters.base import is_secret_name
+from launcher.config_schema import config_error, did_you_mean
 from launcher.errors import ConfigError, ConfigNotFoundError
 from launcher.paths import Home
 
@@ -241,7 +240,7 @@ def load_settings(
         )
     if chosen not in config.backends:
         raise ConfigError(
-            f"{path}: backends: there is no backend named '{chosen}'{_did_you_mean(chosen, config.backends)}",
+            f"{path}: backends: there is no backend named '{chosen}'{did_you_mean(chosen, config.backends)}",
             hint=f"Known backends: {', '.join(sorted(config.backends)) or 'none'}.",
         )
     port = config.port
@@ -295,7 +294,7 @@ def parse_config_text(text: str, path: Path, env: Mapping[str, str]) -> Config:
     try:
         config = Config.model_validate(cleaned)
     except ValidationError as exc:
-        raise _config_error(path, exc) from None
+        raise config_error(path, exc) from None
     _cross_check(config, path)
     return _resolve_paths(config, path.parent.absolute())
 
@@ -330,7 +329,7 @@ def _cross_check(config: Config, path: Path) -> None:
     if config.backend is not None and config.backend not in config.backends:
         raise ConfigError(
             f"{path}: backend: '{config.backend}' is not one of the backends"
-            f"{_did_you_mean(config.backend, config.backends)}",
+            f"{did_you_mean(config.backend, config.backends)}",
             hint=f"Known backends: {', '.join(sorted(config.backends)) or 'none defined'}.",
         )
     # RELIABILITY.md 19: a proxy reachable from the network must ask for a key.
@@ -362,74 +361,3 @@ def _expand(value: Any, env: Mapping[str, str]) -> Any:
     if isinstance(value, list):
         return [_expand(v, env) for v in value]
     return value
-
-
-# --------------------------------------------------------------------------------------------
-# Errors a person can act on
-
-
-def _known_keys(model: type[BaseModel]) -> list[str]:
-    keys: list[str] = []
-    for name, info in model.model_fields.items():
-        if isinstance(info.validation_alias, AliasChoices):
-            keys.extend(str(choice) for choice in info.validation_alias.choices)
-        elif info.alias:
-            keys.append(info.alias)
-        else:
-            keys.append(name)
-    return keys
-
-
-def _did_you_mean(word: str, candidates: Any) -> str:
-    match = difflib.get_close_matches(word, list(candidates), n=1, cutoff=0.6)
-    return f" (did you mean '{match[0]}'?)" if match else ""
-
-
-def _json_path(loc: tuple[int | str, ...]) -> str:
-    out = ""
-    for part in loc:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
-    return out or "(top level)"
-
-
-def _config_error(path: Path, exc: ValidationError) -> ConfigError:
-    lines = []
-    for err in exc.errors(include_url=False):
-        loc = tuple(err["loc"])
-        where = _json_path(loc)
-        if err["type"] == "extra_forbidden":
-            model: type[BaseModel] = BackendConfig if len(loc) == 3 and loc[0] == "backends" else Config
-            msg = f"unknown key{_did_you_mean(str(loc[-1]), _known_keys(model))}"
-        else:
-            msg = err["msg"].removeprefix("Value error, ")
-            if err["type"] not in {"port", "millis"} and "input" in err:
-                shown = err["input"]
-                if not isinstance(shown, dict | list) and not any(is_secret_name(str(part)) for part in loc):
-                    msg = f"{shown!r}: {msg}"
-        lines.append(f"{path}: {where}: {msg}")
-    first, *rest = lines
-    message = first if not rest else first + "".join(f"\n  {line}" for line in rest)
-    return ConfigError(message, hint="Fix the field named above; `anyclaude config schema` lists every key.")
-
-
-def config_json_schema() -> dict[str, Any]:
-    """JSON Schema of the file, for editors. `//` comment keys are allowed at every level."""
-    schema = Config.model_json_schema(by_alias=True)
-
-    def allow_comments(node: Any) -> None:
-        if isinstance(node, dict):
-            if node.get("type") == "object" and "additionalProperties" in node:
-                # Comment keys are allowed in closed objects and in maps (`backends`, `env`) alike.
-                node["patternProperties"] = {"^//": {}}
-            for child in node.values():
-                allow_comments(child)
-        elif isinstance(node, list):
-            for child in node:
-                allow_comments(child)
-
-    allow_comments(schema)
-    entry = schema["$defs"]["BackendConfig"]["properties"]
-    entry["modelPath"] = {**entry["model"], "description": "Same as model (the name earlier versions used)."}
-    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
-    schema["title"] = "anyclaude config (.anyclauderc.json)"
-    return schema

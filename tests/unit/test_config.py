@@ -15,10 +15,10 @@ from launcher.config import (
     DEFAULT_PROXY_PORT,
     BackendConfig,
     Config,
-    config_json_schema,
     load_settings,
     parse_config_text,
 )
+from launcher.config_schema import config_json_schema
 from launcher.errors import EXIT_USAGE, ConfigError
 
 REPO = Path(__file__).resolve().parents[2]

@@ -1,0 +1,145 @@
+"""The commands about files: `anyclaude models import`, `anyclaude config …`, `anyclaude rollback`."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from launcher.cli import cli, config_options
+from launcher.errors import AnyclaudeError
+
+# ------------------------------------------------------------------------------------ models
+
+
+@cli.group()
+def models() -> None:
+    """Model folders for the MLX backends."""
+
+
+@models.command("import")
+@click.argument("gguf", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.argument("dest", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--dtype", default="float32", show_default=True, help="float32 (fast on CPUs), float16 or bfloat16.")
+def models_import(gguf: Path, dest: Path, dtype: str) -> None:
+    """Convert a llama-family GGUF file into an MLX model folder (no torch, no network)."""
+    from rich.progress import Progress as Bar
+
+    from adapters.mlx_server.gguf_import import import_gguf
+
+    with Bar(transient=True) as bar:
+        task = bar.add_task("importing", total=1.0)
+
+        def progress(stage: str, fraction: float) -> None:
+            bar.update(task, description=stage, completed=fraction)
+
+        try:
+            out = import_gguf(gguf, dest, dtype=dtype, progress=progress)
+        except ValueError as exc:
+            raise AnyclaudeError(f"{gguf}: {exc}") from None
+    click.echo(f'Imported {gguf.name} into {out}. Use it with: "model": "{out}"')
+
+
+# ------------------------------------------------------------------------------------ config
+
+
+@cli.group()
+def config() -> None:
+    """Inspect and check the config file."""
+
+
+@config.command("path")
+@config_options
+def config_path_cmd(config_path: str | None, mode: str | None) -> None:
+    """Print which config file is used."""
+    import os
+
+    from launcher.config import find_config
+
+    found = find_config(config_path, os.environ, Path.cwd())
+    if found is None:
+        raise AnyclaudeError("No config file found.", hint="Copy .anyclauderc.example.json to .anyclauderc.json.")
+    click.echo(str(found.absolute()))
+
+
+@config.command("validate")
+@config_options
+def config_validate(config_path: str | None, mode: str | None) -> None:
+    """Check the config file; print what would run."""
+    import adapters  # noqa: F401
+    from adapters.base import AdapterError, launch_spec
+    from launcher.config import load_settings
+    from launcher.errors import ConfigError
+
+    settings = load_settings(config_path, mode)
+    for name, entry in settings.config.backends.items():
+        if not entry.enabled and name != settings.mode:
+            continue
+        try:
+            launch_spec(name, settings.config)
+        except AdapterError as exc:
+            raise ConfigError(f"{settings.path}: {exc}", hint="Fix that backend entry.") from None
+    enabled = sum(1 for e in settings.config.backends.values() if e.enabled)
+    click.echo(
+        f"{settings.path}: valid ({len(settings.config.backends)} backends, {enabled} enabled; mode {settings.mode})"
+    )
+
+
+@config.command("show")
+@config_options
+def config_show(config_path: str | None, mode: str | None) -> None:
+    """Print the config as anyclaude reads it (defaults filled in, secrets masked)."""
+    from launcher.config import load_settings
+
+    settings = load_settings(config_path, mode)
+    data = settings.config.model_dump(mode="json", by_alias=True, exclude_none=True)
+    click.echo(json.dumps({"file": str(settings.path), "mode": settings.mode, "config": data}, indent=2))
+
+
+@config.command("history")
+@config_options
+def config_history(config_path: str | None, mode: str | None) -> None:
+    """List the configs anyclaude applied (newest first); `anyclaude rollback N` restores one."""
+    import time
+
+    from launcher.history import snapshots
+    from launcher.paths import Home
+
+    found = snapshots(Home.from_env())
+    if not found:
+        click.echo("No applied config has been kept yet.")
+        return
+    for index, snap in enumerate(found):
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(snap.saved_at))
+        mark = "  (current)" if index == 0 else ""
+        click.echo(f"{index:3d}  {when}  {snap.digest}{mark}")
+
+
+@cli.command()
+@click.argument("index", type=int, default=1)
+@config_options
+def rollback(index: int, config_path: str | None, mode: str | None) -> None:
+    """Write applied config number INDEX (default 1: the one before the current) back to the config file.
+
+    A running anyclaude applies it as it applies any edit.
+    """
+    import os
+
+    from launcher.config import find_config
+    from launcher.history import rollback as do_rollback
+    from launcher.paths import Home
+
+    target = find_config(config_path, os.environ, Path.cwd())
+    if target is None:
+        raise AnyclaudeError("No config file to roll back.", hint="Pass --config PATH.")
+    snap = do_rollback(Home.from_env(), target, index)
+    click.echo(f"Wrote config #{index} ({snap.digest}) to {target}.")
+
+
+@config.command("schema")
+def config_schema() -> None:
+    """Print the JSON Schema of .anyclauderc.json (for editors)."""
+    from launcher.config_schema import config_json_schema
+
+    click.echo(json.dumps(config_json_schema(), indent=2))
