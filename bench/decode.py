@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import os
 import statistics
 import subprocess
 import sys
@@ -21,8 +20,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from preload import ensure_openblas
+
 REPO = Path(__file__).resolve().parents[1]
-OPENBLAS = Path("/usr/lib/x86_64-linux-gnu/openblas-pthread/libopenblas.so.0")
 PROMPT = "Write a long story about a dragon who learns to bake bread."
 
 if str(REPO) not in sys.path:
@@ -38,17 +38,6 @@ class Run:
     @property
     def rate(self) -> float:
         return (self.tokens - 1) / self.decode_s if self.decode_s > 0 else 0.0
-
-
-def ensure_openblas() -> None:
-    """Re-execute with OpenBLAS preloaded (Linux), so both sides use the same fast BLAS."""
-    if (
-        sys.platform.startswith("linux")
-        and OPENBLAS.is_file()
-        and str(OPENBLAS) not in os.environ.get("LD_PRELOAD", "")
-    ):
-        env = {**os.environ, "LD_PRELOAD": f"{os.environ.get('LD_PRELOAD', '')} {OPENBLAS}".strip()}
-        os.execve(sys.executable, [sys.executable, *sys.argv], env)
 
 
 class Direct:

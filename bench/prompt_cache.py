@@ -34,9 +34,9 @@ from pathlib import Path
 from typing import Any, cast
 
 import httpx
+from preload import ensure_openblas, openblas_env
 
 REPO = Path(__file__).resolve().parents[1]
-OPENBLAS = Path("/usr/lib/x86_64-linux-gnu/openblas-pthread/libopenblas.so.0")
 TEXTGEN_PYTHON = Path("/tmp/textgen-venv/bin/python")
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
@@ -83,17 +83,6 @@ class Request:
     @property
     def label(self) -> str:
         return f"{self.kind} {self.index}"
-
-
-def ensure_openblas() -> None:
-    """Re-execute with OpenBLAS preloaded (Linux), so the floor uses the same BLAS as the servers."""
-    if (
-        sys.platform.startswith("linux")
-        and OPENBLAS.is_file()
-        and str(OPENBLAS) not in os.environ.get("LD_PRELOAD", "")
-    ):
-        env = {**os.environ, "LD_PRELOAD": f"{os.environ.get('LD_PRELOAD', '')} {OPENBLAS}".strip()}
-        os.execve(sys.executable, [sys.executable, *sys.argv], env)
 
 
 def common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
@@ -344,7 +333,7 @@ def main() -> int:
     work = Path(tempfile.mkdtemp(prefix="bench-prompt-cache-"))
     hub = work / "hf-hub"
     hub.mkdir()
-    base_env = {**os.environ, "LD_PRELOAD": str(OPENBLAS) if OPENBLAS.is_file() else "", "HF_HUB_OFFLINE": "1"}
+    base_env = {**os.environ, **openblas_env(), "HF_HUB_OFFLINE": "1"}
     ours_argv = [sys.executable, "-m", "adapters.mlx_server", "--model", str(args.model), "--port", "18731"]
     ours = Server(
         "ours",

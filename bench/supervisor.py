@@ -90,18 +90,16 @@ async def respawn(home: Home, rounds: int = 5) -> tuple[list[float], list[float]
     return to_start, to_ready
 
 
-def stop_time(home_dir: str, stop_timeout_ms: int = 2000) -> float:
-    """Wall time of Ctrl-C -> `anyclaude serve` exited, for a backend that ignores SIGTERM."""
+def serve_fault(home_dir: str, *flags: str, **entry: object) -> subprocess.Popen[bytes]:
+    """`anyclaude serve` on the fault backend; returns once its state file says READY."""
     tmp = Path(tempfile.mkdtemp())
-    port = free_port()
-    command = [sys.executable, "-m", "tests.fault_backend", "--port", "{port}", "--ignore-sigterm", "--grandchild"]
-    entry = {"command": command, "port": port, "stopTimeout": stop_timeout_ms}
-    (tmp / "c.json").write_text(json.dumps({"port": free_port(), "backends": {"b": entry}, "backend": "b"}))
-    env = {**os.environ, "ANYCLAUDE_HOME": home_dir}
+    command = [sys.executable, "-m", "tests.fault_backend", "--port", "{port}", *flags]
+    backend = {"command": command, "port": free_port(), **entry}
+    (tmp / "c.json").write_text(json.dumps({"port": free_port(), "backends": {"b": backend}, "backend": "b"}))
     proc = subprocess.Popen(
         [sys.executable, "-m", "launcher", "serve", "--config", str(tmp / "c.json")],
         cwd=ROOT,
-        env=env,
+        env={**os.environ, "ANYCLAUDE_HOME": home_dir},
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -111,6 +109,12 @@ def stop_time(home_dir: str, stop_timeout_ms: int = 2000) -> float:
         if record.exists() and json.loads(record.read_text() or "{}").get("state") == "READY":
             break
         time.sleep(0.02)
+    return proc
+
+
+def stop_time(home_dir: str, stop_timeout_ms: int = 2000) -> float:
+    """Wall time of Ctrl-C -> `anyclaude serve` exited, for a backend that ignores SIGTERM."""
+    proc = serve_fault(home_dir, "--ignore-sigterm", "--grandchild", stopTimeout=stop_timeout_ms)
     started = time.monotonic()
     proc.send_signal(signal.SIGINT)
     proc.wait(30)
@@ -128,21 +132,9 @@ def help_time(runs: int = 10) -> list[float]:
 
 def idle_cpu(home_dir: str, seconds: float) -> float:
     """CPU use (% of one core) of `anyclaude serve` itself while its backend idles."""
-    tmp = Path(tempfile.mkdtemp())
-    command = [sys.executable, "-m", "tests.fault_backend", "--port", "{port}"]
-    (tmp / "c.json").write_text(
-        json.dumps({"port": free_port(), "backend": "b", "backends": {"b": {"command": command, "port": free_port()}}})
-    )
-    env = {**os.environ, "ANYCLAUDE_HOME": home_dir}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "launcher", "serve", "--config", str(tmp / "c.json")],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    proc = serve_fault(home_dir)
     try:
-        time.sleep(5)  # past start-up
+        time.sleep(2)  # let start-up work settle
         me = psutil.Process(proc.pid)
         before = sum(me.cpu_times()[:2])
         time.sleep(seconds)
