@@ -28,7 +28,10 @@ MAX_TOKENS = 4  # the tiny model's output is gibberish and never ends on its own
 def ask(s: Serve, timeout: float = 120) -> anthropic.types.Message:
     client = anthropic.Anthropic(base_url=s.proxy_url, api_key="local", max_retries=0, timeout=timeout)
     return client.messages.create(
-        model="claude-sonnet-4-6", max_tokens=MAX_TOKENS, messages=[{"role": "user", "content": "hello"}]
+        model="claude-sonnet-4-6",
+        max_tokens=MAX_TOKENS,
+        extra_body={"temperature": 0.0},  # the same answer every run
+        messages=[{"role": "user", "content": "hello"}],
     )
 
 
@@ -49,8 +52,9 @@ def serve_kind(tmp_path: Path) -> Iterator[Any]:
 
 def assert_answered(s: Serve) -> None:
     reply = ask(s)
-    assert reply.stop_reason == "max_tokens"
-    assert reply.usage.output_tokens == MAX_TOKENS
+    # A random model may pick its end token early; it can never run past max_tokens.
+    assert 1 <= reply.usage.output_tokens <= MAX_TOKENS
+    assert reply.stop_reason == ("max_tokens" if reply.usage.output_tokens == MAX_TOKENS else "end_turn")
     assert reply.content and reply.content[0].type == "text"
 
 

@@ -154,13 +154,17 @@ def test_embedded_mlx_server_streams_through_the_proxy_in_process(serve: StartSe
     c = client(s, timeout=60)
     deltas = []
     with c.messages.stream(
-        model="claude-sonnet-4-6", max_tokens=6, messages=[{"role": "user", "content": "hello"}]
+        model="claude-sonnet-4-6",
+        max_tokens=6,
+        messages=[{"role": "user", "content": "hello"}],
+        extra_body={"temperature": 0.0},  # greedy: the same tokens every run
     ) as stream:
         for event in stream:
             if event.type == "content_block_delta":
                 deltas.append(event)
         final = stream.get_final_message()
-    assert final.usage.output_tokens == 6
-    assert final.stop_reason == "max_tokens"
+    # A random model may pick its end token early; it can never run past max_tokens.
+    assert 2 <= final.usage.output_tokens <= 6
+    assert final.stop_reason == ("max_tokens" if final.usage.output_tokens == 6 else "end_turn")
     assert len(deltas) >= 2, "the embedded backend must stream, not answer in one piece"
     assert (s.record() or {}).get("pid") is None, "nothing is spawned for an embedded backend"
