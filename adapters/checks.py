@@ -6,11 +6,9 @@ Each helper looks, never changes anything, and returns in well under a second, s
 
 from __future__ import annotations
 
-import contextlib
 import importlib.metadata
 import re
 import shutil
-import socket
 import subprocess
 from collections.abc import Sequence
 from pathlib import Path
@@ -82,34 +80,18 @@ def port_check(host: str, port: int | None, *, name: str = "port") -> Check:
     """Free, or held by whom (pid and command line when this user may see them)."""
     if port is None:
         return Check(name, CheckStatus.FAIL, "no port is set", 'Set the backend\'s "port".')
+    from launcher.ports import port_holder
+
     try:
-        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+        held = port_holder(host, port)
     except OSError as exc:
-        return Check(name, CheckStatus.FAIL, f"cannot resolve host {host!r} ({exc})", 'Fix the backend\'s "host".')
-    with socket.socket(family, kind, proto) as sock:
-        # Servers set SO_REUSEADDR too: without it a port in TIME_WAIT would look taken.
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind(address)
-        except OSError:
-            return Check(name, CheckStatus.FAIL, f"port {port} on {host} is in use by {holder(port)}", _PORT_FIX)
+        return Check(name, CheckStatus.FAIL, f"cannot check {host}:{port} ({exc})", 'Fix the backend\'s "host".')
+    if held is not None:
+        return Check(name, CheckStatus.FAIL, f"port {port} on {host} is in use by {held.describe()}", _PORT_FIX)
     return Check(name, CheckStatus.OK, f"port {port} on {host} is free")
 
 
 _PORT_FIX = 'Stop that process, or set the backend\'s "port" to a free one.'
-
-
-def holder(port: int) -> str:
-    """Who listens on `port`: 'pid 4242 (python -m mlx_lm.server)', or a vaguer phrase."""
-    with contextlib.suppress(psutil.Error, OSError):
-        for conn in psutil.net_connections(kind="inet"):
-            if conn.laddr and conn.laddr.port == port and conn.status == psutil.CONN_LISTEN and conn.pid:
-                try:
-                    command = " ".join(psutil.Process(conn.pid).cmdline()) or "?"
-                except psutil.Error:
-                    command = "?"
-                return f"pid {conn.pid} ({command})"
-    return "another process (not visible to this user)"
 
 
 def find_binary(names: Sequence[str], binary: str | None = None) -> str | None:

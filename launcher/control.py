@@ -31,10 +31,6 @@ class Liveness:
     backend: bool
 
     @property
-    def orphaned(self) -> bool:
-        return self.backend and not self.launcher
-
-    @property
     def state(self) -> str:
         if self.launcher:
             return self.record.state
@@ -112,12 +108,14 @@ def _wait(predicate: Callable[[], bool], timeout: float) -> bool:
     return bool(predicate())
 
 
+def proxied(home: Home, mode: str) -> Liveness | None:
+    """The live anyclaude whose proxy fronts backend `mode`, in whatever state the backend is."""
+    return next((e for e in survey(home) if e.launcher and e.record.name == mode and e.record.proxy_url), None)
+
+
 def find_proxy(home: Home, mode: str, config_path: Path | None) -> str | None:
     """The proxy URL of a live anyclaude already serving `mode` from the same config file, if any."""
-    for entry in survey(home):
-        record = entry.record
-        same_config = record.config_path == (str(config_path) if config_path else None)
-        serving = record.state in ("READY", "DEGRADED")
-        if entry.launcher and record.name == mode and same_config and record.proxy_url and serving:
-            return record.proxy_url
-    return None
+    entry = proxied(home, mode)
+    if entry is None or entry.record.state not in ("READY", "DEGRADED"):
+        return None
+    return entry.record.proxy_url if entry.record.config_path == (str(config_path) if config_path else None) else None

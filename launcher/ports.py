@@ -8,6 +8,8 @@ from dataclasses import dataclass
 
 import psutil
 
+COMMAND_SHOWN = 300  # characters of a holder's command line shown in messages
+
 
 @dataclass(frozen=True)
 class PortHolder:
@@ -25,9 +27,15 @@ def port_holder(host: str, port: int) -> PortHolder | None:
 
     The bind test is the truth (a listener on another address may not clash); psutil then names
     the holder when the operating system lets us see it.
+
+    Raises:
+        OSError: `host` cannot be resolved.
     """
-    if _can_bind(host, port):
-        return None
+    return None if _can_bind(host, port) else listener(port)
+
+
+def listener(port: int) -> PortHolder:
+    """Who listens on `port`, as far as this user may see (pid None when it may not)."""
     try:
         connections = psutil.net_connections(kind="inet")
     except (psutil.AccessDenied, OSError):
@@ -39,12 +47,12 @@ def port_holder(host: str, port: int) -> PortHolder | None:
 
 
 def _can_bind(host: str, port: int) -> bool:
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    with socket.socket(family, socket.SOCK_STREAM) as sock:
+    family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+    with socket.socket(family, kind, proto) as sock:
         # Without SO_REUSEADDR a port in TIME_WAIT after our own backend exited would look taken.
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
-            sock.bind((host, port))
+            sock.bind(address)
         except OSError as exc:
             if exc.errno in (errno.EADDRINUSE, errno.EACCES):
                 return False
@@ -53,10 +61,13 @@ def _can_bind(host: str, port: int) -> bool:
 
 
 def _command_of(pid: int) -> str:
+    """The holder's command line for messages: keys masked first, so shortening can never cut one in half."""
+    from launcher.redact import redact_argv
+
     try:
         proc = psutil.Process(pid)
         cmdline = proc.cmdline()
-        return " ".join(cmdline)[:120] if cmdline else proc.name()
+        return " ".join(redact_argv(cmdline))[:COMMAND_SHOWN] if cmdline else proc.name()
     except (psutil.NoSuchProcess, psutil.AccessDenied):
         return "unknown"
 

@@ -14,7 +14,6 @@ import socket
 from collections.abc import AsyncIterator, Generator
 from typing import Any
 
-import psutil
 import uvicorn
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -30,6 +29,7 @@ from launcher.bridge.handlers import Handlers, error_response
 from launcher.bridge.options import ProxyOptions
 from launcher.bridge.upstream import BackendGate, BackendUnavailable, StaticGate, Upstream
 from launcher.errors import PortInUseError
+from launcher.ports import listener
 
 log = logging.getLogger("anyclaude.proxy")
 
@@ -99,21 +99,6 @@ def create_proxy_app(gate: BackendGate, options: ProxyOptions) -> Starlette:
 # Running
 
 
-def _holder(port: int) -> str:
-    """`pid 4242 (python -m mlx_lm.server)` for whoever listens on `port`, as far as we may see."""
-    try:
-        for conn in psutil.net_connections(kind="inet"):
-            if conn.status == psutil.CONN_LISTEN and conn.laddr and conn.laddr.port == port and conn.pid:
-                try:
-                    command = " ".join(psutil.Process(conn.pid).cmdline()) or psutil.Process(conn.pid).name()
-                except psutil.Error:
-                    command = "unknown command"
-                return f"pid {conn.pid} ({command})"
-    except psutil.Error:
-        pass
-    return "another process"
-
-
 def bind_socket(host: str, port: int) -> socket.socket:
     """A listening socket on host:port. Raises PortInUseError naming the holder (RELIABILITY 6)."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
@@ -130,7 +115,7 @@ def bind_socket(host: str, port: int) -> socket.socket:
         sock.close()
         if exc.errno == errno.EADDRINUSE:
             raise PortInUseError(
-                f"Port {port} is in use by {_holder(port)}.",
+                f"Port {port} is in use by {listener(port).describe()}.",
                 hint="Stop it, or set `port` in .anyclauderc.json (or ANYCLAUDE_PORT).",
             ) from None
         raise PortInUseError(f"Cannot listen on {host}:{port} ({exc.strerror}).", hint="Check `host`.") from None

@@ -168,7 +168,7 @@ async def _claude_session(settings: Settings, ui: Progress, path: str, args: Seq
     headless = any(arg in ("-p", "--print") for arg in args)
     if local and not headless:
         claude.offer_onboarding(
-            Path(env.get("HOME", "~")).expanduser() / ".claude.json",
+            claude.claude_json_path(env),  # where Claude Code itself looks (CLAUDE_CONFIG_DIR or HOME)
             Path.cwd(),
             env.get("ANTHROPIC_API_KEY", ""),
             interactive=sys.stdin.isatty(),

@@ -11,7 +11,6 @@ from launcher.errors import AnyclaudeError
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / ".anyclauderc.example.json"
-SCRIPTS = ROOT / "scripts"
 
 
 def starter_text() -> str:

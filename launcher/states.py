@@ -34,8 +34,6 @@ TRANSITIONS: dict[ProcessState, frozenset[ProcessState]] = {
 
 # States in which the backend process is believed to serve requests.
 SERVING = frozenset({S.READY, S.DEGRADED})
-# States from which a request may wait for the backend to come up.
-COMING_UP = frozenset({S.STARTING, S.BACKOFF, S.STOPPED})
 
 
 def can_transition(old: ProcessState, new: ProcessState) -> bool:

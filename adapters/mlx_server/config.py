@@ -11,7 +11,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 # The client-facing name of the default model when none is configured.
-DEFAULT_ALIAS = "default"
 # Claude Code sends up to 32,000-64,000 as max_tokens; a request without one gets this many.
 DEFAULT_MAX_TOKENS = 4096
 # Past this much free-buffer cache MLX keeps for reuse, it is returned to the system between requests.

@@ -69,7 +69,3 @@ def _too_long(message: str, fields: dict[str, Any], context_length: int | None, 
     if maximum is None:
         maximum = max(1, tokens - 1)
     return prompt_too_long(max(tokens, maximum + 1), maximum)
-
-
-def is_backend_fault(error: ApiError) -> bool:
-    return error.status >= 500

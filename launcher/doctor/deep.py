@@ -26,7 +26,7 @@ import httpx
 from adapters.base import Check, CheckStatus
 from launcher import statefile
 from launcher.config import Settings, load_settings
-from launcher.control import stop, survey
+from launcher.control import proxied, stop
 from launcher.errors import AnyclaudeError, ConfigError
 from launcher.paths import Home
 from launcher.ports import free_port
@@ -122,9 +122,7 @@ def proxy_for(settings: Settings, env: Mapping[str, str], home: Home, cwd: Path)
     A proxy already running for the mode is used as it is; otherwise one is started and, whatever
     happens while the caller uses it, stopped on exit.
     """
-    running = next(
-        (e for e in survey(home) if e.record.name == settings.mode and e.launcher and e.record.proxy_url), None
-    )
+    running = proxied(home, settings.mode)
     if running is not None and running.record.proxy_url:
         url = running.record.proxy_url
         yield url, Check(PROXY, CheckStatus.OK, f"using the running proxy at {url} ({running.state})")

@@ -7,7 +7,7 @@ from collections import deque
 
 import pytest
 
-from launcher.states import COMING_UP, SERVING, TRANSITIONS, ProcessState, can_transition
+from launcher.states import SERVING, TRANSITIONS, ProcessState, can_transition
 
 S = ProcessState
 
@@ -81,8 +81,6 @@ def test_restart_path_ready_stopping_stopped_starting() -> None:
     assert all(can_transition(a, b) for a, b in itertools.pairwise(path))
 
 
-def test_serving_and_coming_up_sets() -> None:
+def test_serving_set() -> None:
     assert frozenset({S.READY, S.DEGRADED}) == SERVING
-    assert frozenset({S.STARTING, S.BACKOFF, S.STOPPED}) == COMING_UP
-    assert not SERVING & COMING_UP
-    assert S.FATAL not in SERVING | COMING_UP
+    assert S.FATAL not in SERVING
