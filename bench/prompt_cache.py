@@ -5,15 +5,18 @@
 The session: a long system prompt with tool definitions, then turns that each add the assistant's reply,
 a tool result and a user message, with a short unrelated side request (a title) after every turn. It is
 replayed `--sessions` times (each session's first user message is marked, so the sessions share only the
-system prompt), which gives every turn three measurements; the table shows their median.
+system prompt), which gives every turn three measurements; the table shows their median. The first turn
+of the first session has nothing to reuse ("turn 1 cold"); the later first turns reuse the system prompt.
 
 Columns: the floor (mlx-lm in this process: prefill only the tokens not in a kept cache, plus one decode
 step), our server, `mlx_lm.server`, and MLX-Textgen when `/tmp/textgen-venv` has it (streaming only, as on
-Linux it fails otherwise). The floor pass also writes the script: each reply is the floor's own greedy
-output, so every server gets byte-identical prompts. TTFT is the time to the first streamed chunk with
-text. After the sessions, our server and `mlx_lm.server` are killed with SIGKILL, restarted, and sent one
-more turn of the last session. Everything runs on SmolLM2-135M-Instruct (dense float32) with OpenBLAS
-preloaded in every process. Writes `bench/out/prompt_cache.png`.
+Linux it fails otherwise). A first pass writes the script: each reply is mlx-lm's own greedy output, so
+every server gets byte-identical prompts. Then, session by session, the floor and each server replay it in
+turn, so a machine whose load drifts over minutes slows them alike. Every server is called through one
+keep-alive client. TTFT is the time to the first streamed chunk with text. After the sessions, our
+server and `mlx_lm.server` are killed with SIGKILL, restarted, and sent one more turn of the last
+session. Everything runs on SmolLM2-135M-Instruct (dense float32) with OpenBLAS preloaded in every
+process. Writes `bench/out/prompt_cache.png`.
 """
 
 from __future__ import annotations
@@ -82,6 +85,8 @@ class Request:
 
     @property
     def label(self) -> str:
+        if self.session == 0 and self.kind == "turn" and self.index == 1:
+            return "turn 1 cold"  # only the readiness request to reuse; later first turns reuse the system prompt
         return f"{self.kind} {self.index}"
 
 
@@ -103,6 +108,13 @@ class Floor:
         self.max_tokens = max_tokens
         self.held: list[list[int]] = []  # every sequence a server with unlimited slots would hold
         self.caches: list[tuple[list[int], list[Any]]] = []  # the most recent few, with their caches
+
+    def reset(self, ready: Request) -> None:
+        """Forget every kept cache and answer the readiness request, as a freshly started server has."""
+        self.held, self.caches = [], []
+        self.max_tokens, max_tokens = 1, self.max_tokens
+        self.run(ready)
+        self.max_tokens = max_tokens
 
     def encode(self, messages: list[dict[str, str]]) -> list[int]:
         text = self.tokenizer.apply_chat_template(  # type: ignore[no-untyped-call]
@@ -174,9 +186,8 @@ def build_script(floor: Floor, context_tokens: int, sessions: int, turns: int) -
     # Every server first answers the readiness request (one token of "Hi"); it is a slot too.
     ready = Request(-1, "ready", 0, READY_MESSAGES)
     ready.tokens = floor.encode(ready.messages)
-    floor.max_tokens, max_tokens = 1, floor.max_tokens
-    floor.run(ready)
-    floor.max_tokens = max_tokens
+    floor.reset(ready)
+    script.append(ready)
     for session in range(sessions):
         history: list[dict[str, str]] = [
             {"role": "system", "content": system},
@@ -205,7 +216,7 @@ def build_script(floor: Floor, context_tokens: int, sessions: int, turns: int) -
                 {"role": "user", "content": f"<tool_result>\n{listing}\n</tool_result>"},
                 {"role": "user", "content": ask},
             ]
-            print(f"  floor s{session + 1} {request.label}: {request.floor_s:.3f}s ({len(request.tokens)} tokens)")
+            print(f"  script s{session + 1} {request.label}: {len(request.tokens)} tokens")
     return script
 
 
@@ -218,6 +229,9 @@ class Server:
     model_field: str | None
     proc: subprocess.Popen[bytes] | None = None
     log: Path | None = None
+    # One keep-alive client per server, as a proxy holds one: a new httpx client per request builds an SSL
+    # context (~27 ms here), which would be counted in every TTFT.
+    client: httpx.Client = field(default_factory=lambda: httpx.Client(timeout=600))
 
     @property
     def url(self) -> str:
@@ -265,7 +279,7 @@ def ttft(server: Server, messages: list[dict[str, str]], max_tokens: int) -> tup
     started = time.perf_counter()
     first: float | None = None
     cached: int | None = None
-    with httpx.stream("POST", server.url + "/v1/chat/completions", json=body, timeout=600) as response:
+    with server.client.stream("POST", server.url + "/v1/chat/completions", json=body) as response:
         if response.status_code != 200:
             raise RuntimeError(f"{server.name}: HTTP {response.status_code}: {response.read()[:300]!r}")
         for line in response.iter_lines():
@@ -280,20 +294,29 @@ def ttft(server: Server, messages: list[dict[str, str]], max_tokens: int) -> tup
     return (first or time.perf_counter()) - started, cached
 
 
-def replay(server: Server, script: list[Request], max_tokens: int) -> dict[int, tuple[float, int | None]]:
-    results: dict[int, tuple[float, int | None]] = {}
+def replay(
+    server: Server, script: list[Request], session: int, max_tokens: int, results: dict[int, tuple[float, int | None]]
+) -> None:
+    """Send one session's requests (the restart turn aside) and record each TTFT and cached count."""
     for position, request in enumerate(script):
-        if request.kind != "restart":
+        if request.session == session and request.kind != "restart":
             results[position] = ttft(server, request.messages, max_tokens)
-            print(f"  {server.name} s{request.session + 1} {request.label}: {results[position][0]:.3f}s")
-    return results
+            print(f"  {server.name} s{session + 1} {request.label}: {results[position][0]:.3f}s")
+
+
+def replay_floor(floor: Floor, script: list[Request], session: int) -> None:
+    """Time one session's requests on the floor (its replies are the script's, so its caches match)."""
+    for request in script:
+        if request.session == session:
+            floor.run(request)
+            print(f"  floor s{session + 1} {request.label}: {request.floor_s:.3f}s")
 
 
 def wait_saved(server: Server, deadline_s: float = 30.0) -> float:
     """Seconds until our server reports every slot written (it saves once idle for half a second)."""
     started = time.monotonic()
     while time.monotonic() - started < deadline_s:
-        persistence = httpx.get(server.url + "/v1/cache", timeout=5).json()["persistence"]
+        persistence = server.client.get(server.url + "/v1/cache", timeout=5).json()["persistence"]
         if persistence["unsaved_tokens"] == 0 and not persistence["writing"]:
             return time.monotonic() - started
         time.sleep(0.1)
@@ -325,10 +348,9 @@ def main() -> int:
 
         args.model = smollm2_dir()
     began = time.monotonic()
-    print(f"floor pass (mlx-lm in-process) on {args.model}")
+    print(f"script pass (mlx-lm in-process, greedy replies) on {args.model}")
     floor = Floor(args.model, args.max_tokens)
     script = build_script(floor, args.context_tokens, args.sessions, args.turns)
-    del floor  # frees its caches before the servers start
 
     work = Path(tempfile.mkdtemp(prefix="bench-prompt-cache-"))
     hub = work / "hf-hub"
@@ -358,23 +380,42 @@ def main() -> int:
     restarts: dict[str, tuple[float, int | None, float]] = {}
     notes: list[str] = []
     try:
+        running: list[Server] = []
         for server in servers:
             print(f"{server.name}: starting")
             try:
                 server.start(work)
-                results[server.name] = replay(server, script, args.max_tokens)
-                if server is ours:
-                    notes.append(f"ours: all slots on disk {wait_saved(ours):.2f}s after the last request")
-                if server.name != "mlx-textgen":
-                    restarts[server.name] = restart_turn(server, work, script, args.max_tokens)
+                running.append(server)
+                results[server.name] = {}
             except (RuntimeError, httpx.HTTPError) as exc:
                 notes.append(f"{server.name}: skipped ({exc})")
-                print(f"  {server.name} failed: {exc}")
-            finally:
-                server.stop()
+                server.stop(kill=True)
+        # Session by session, the floor and every server in turn: load on a shared machine drifts over
+        # minutes, and one server's whole run after another's would compare different machines.
+        floor.reset(script[0])
+        for session in range(args.sessions):
+            replay_floor(floor, script, session)
+            for server in list(running):
+                try:
+                    replay(server, script, session, args.max_tokens, results[server.name])
+                    if server is ours:  # its idle save must not land in the next server's requests
+                        saved = wait_saved(ours)
+                        if session == args.sessions - 1:
+                            notes.append(f"ours: all slots on disk {saved:.2f}s after the last request")
+                except (RuntimeError, httpx.HTTPError) as exc:
+                    notes.append(f"{server.name}: stopped in session {session + 1} ({exc})")
+                    running.remove(server)
+                    del results[server.name]
+                    server.stop(kill=True)
+        del floor  # frees its caches before the restarts
+        for server in running:
+            if server.name != "mlx-textgen":
+                restarts[server.name] = restart_turn(server, work, script, args.max_tokens)
+            server.stop()
     finally:
         for server in servers:
             server.stop(kill=True)
+            server.client.close()
     report(script, results, restarts, notes, args)
     print(f"total runtime {time.monotonic() - began:.0f}s")
     return 0
@@ -390,10 +431,17 @@ def report(
     names = list(results)
     rows: dict[str, list[int]] = {}
     for position, request in enumerate(script):
-        if request.kind != "restart":
+        if request.kind in ("turn", "side"):
             rows.setdefault(request.label, []).append(position)
-    header = f"{'request':<10}{'tokens':>7}{'new':>6}{'floor':>8}" + "".join(f"{n:>15}" for n in names)
-    print("\nTTFT in seconds, median of", args.sessions, "sessions (tokens/new: last session)")
+
+    # In session order: the cold first turn, the warm first turn, then each turn's side request and the next turn.
+    def order(row: tuple[str, list[int]]) -> tuple[int, bool, bool]:
+        first = script[row[1][0]]
+        return first.index, first.kind != "turn", not row[0].endswith("cold")
+
+    rows = dict(sorted(rows.items(), key=order))
+    header = f"{'request':<12}{'tokens':>7}{'new':>6}{'floor':>8}" + "".join(f"{n:>15}" for n in names)
+    print(f"\nTTFT in seconds, median over {args.sessions} sessions (turn 1: the later ones; tokens/new: the last)")
     print(header + f"{'ours/floor':>12}{'cached ok':>11}")
     mismatches, worst_ratio, slower = 0, 0.0, []
     plot_rows: list[tuple[str, float, dict[str, float]]] = []
@@ -407,7 +455,7 @@ def report(
         )
         mismatches += not ok
         ratio = medians.get("ours", float("nan")) / floor_s
-        follow_up = label != "turn 1"
+        follow_up = not label.startswith("turn 1")  # a first turn is a new conversation, not a follow-up
         if follow_up:
             worst_ratio = max(worst_ratio, ratio)
             if "mlx_lm.server" in medians and medians["ours"] > medians["mlx_lm.server"]:
@@ -415,7 +463,7 @@ def report(
         cells = "".join(f"{medians[n]:>15.3f}" for n in names)
         new = len(last.tokens) - last.expected_reuse
         print(
-            f"{label:<10}{len(last.tokens):>7}{new:>6}{floor_s:>8.3f}{cells}{ratio:>12.2f}{'yes' if ok else 'NO':>11}"
+            f"{label:<12}{len(last.tokens):>7}{new:>6}{floor_s:>8.3f}{cells}{ratio:>12.2f}{'yes' if ok else 'NO':>11}"
         )
         plot_rows.append((label, floor_s, medians))
     restart_request = next(r for r in script if r.kind == "restart")
@@ -424,7 +472,7 @@ def report(
         statistics.median(
             statistics.median(results["ours"][p][0] for p in positions)
             for label, positions in rows.items()
-            if label.startswith("turn") and label != "turn 1"
+            if label.startswith("turn") and not label.startswith("turn 1")
         )
         if "ours" in results
         else float("nan")
