@@ -106,6 +106,7 @@ class Backend:
         self.last_headers: dict[str, str] = {}
         self.requests = 0
         self.active = 0  # streams being sent now: a client that left must bring this back to 0
+        self.peers: list[int] = []  # the client port of each chat request, oldest first
         self.app = Starlette(
             routes=[
                 Route("/v1/chat/completions", self.chat, methods=["POST"]),
@@ -131,6 +132,7 @@ class Backend:
         body = await request.json()
         self.last, self.requests = body, self.requests + 1
         self.last_headers = {k: v for k, v in request.headers.items() if k != "authorization"}
+        self.peers.append(request.client.port if request.client else 0)  # which connection each call came on
         name = self._script(request, body)
         if name == "error500":
             return JSONResponse({"error": {"message": "boom", "type": "server_error"}}, status_code=500)

@@ -13,8 +13,6 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
-import httpx
-
 from launcher.bridge import sse
 from launcher.bridge.codec import DecodeError, loads
 from launcher.bridge.errors import ApiError
@@ -25,6 +23,7 @@ from launcher.bridge.options import ProxyOptions
 from launcher.bridge.response import MessageAssembler, completion_as_chunk
 from launcher.bridge.stream import StreamTranslator, UpstreamStreamError
 from launcher.bridge.upstream import Reporter, Upstream
+from launcher.bridge.wire import Answer, Poster, UpstreamHTTPError
 
 log = logging.getLogger("anyclaude.bridge")
 
@@ -36,7 +35,7 @@ class Call:
     """One request to an OpenAI-style backend, ready to send."""
 
     upstream: Upstream
-    client: httpx.AsyncClient
+    poster: Poster
     payload: bytes
     model: str  # the id the client asked for, echoed back
     prompt_tokens: int
@@ -44,21 +43,20 @@ class Call:
     parser: TextToolParser | None
 
 
-async def open_stream(call: Call) -> httpx.Response:
+async def open_stream(call: Call) -> Answer:
     """Send the request and wait for the response headers. Raises ApiError for a failed call."""
     headers = {"content-type": "application/json", "accept": "text/event-stream"}
     if call.upstream.api_key:
         headers["authorization"] = f"Bearer {call.upstream.api_key}"
     url = call.upstream.base_url.rstrip("/") + "/chat/completions"
-    request = call.client.build_request("POST", url, content=call.payload, headers=headers)
     try:
-        response = await call.client.send(request, stream=True)
-    except httpx.HTTPError as exc:
+        response = await call.poster.post(url, call.payload, headers)
+    except UpstreamHTTPError as exc:
         raise connect_failure(call.upstream.name, exc) from None
     if response.status_code >= 300:
         try:
             body = await response.aread()
-        except httpx.HTTPError:
+        except UpstreamHTTPError:
             body = b""
         finally:
             await response.aclose()
@@ -69,7 +67,7 @@ async def open_stream(call: Call) -> httpx.Response:
 
 
 async def _events(
-    call: Call, response: httpx.Response, options: ProxyOptions, waited: float
+    call: Call, response: Answer, options: ProxyOptions, waited: float
 ) -> AsyncIterator[list[Event] | Ping]:
     """Anthropic events of one backend response, one non-empty batch per backend chunk, with ping
     marks. Raises ApiError on a failure.
@@ -105,12 +103,12 @@ def _mid_stream_error(exc: BaseException) -> ApiError:
         return exc
     if isinstance(exc, StreamTimeout | UpstreamStreamError | sse.TornStream):
         return ApiError(500, str(exc))
-    if isinstance(exc, httpx.HTTPError):
-        return ApiError(500, f"the backend connection failed mid-response ({type(exc).__name__})")
+    if isinstance(exc, UpstreamHTTPError):
+        return ApiError(500, f"the backend connection failed mid-response ({exc.kind})")
     return ApiError(500, f"the response failed ({type(exc).__name__})")
 
 
-_FAILURES = (ApiError, StreamTimeout, UpstreamStreamError, sse.TornStream, httpx.HTTPError)
+_FAILURES = (ApiError, StreamTimeout, UpstreamStreamError, sse.TornStream, UpstreamHTTPError)
 
 
 async def collect(call: Call, options: ProxyOptions) -> dict[str, Any]:
@@ -132,7 +130,7 @@ async def collect(call: Call, options: ProxyOptions) -> dict[str, Any]:
 
 
 async def stream(
-    call: Call, options: ProxyOptions, pending: asyncio.Task[httpx.Response], gate: Reporter
+    call: Call, options: ProxyOptions, pending: asyncio.Task[Answer], gate: Reporter
 ) -> AsyncIterator[bytes]:
     """SSE bytes for a streaming client. `pending` is the request whose headers may not be in yet.
 
@@ -141,7 +139,7 @@ async def stream(
     loop = asyncio.get_running_loop()
     started = loop.time()
     sent_start = False
-    response: httpx.Response | None = None
+    response: Answer | None = None
     try:
         while not pending.done():
             # A backend that sends headers only with its first token: keep the client alive meanwhile.

@@ -10,8 +10,6 @@ from __future__ import annotations
 import re
 from typing import Any
 
-import httpx
-
 from launcher.bridge.codec import DecodeError, loads
 from launcher.bridge.errors import ApiError, overloaded, prompt_too_long
 
@@ -22,8 +20,9 @@ _MAXIMUM = re.compile(r"maximum context length is (\d+)|context (?:size|length|w
 _REQUESTED = re.compile(r"(?:requested|prompt|input)[^\d]{0,20}(\d+) tokens", re.I)
 
 
-def connect_failure(upstream_name: str, exc: httpx.HTTPError) -> ApiError:
-    return overloaded(f"backend {upstream_name} is not reachable ({type(exc).__name__}); retry shortly", RETRY_AFTER)
+def connect_failure(upstream_name: str, exc: Exception) -> ApiError:
+    kind = getattr(exc, "kind", type(exc).__name__)  # wire.UpstreamHTTPError names what it wraps
+    return overloaded(f"backend {upstream_name} is not reachable ({kind}); retry shortly", RETRY_AFTER)
 
 
 def _message(body: bytes) -> tuple[str, dict[str, Any]]:

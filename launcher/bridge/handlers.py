@@ -155,7 +155,8 @@ class Handlers:
             model = self.options.backend_model(req.model, upstream.model)
             payload = dumps(build_body(req, prepared, model, max_tokens))
             parser = make_text_parser() if prepared.tools and self.options.parse_text_tool_calls else None
-            call = chat.Call(upstream, client, payload, req.model, prompt, req.stop_sequences, parser)
+            poster = self.pool.poster(upstream)
+            call = chat.Call(upstream, poster, payload, req.model, prompt, req.stop_sequences, parser)
             if req.stream:
                 return await self._stream(call, outcome, release)
             message = await unless_disconnected(request, chat.collect(call, self.options))

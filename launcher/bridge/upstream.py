@@ -1,5 +1,5 @@
 """The seam with the runtime: which backend to call (`Upstream`), whether it may be called
-(`BackendGate`), and one keep-alive HTTP client per backend (`ClientPool`).
+(`BackendGate`), and the keep-alive HTTP clients of each backend (`ClientPool`).
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ import httpcore  # noqa: F401  # httpx imports it on the first client: ~0.1 s th
 import httpx
 
 from adapters.base import ApiKind
+from launcher.bridge.wire import AiohttpPoster, HttpxPoster, Poster
 
 
 @dataclass(frozen=True)
@@ -89,21 +90,23 @@ CONNECT_TIMEOUT = 10.0
 
 
 class ClientPool:
-    """One `httpx.AsyncClient` per upstream, closed once a newer upstream replaced it and its last
-    request finished (a backend swap must not cut the streams still running on the old one).
+    """The clients of each upstream: an `httpx.AsyncClient` (pass-through, tokenize) and a `Poster` for
+    `/v1/messages` (aiohttp over the network; httpx for a backend mounted in this process). Both are
+    closed once a newer upstream replaced theirs and its last request finished (a backend swap must not
+    cut the streams still running on the old one).
     """
 
     def __init__(self) -> None:
         # Loading the CA bundle takes 30-50 ms; done here once, at proxy start, instead of in the first
         # request to each upstream (every backend swap would pay it again).
         self._ssl = httpx.create_ssl_context()
-        self._clients: dict[Upstream, httpx.AsyncClient] = {}
+        self._clients: dict[Upstream, tuple[httpx.AsyncClient, Poster]] = {}
         self._busy: dict[Upstream, int] = {}
         self._current: Upstream | None = None
 
-    def _client(self, upstream: Upstream) -> httpx.AsyncClient:
-        client = self._clients.get(upstream)
-        if client is None:
+    def _entry(self, upstream: Upstream) -> tuple[httpx.AsyncClient, Poster]:
+        entry = self._clients.get(upstream)
+        if entry is None:
             client = httpx.AsyncClient(
                 transport=upstream.transport,
                 verify=self._ssl,
@@ -113,16 +116,23 @@ class ClientPool:
                 # An HTTP_PROXY in the environment must never route 127.0.0.1 traffic elsewhere.
                 trust_env=False,
             )
-            self._clients[upstream] = client
+            poster: Poster = (
+                HttpxPoster(client) if upstream.transport is not None else AiohttpPoster(self._ssl, CONNECT_TIMEOUT)
+            )
+            entry = self._clients[upstream] = (client, poster)
             self._busy[upstream] = 0
         self._current = upstream
-        return client
+        return entry
 
     def checkout(self, upstream: Upstream) -> httpx.AsyncClient:
-        """The client for `upstream`; pair every checkout with one `checkin`."""
-        client = self._client(upstream)
+        """The httpx client for `upstream`; pair every checkout with one `checkin`."""
+        client, _ = self._entry(upstream)
         self._busy[upstream] += 1
         return client
+
+    def poster(self, upstream: Upstream) -> Poster:
+        """The hot-path poster of an upstream checked out already."""
+        return self._entry(upstream)[1]
 
     async def checkin(self, upstream: Upstream) -> None:
         if upstream in self._busy:
@@ -131,12 +141,13 @@ class ClientPool:
 
     async def _close_stale(self) -> None:
         for upstream in [u for u in self._clients if u != self._current and self._busy[u] == 0]:
-            client = self._clients.pop(upstream)
+            client, poster = self._clients.pop(upstream)
             del self._busy[upstream]
-            await client.aclose()
+            await asyncio.gather(poster.aclose(), client.aclose(), return_exceptions=True)
 
     async def aclose(self) -> None:
-        clients = list(self._clients.values())
+        entries = list(self._clients.values())
         self._clients.clear()
         self._busy.clear()
-        await asyncio.gather(*(c.aclose() for c in clients), return_exceptions=True)
+        closing = [closer for client, poster in entries for closer in (poster.aclose(), client.aclose())]
+        await asyncio.gather(*closing, return_exceptions=True)

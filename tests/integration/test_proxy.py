@@ -312,6 +312,29 @@ def test_client_disconnect_cancels_the_upstream_request(backend: tuple[Backend, 
         thread.stop()
 
 
+def test_backend_connection_is_kept_alive_and_dropped_after_a_disconnect(backend: tuple[Backend, ServerThread]) -> None:
+    thread, _ = start_proxy(Upstream("s", backend[1].url + "/v1", ApiKind.OPENAI))
+    body = {"model": "m", "max_tokens": 5, "messages": [{"role": "user", "content": "hi"}]}
+    try:
+        with httpx.Client(base_url=thread.url) as http:
+            for stream in (False, True, False):
+                assert http.post("/v1/messages", json={**body, "stream": stream}).status_code == 200
+            kept = backend[0].peers[-3:]
+            assert kept[0] == kept[1] == kept[2], kept  # one keep-alive connection to the backend
+            hang = {**body, "stream": True, "messages": [{"role": "user", "content": "[script:hang]"}]}
+            with http.stream("POST", "/v1/messages", json=hang) as response:
+                lines = response.iter_lines()
+                next(line for line in lines if "text_delta" in line)
+                wait_for(lambda: backend[0].active == 1)
+            wait_for(lambda: backend[0].active == 0)
+            del lines
+            assert http.post("/v1/messages", json=body).status_code == 200
+        # The half-read answer's connection was closed, not handed to the next request.
+        assert backend[0].peers[-1] != backend[0].peers[-2]
+    finally:
+        thread.stop()
+
+
 @pytest.fixture
 def unused_port() -> int:
     import socket
