@@ -5,15 +5,15 @@ interleaved requests, direct to the backend and through the proxy: a tiny reques
 Claude Code-shaped one, non-streaming (whole response) and streaming (time to the first text delta).
 Prints one table. Not a test.
 
-`--loop uvloop` runs the proxy on uvloop instead of asyncio's default loop. `--ccr` adds
-claude-code-router rows (`ccr start`, run with HOME in a temporary directory so no real config is
-touched); they are skipped with a note when `ccr` is not on PATH. Its non-streaming rows are not
+The proxy runs on the loop anyclaude itself uses (uvloop); `--loop asyncio` runs it on asyncio's
+default loop. `--ccr` adds claude-code-router rows (`ccr start`, run with HOME in a temporary directory
+so no real config is touched); they are skipped with a note when `ccr` is not on PATH. Its non-streaming rows are not
 measured: ccr asks the backend for a non-streaming answer, and the scripted backend always streams.
 
 `--baseline DIR` adds rows for the proxy of another checkout (e.g. `git worktree add /tmp/base HEAD`),
 timed in the same interleaved loop: on a shared machine, two separate runs differ more than a change.
 
-    python bench/proxy_overhead.py [--runs 300] [--loop uvloop] [--ccr] [--baseline DIR]
+    python bench/proxy_overhead.py [--runs 300] [--loop asyncio] [--ccr] [--baseline DIR]
 """
 
 from __future__ import annotations
@@ -53,12 +53,12 @@ async def main():
     server = await serve_proxy(create_proxy_app(StaticGate(upstream), ProxyOptions()), "127.0.0.1", int(sys.argv[2]))
     await server.wait()
 
-if sys.argv[3] == "uvloop":
-    import uvloop
-    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-        runner.run(main())
-else:
+if sys.argv[3] == "asyncio":
     asyncio.run(main())
+else:
+    from launcher.loop import run
+
+    run(main())  # the loop `anyclaude serve` and `anyclaude run` use (uvloop)
 """
 
 
@@ -146,7 +146,7 @@ def timed_first_delta(client: httpx.Client, url: str, body: bytes, marker: str) 
 def main() -> None:
     parser = argparse.ArgumentParser(description="proxy overhead benchmark")
     parser.add_argument("--runs", type=int, default=300)
-    parser.add_argument("--loop", choices=["asyncio", "uvloop"], default="asyncio", help="the proxy's event loop")
+    parser.add_argument("--loop", choices=["asyncio", "uvloop"], default="uvloop", help="the proxy's event loop")
     parser.add_argument("--ccr", action="store_true", help="add claude-code-router rows (needs `ccr` on PATH)")
     parser.add_argument("--baseline", type=Path, help="another checkout whose proxy gets rows of its own")
     args = parser.parse_args()

@@ -35,12 +35,13 @@ import re
 import shutil
 import signal
 import subprocess
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from launcher.errors import AnyclaudeError
+from launcher.loop import swapped_signal
 from launcher.paths import write_private
 
 PINNED_VERSION = "2.1.197"
@@ -289,31 +290,6 @@ def offer_onboarding(
 # --- running claude in this terminal -------------------------------------------------------------------------
 
 
-@contextlib.contextmanager
-def _loop_signal(loop: asyncio.AbstractEventLoop, signum: int, callback: Callable[[], None]) -> Iterator[None]:
-    """Route `signum` to `callback` for the duration, then put back whatever handled it before.
-
-    A plain `signal.signal` is not enough: when the loop already handles `signum` (the runtime's SIGTERM
-    shutdown), the C handler still writes the signal to the loop's wakeup fd and the loop runs its own
-    callback regardless. So the loop's handler is swapped, and the previous loop callback (asyncio keeps it in
-    `_signal_handlers`, which has no public getter) or the previous Python-level handler is restored after.
-    """
-    saved_loop = getattr(loop, "_signal_handlers", {}).get(signum)
-    saved_python = signal.getsignal(signum)
-    loop.add_signal_handler(signum, callback)
-    try:
-        yield
-    finally:
-        callback_before = getattr(saved_loop, "_callback", None)
-        if saved_loop is not None and not saved_loop.cancelled() and callback_before is not None:
-            # Replacing directly leaves no moment without a handler.
-            loop.add_signal_handler(signum, callback_before, *getattr(saved_loop, "_args", ()))
-        else:
-            loop.remove_signal_handler(signum)
-            if saved_python is not None:
-                signal.signal(signum, saved_python)
-
-
 async def run_claude(path: str, args: Sequence[str], env: Mapping[str, str]) -> int:
     """Run `claude` in this terminal until it exits; its exit status (128 + signal number after a signal).
 
@@ -342,7 +318,7 @@ async def run_claude(path: str, args: Sequence[str], env: Mapping[str, str]) -> 
                 proc.send_signal(signal.SIGTERM)
 
     # The handlers go in before the spawn: a Ctrl-C just after it must not reach the old SIGINT handler.
-    with _loop_signal(loop, signal.SIGINT, lambda: None), _loop_signal(loop, signal.SIGTERM, forward_sigterm):
+    with swapped_signal(loop, signal.SIGINT, lambda: None), swapped_signal(loop, signal.SIGTERM, forward_sigterm):
         proc = await asyncio.create_subprocess_exec(path, *args, env=dict(env), start_new_session=False)
         if sigterm_before_start:
             forward_sigterm()

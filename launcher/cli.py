@@ -53,9 +53,8 @@ def cli() -> None:
 @click.option("--dry-run", is_flag=True, help="Print the command line, health URL and API kind; start nothing.")
 def serve(config_path: str | None, mode: str | None, dry_run: bool) -> None:
     """Start the backend and the proxy and keep them running until Ctrl-C (no Claude Code)."""
-    import asyncio
-
     from launcher.defaults import load_or_default, prepare_default_model
+    from launcher.loop import run
     from launcher.progress import Progress
     from launcher.runtime import serve as run_serve
 
@@ -65,7 +64,7 @@ def serve(config_path: str | None, mode: str | None, dry_run: bool) -> None:
         return
     ui = Progress()
     prepare_default_model(settings, ui)
-    sys.exit(asyncio.run(run_serve(settings, ui, mode)))
+    sys.exit(run(run_serve(settings, ui, mode)))
 
 
 @cli.command("run", context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})
@@ -76,16 +75,15 @@ def run_cmd(config_path: str | None, mode: str | None, claude_args: tuple[str, .
 
     Arguments after `--` go to claude, e.g. `anyclaude --mode mlx -- -p "hello" --output-format json`.
     """
-    import asyncio
-
     from launcher.defaults import load_or_default, prepare_default_model
+    from launcher.loop import run
     from launcher.progress import Progress
     from launcher.runtime import run_with_claude
 
     settings = load_or_default(config_path, mode)
     ui = Progress()
     prepare_default_model(settings, ui)
-    sys.exit(asyncio.run(run_with_claude(settings, ui, claude_args, mode)))
+    sys.exit(run(run_with_claude(settings, ui, claude_args, mode)))
 
 
 @cli.command()

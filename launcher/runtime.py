@@ -22,6 +22,7 @@ from launcher.applog import setup_logging
 from launcher.config import Settings
 from launcher.control import find_proxy
 from launcher.history import record_applied
+from launcher.loop import add_signal_handler, remove_signal_handler
 from launcher.progress import Progress
 from launcher.reload import start_watching
 from launcher.stack import Stack, wait_started
@@ -43,14 +44,14 @@ class _Signals:
 
     def install(self, loop: asyncio.AbstractEventLoop, stops: Sequence[signal.Signals]) -> None:
         for sig in stops:
-            loop.add_signal_handler(sig, self.on_stop, sig)
+            add_signal_handler(loop, sig, self.on_stop, sig)
             self.installed.append(sig)
-        loop.add_signal_handler(signal.SIGUSR1, self.on_restart)
+        add_signal_handler(loop, signal.SIGUSR1, self.on_restart)
         self.installed.append(signal.SIGUSR1)
 
     def uninstall(self, loop: asyncio.AbstractEventLoop) -> None:
         for sig in self.installed:
-            loop.remove_signal_handler(sig)
+            remove_signal_handler(loop, sig)
         self.installed.clear()
 
     def on_stop(self, sig: signal.Signals) -> None:

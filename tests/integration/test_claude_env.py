@@ -23,6 +23,7 @@ from launcher.claude import (
     onboarding_gaps,
     run_claude,
 )
+from launcher.loop import add_signal_handler, remove_signal_handler, run
 from tests.harness import wait_until
 
 KEY = "sk-ant-local-0123456789abcdefghijklmnop"
@@ -281,7 +282,7 @@ def test_sigterm_to_anyclaude_is_forwarded_and_the_loop_handler_restored(tmp_pat
     async def main() -> int:
         loop = asyncio.get_running_loop()
         shutdowns: list[str] = []
-        loop.add_signal_handler(signal.SIGTERM, shutdowns.append, "runtime")
+        add_signal_handler(loop, signal.SIGTERM, shutdowns.append, "runtime")  # as the runtime installs its own
         try:
             task = asyncio.create_task(run_claude(str(fake), [str(ready)], dict(os.environ)))
             await asyncio.to_thread(wait_until, ready.exists, 10.0, 0.02, "the fake claude to start")
@@ -296,9 +297,9 @@ def test_sigterm_to_anyclaude_is_forwarded_and_the_loop_handler_restored(tmp_pat
             assert shutdowns == ["runtime"]
             return code
         finally:
-            loop.remove_signal_handler(signal.SIGTERM)
+            remove_signal_handler(loop, signal.SIGTERM)
 
-    assert asyncio.run(main()) == 42
+    assert run(main()) == 42  # on the loop the runtime uses
 
 
 def test_cancelling_run_claude_ends_claude(tmp_path: Path) -> None:
