@@ -56,9 +56,11 @@ async def main():
 if sys.argv[3] == "asyncio":
     asyncio.run(main())
 else:
-    from launcher.loop import run
-
-    run(main())  # the loop `anyclaude serve` and `anyclaude run` use (uvloop)
+    try:
+        from launcher.loop import run  # the loop `anyclaude serve` and `anyclaude run` use (uvloop)
+    except ImportError:  # a --baseline checkout from before it: it ran on asyncio's loop
+        run = asyncio.run
+    run(main())
 """
 
 
