@@ -146,7 +146,9 @@ class BackendConfig(_Model):
         None, description='mlx-server: where prompt caches are saved (<ANYCLAUDE_HOME>/cache); "" never saves.'
     )
     cache_persist_interval: float | None = Field(
-        None, ge=0, description="mlx-server: seconds between prompt-cache saves while busy (60); also saved when idle."
+        None,
+        ge=0,
+        description="mlx-server: most seconds a busy stretch goes unsaved (60); the prompt cache is saved when idle.",
     )
     warmup_file: str | None = Field(
         None, description="mlx-server: system prompt (text) or {messages, tools} JSON prefilled at startup."

@@ -78,7 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--cache-persist-interval",
         type=float,
         default=DEFAULT_CACHE_PERSIST_INTERVAL,
-        help="seconds between prompt-cache saves while busy (also saved when idle and at exit; 0: only then)",
+        help="longest a busy stretch goes without a prompt-cache save (saved whenever idle and at exit; 0: only then)",
     )
     cache.add_argument("--warmup-file", type=Path, help="system prompt (text) or {messages, tools} JSON to prefill")
     cache.add_argument("--warmup-tools", type=Path, help="JSON list of tools prefilled with the warmup prompt")

@@ -15,17 +15,18 @@ the request's chat-template settings, so slots are never shared across models or
 
 Persistence policy: `flush` writes every slot with unsaved tokens (and removes files of evicted slots).
 Its callers choose when: the engine once it has been idle for `engine.IDLE_SAVE_S` after a request (a
-client reading an answer or running a tool), the runtime every `persist_interval` seconds even when busy,
-and the engine at shutdown (`final`: waits for the writes). A server killed with SIGKILL therefore loses
-only requests of its last busy stretch, at most `persist_interval` seconds of them. Frozen copies are
-views made on the generation thread; the files are written by a background thread. Whole slots are
-rewritten, so a long conversation costs one file write per pause.
+client reading an answer or running a tool), the runtime once `persist_interval` seconds pass without any
+save (a long busy stretch), and the engine at shutdown (`final`: waits for the writes). A server killed
+with SIGKILL therefore loses only requests of its last busy stretch, at most `persist_interval` seconds
+of them. Frozen copies are views made on the generation thread; the files are written by a background
+thread. Whole slots are rewritten, so a long conversation costs one file write per pause.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -81,6 +82,11 @@ class PromptCacheStore(Protocol):
         """Persist what the policy says is due now; `final` (shutdown) writes everything and waits."""
         ...
 
+    @property
+    def flushed_at(self) -> float:
+        """`time.monotonic()` when `flush` last ran (0.0 before the first)."""
+        ...
+
     def describe(self) -> dict[str, Any]:
         """Slots and totals for `GET /v1/cache`."""
         ...
@@ -100,6 +106,10 @@ class FreshPromptCache:
 
     def flush(self, final: bool = False) -> None:
         return None
+
+    @property
+    def flushed_at(self) -> float:
+        return 0.0
 
     def describe(self) -> dict[str, Any]:
         return {"enabled": False, "slots": [], "totals": {"slots": 0, "bytes": 0, "hits": 0, "misses": 0}}
@@ -143,6 +153,7 @@ class SlotPromptCache:
         self._misses = 0
         self._reused_tokens = 0
         self._prompt_tokens = 0
+        self._flushed_at = 0.0
 
     # ---- the engine's seam ----
 
@@ -172,10 +183,15 @@ class SlotPromptCache:
             self._table.drop(lambda key: _split_key(key)[0] == alias)
 
     def flush(self, final: bool = False) -> None:
+        self._flushed_at = time.monotonic()
         for alias in list(self._bindings):
             self._persist(alias)
         if final and not self._writer.wait(FINAL_WRITE_TIMEOUT_S):
             log.warning("prompt cache: writes still running after %.0fs; the last may be lost", FINAL_WRITE_TIMEOUT_S)
+
+    @property
+    def flushed_at(self) -> float:
+        return self._flushed_at
 
     def describe(self) -> dict[str, Any]:
         with self._lock:

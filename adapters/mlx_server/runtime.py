@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import AsyncIterator, Callable
 from enum import StrEnum
 from pathlib import Path
@@ -105,10 +106,21 @@ class Runtime:
         return loaded
 
     async def _persist_periodically(self, interval: float) -> None:
-        # Through the engine's queue: slot arrays are only touched on the generation thread.
+        """Save the prompt cache once `interval` has passed without any save.
+
+        The engine saves whenever it goes idle, which is when a save costs nobody anything. This timer only
+        bounds what a crash in a long busy stretch loses; a write then competes with the running request for
+        the CPU, so it waits `interval` after the last save of either kind, not after its own.
+        """
+        attempted = time.monotonic()
         while True:
-            await asyncio.sleep(interval)
+            delay = max(self.cache_store.flushed_at, attempted) + interval - time.monotonic()
+            if delay > 0:
+                await asyncio.sleep(delay)
+                continue
+            attempted = time.monotonic()
             try:
+                # Through the engine's queue: slot arrays are only touched on the generation thread.
                 await asyncio.wrap_future(self.engine.call(self.cache_store.flush))
             except Exception:
                 log.exception("prompt cache: periodic save failed")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -226,3 +227,29 @@ def test_corrupt_slot_file_is_skipped_and_warmup_prefills(
         assert chat(second, conversation("Hello there."))[1] > 0
     finally:
         stop_server(second)
+
+
+@pytest.mark.parametrize("interval", [1.0, 0.0])
+def test_a_busy_stretch_is_saved_within_the_persist_interval(
+    tiny_model: Path,  # noqa: F811
+    logs: Path,
+    tmp_path: Path,
+    interval: float,
+) -> None:
+    server = cached_server(tiny_model, logs, tmp_path / "cache", "--cache-persist-interval", str(interval))
+    try:
+        started = time.monotonic()
+        written = 0
+        turn = 0
+        # Requests back to back: the engine never idles for its half-second idle save, so only the
+        # periodic one (off with interval 0) can write while this runs.
+        while time.monotonic() - started < 3.0 and not written:
+            turn += 1
+            chat(server, conversation(f"Busy request {turn}: list the folder."), max_tokens=2)
+            written = sum(cache_state(server)["persistence"]["files"].values())
+        if interval:
+            assert written > 0, "nothing was saved during a 3 s busy stretch"
+        else:
+            assert written == 0 and turn > 10
+    finally:
+        stop_server(server)
