@@ -1,8 +1,7 @@
 """The runtime's event loop, and its signal handlers.
 
 `run` uses uvloop where it is installed (it comes with `uvicorn[standard]`): the proxy's socket work and
-loop turns cost less on it (measured with `bench/proxy_overhead.py`: time to the first streamed delta
-0.44 ms added instead of 0.68 ms on asyncio's default loop).
+loop turns cost less on it (`bench/proxy_overhead.py --loop asyncio` shows the difference on a machine).
 
 Signal handlers go through `add_signal_handler` / `remove_signal_handler` here, which remember each
 loop's callbacks, so `swapped_signal` can put back whatever handled a signal before. asyncio offers no

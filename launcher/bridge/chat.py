@@ -52,7 +52,7 @@ async def open_stream(call: Call) -> Answer:
     try:
         response = await call.poster.post(url, call.payload, headers)
     except UpstreamHTTPError as exc:
-        raise connect_failure(call.upstream.name, exc) from None
+        raise connect_failure(call.upstream.name, exc.kind) from None
     if response.status_code >= 300:
         try:
             body = await response.aread()

@@ -20,8 +20,8 @@ _MAXIMUM = re.compile(r"maximum context length is (\d+)|context (?:size|length|w
 _REQUESTED = re.compile(r"(?:requested|prompt|input)[^\d]{0,20}(\d+) tokens", re.I)
 
 
-def connect_failure(upstream_name: str, exc: Exception) -> ApiError:
-    kind = getattr(exc, "kind", type(exc).__name__)  # wire.UpstreamHTTPError names what it wraps
+def connect_failure(upstream_name: str, kind: str) -> ApiError:
+    """The error for a backend that could not be reached; `kind` names the failure (e.g. ConnectError)."""
     return overloaded(f"backend {upstream_name} is not reachable ({kind}); retry shortly", RETRY_AFTER)
 
 

@@ -89,7 +89,7 @@ async def relay(
     try:
         response = await client.send(outgoing, stream=True)
     except httpx.HTTPError as exc:
-        raise connect_failure(upstream.name, exc) from None
+        raise connect_failure(upstream.name, type(exc).__name__) from None
     headers = {k: v for k, v in response.headers.items() if k.lower() not in HOP_BY_HOP}
     plain_sse = "text/event-stream" in response.headers.get("content-type", "") and not response.headers.get(
         "content-encoding"

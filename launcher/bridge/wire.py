@@ -14,8 +14,9 @@ Either raises `UpstreamHTTPError` when the backend cannot be reached or the conn
 
 from __future__ import annotations
 
+import contextlib
 import ssl
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Iterator, Mapping
 from typing import Protocol
 
 # Imported with the proxy rather than on its first request, which would wait ~0.14 s for it.
@@ -29,6 +30,18 @@ class UpstreamHTTPError(Exception):
     def __init__(self, kind: str, message: str = "") -> None:
         super().__init__(message or kind)
         self.kind = kind
+
+
+_AIOHTTP_FAILURES = (TimeoutError, aiohttp.ClientError)
+
+
+@contextlib.contextmanager
+def _as_upstream_error(*failures: type[Exception]) -> Iterator[None]:
+    """Re-raise a client library's `failures` as `UpstreamHTTPError`."""
+    try:
+        yield
+    except failures as exc:
+        raise UpstreamHTTPError(type(exc).__name__, str(exc)) from exc
 
 
 class Answer(Protocol):
@@ -74,17 +87,13 @@ class _AiohttpAnswer:
         return self._response.headers
 
     async def aiter_bytes(self) -> AsyncIterator[bytes]:
-        try:
+        with _as_upstream_error(*_AIOHTTP_FAILURES):
             async for chunk in self._response.content.iter_any():
                 yield chunk
-        except (TimeoutError, aiohttp.ClientError) as exc:
-            raise UpstreamHTTPError(type(exc).__name__, str(exc)) from exc
 
     async def aread(self) -> bytes:
-        try:
+        with _as_upstream_error(*_AIOHTTP_FAILURES):
             return await self._response.read()
-        except (TimeoutError, aiohttp.ClientError) as exc:
-            raise UpstreamHTTPError(type(exc).__name__, str(exc)) from exc
 
     async def aclose(self) -> None:
         if self._response.content.at_eof():
@@ -114,10 +123,8 @@ class AiohttpPoster:
         return self._session
 
     async def post(self, url: str, content: bytes, headers: Mapping[str, str]) -> Answer:
-        try:
+        with _as_upstream_error(*_AIOHTTP_FAILURES):
             response = await self._open().post(url, data=content, headers=dict(headers))
-        except (TimeoutError, aiohttp.ClientError) as exc:
-            raise UpstreamHTTPError(type(exc).__name__, str(exc)) from exc
         return _AiohttpAnswer(response)
 
     async def aclose(self) -> None:
@@ -142,17 +149,13 @@ class _HttpxAnswer:
         return self._response.headers
 
     async def aiter_bytes(self) -> AsyncIterator[bytes]:
-        try:
+        with _as_upstream_error(httpx.HTTPError):
             async for chunk in self._response.aiter_bytes():
                 yield chunk
-        except httpx.HTTPError as exc:
-            raise UpstreamHTTPError(type(exc).__name__, str(exc)) from exc
 
     async def aread(self) -> bytes:
-        try:
+        with _as_upstream_error(httpx.HTTPError):
             return await self._response.aread()
-        except httpx.HTTPError as exc:
-            raise UpstreamHTTPError(type(exc).__name__, str(exc)) from exc
 
     async def aclose(self) -> None:
         await self._response.aclose()
@@ -166,10 +169,8 @@ class HttpxPoster:
 
     async def post(self, url: str, content: bytes, headers: Mapping[str, str]) -> Answer:
         request = self._client.build_request("POST", url, content=content, headers=dict(headers))
-        try:
+        with _as_upstream_error(httpx.HTTPError):
             response = await self._client.send(request, stream=True)
-        except httpx.HTTPError as exc:
-            raise UpstreamHTTPError(type(exc).__name__, str(exc)) from exc
         return _HttpxAnswer(response)
 
     async def aclose(self) -> None:
