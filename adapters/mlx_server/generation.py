@@ -12,6 +12,7 @@ from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
+from adapters.mlx_server.heads import LastLogits, full_call
 from adapters.mlx_server.sampling import LogitsProcessor, Sampler
 
 
@@ -38,6 +39,7 @@ def generate_tokens(
     prefill_step: int,
     cancelled: Callable[[], bool],
     fed: FedTokens | None = None,
+    logits_of: LastLogits | None = None,
 ) -> Generator[int, None, None]:
     """Yield sampled token ids, at most `max_tokens`.
 
@@ -51,12 +53,14 @@ def generate_tokens(
         prefill_step: tokens per prefill chunk; `cancelled` is checked between chunks.
         cancelled: polled during prefill so a disconnected client does not hold the thread for minutes.
         fed: updated with the number of tokens the cache holds, for storing it afterwards.
+        logits_of: the last position's logits from `model` (`heads.last_logits`); default the model's own call.
     """
     import mlx.core as mx
 
     if not 0 <= reused < len(prompt):
         raise ValueError(f"reused ({reused}) must be below the prompt length ({len(prompt)})")
     counter = fed if fed is not None else FedTokens()
+    last_logits = logits_of or full_call(model)
     counter.count = reused
     history = mx.array(list(prompt), dtype=mx.int32)
     pending = history[reused:]
@@ -73,7 +77,7 @@ def generate_tokens(
         pending = pending[chunk:]
 
     def step(inputs: mx.array, seen: mx.array) -> mx.array:
-        logits = model(inputs[None], cache=cache)[:, -1, :]
+        logits = last_logits(inputs[None], cache)
         counter.count += inputs.size
         for processor in processors:
             logits = processor(seen, logits)

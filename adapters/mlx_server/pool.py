@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, cast
 
 from adapters.mlx_server.config import ServerConfig
+from adapters.mlx_server.heads import LastLogits, last_logits
 from adapters.mlx_server.prompt_cache import PromptCacheStore
 
 log = logging.getLogger("anyclaude.mlx_server")
@@ -45,6 +46,8 @@ class LoadedModel:
     model_type: str | None
     nbytes: int
     vocab_size: int
+    # Logits of the last input position (see heads.py); None: the model's own call.
+    last_logits: LastLogits | None = None
     # HF tokenizers are not safe to use from two threads at once ("Already borrowed").
     tokenizer_lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -118,6 +121,7 @@ class ModelPool:
 
         loaded = mlx_load(str(path), return_config=True)
         model, tokenizer, model_config = cast(tuple[Any, Any, dict[str, Any]], loaded)
+        logits, shortcut = last_logits(model)
         entry = LoadedModel(
             alias=alias,
             path=path,
@@ -127,16 +131,18 @@ class ModelPool:
             model_type=model_config.get("model_type"),
             nbytes=parameter_bytes(model),
             vocab_size=int(model_config.get("vocab_size") or len(tokenizer)),
+            last_logits=logits,
         )
         with self._lock:
             self._loaded[alias] = entry
         log.info(
-            "loaded model %s from %s in %.2fs (%.1f MB, context %s)",
+            "loaded model %s from %s in %.2fs (%.1f MB, context %s, logits %s)",
             alias,
             path,
             time.perf_counter() - started,
             entry.nbytes / 1e6,
             entry.context_length,
+            "of the last position only" if shortcut else "of every position (the model's own call)",
         )
         return entry
 
