@@ -11,8 +11,8 @@ of the first session has nothing to reuse ("turn 1 cold"); the later first turns
 Columns: the floor (mlx-lm in this process: prefill only the tokens not in a kept cache, plus one decode
 step), our server, `mlx_lm.server`, and MLX-Textgen when `/tmp/textgen-venv` has it (streaming only, as on
 Linux it fails otherwise). A first pass writes the script: each reply is mlx-lm's own greedy output, so
-every server gets byte-identical prompts. Then, session by session, the floor and each server replay it in
-turn, so a machine whose load drifts over minutes slows them alike. Every server is called through one
+every server gets byte-identical prompts. Then each request is timed on the floor and on every server in
+turn before the next, so a machine whose load drifts over minutes slows them alike. Every server is called through one
 keep-alive client. TTFT is the time to the first streamed chunk with text. After the sessions, our
 server and `mlx_lm.server` are killed with SIGKILL, restarted, and sent one more turn of the last
 session. Everything runs on SmolLM2-135M-Instruct (dense float32) with OpenBLAS preloaded in every
@@ -57,6 +57,10 @@ INSTRUCTIONS = [
     "Refer to code as path:line so the user can navigate to it; keep answers short and specific.",
 ]
 TOOL_NAMES = ["Bash", "Read", "Edit", "Write", "Glob", "Grep", "LS", "TodoWrite", "WebFetch", "Task"]
+# Pause before each timed request. After a matrix product OpenBLAS keeps its worker threads spinning for
+# ~0.1 s (measured here: a whole core for 100-150 ms), so a request timed right after another process's
+# would share the CPU with that process's spinning threads.
+SETTLE_S = 0.25
 READY_MESSAGES = [{"role": "user", "content": "Hi"}]
 SIDE_SYSTEM = "You write short titles for conversations. Reply with a title of at most five words."
 USER_ASKS = [
@@ -294,22 +298,50 @@ def ttft(server: Server, messages: list[dict[str, str]], max_tokens: int) -> tup
     return (first or time.perf_counter()) - started, cached
 
 
-def replay(
-    server: Server, script: list[Request], session: int, max_tokens: int, results: dict[int, tuple[float, int | None]]
-) -> None:
-    """Send one session's requests (the restart turn aside) and record each TTFT and cached count."""
-    for position, request in enumerate(script):
-        if request.session == session and request.kind != "restart":
-            results[position] = ttft(server, request.messages, max_tokens)
-            print(f"  {server.name} s{session + 1} {request.label}: {results[position][0]:.3f}s")
+@dataclass
+class Replay:
+    """The floor and the running servers, replaying the script request by request."""
 
+    floor: Floor
+    servers: list[Server]
+    script: list[Request]
+    max_tokens: int
+    results: dict[str, dict[int, tuple[float, int | None]]]
+    notes: list[str]
+    saves: list[float] = field(default_factory=list)  # seconds until our server had saved, after each request
 
-def replay_floor(floor: Floor, script: list[Request], session: int) -> None:
-    """Time one session's requests on the floor (its replies are the script's, so its caches match)."""
-    for request in script:
-        if request.session == session:
-            floor.run(request)
-            print(f"  floor s{session + 1} {request.label}: {request.floor_s:.3f}s")
+    def session(self, session: int) -> None:
+        """One session (the restart turn aside): each request on the floor, then on every server, in turn.
+
+        Each request is timed everywhere within seconds, so a machine whose speed drifts slows all alike; who
+        goes first rotates, to even out any cost of following another process, and each waits `SETTLE_S`
+        first. Our server saves its caches once idle, so it is left to finish before anyone else's request
+        is timed.
+        """
+        for position, request in enumerate(self.script):
+            if request.session != session or request.kind == "restart":
+                continue
+            runners: list[Server | None] = [None, *self.servers]
+            first = position % len(runners)
+            for runner in runners[first:] + runners[:first]:
+                time.sleep(SETTLE_S)
+                if runner is None:
+                    self.floor.run(request)
+                    print(f"  floor s{session + 1} {request.label}: {request.floor_s:.3f}s")
+                elif runner.name in self.results:
+                    self._time(runner, position, request)
+
+    def _time(self, server: Server, position: int, request: Request) -> None:
+        try:
+            self.results[server.name][position] = ttft(server, request.messages, self.max_tokens)
+            if server.name == "ours":
+                self.saves.append(wait_saved(server))
+        except (RuntimeError, httpx.HTTPError) as exc:
+            self.notes.append(f"{server.name}: stopped in session {request.session + 1} ({exc})")
+            del self.results[server.name]
+            server.stop(kill=True)
+            return
+        print(f"  {server.name} s{request.session + 1} {request.label}: {self.results[server.name][position][0]:.3f}s")
 
 
 def wait_saved(server: Server, deadline_s: float = 30.0) -> float:
@@ -390,23 +422,13 @@ def main() -> int:
             except (RuntimeError, httpx.HTTPError) as exc:
                 notes.append(f"{server.name}: skipped ({exc})")
                 server.stop(kill=True)
-        # Session by session, the floor and every server in turn: load on a shared machine drifts over
-        # minutes, and one server's whole run after another's would compare different machines.
         floor.reset(script[0])
+        replay = Replay(floor, running, script, args.max_tokens, results, notes)
         for session in range(args.sessions):
-            replay_floor(floor, script, session)
-            for server in list(running):
-                try:
-                    replay(server, script, session, args.max_tokens, results[server.name])
-                    if server is ours:  # its idle save must not land in the next server's requests
-                        saved = wait_saved(ours)
-                        if session == args.sessions - 1:
-                            notes.append(f"ours: all slots on disk {saved:.2f}s after the last request")
-                except (RuntimeError, httpx.HTTPError) as exc:
-                    notes.append(f"{server.name}: stopped in session {session + 1} ({exc})")
-                    running.remove(server)
-                    del results[server.name]
-                    server.stop(kill=True)
+            replay.session(session)
+        if replay.saves:
+            notes.append(f"ours: every slot on disk a median {statistics.median(replay.saves):.2f}s after a request")
+        running = [server for server in running if server.name in results]
         del floor  # frees its caches before the restarts
         for server in running:
             if server.name != "mlx-textgen":
