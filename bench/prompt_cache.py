@@ -9,14 +9,15 @@ system prompt), which gives every turn three measurements; the table shows their
 of the first session has nothing to reuse ("turn 1 cold"); the later first turns reuse the system prompt.
 
 Columns: the floor (mlx-lm in this process: prefill only the tokens not in a kept cache, plus one decode
-step), our server, `mlx_lm.server`, and MLX-Textgen when `/tmp/textgen-venv` has it (streaming only, as on
-Linux it fails otherwise). A first pass writes the script: each reply is mlx-lm's own greedy output, so
-every server gets byte-identical prompts. Then each request is timed on the floor and on every server in
-turn before the next, so a machine whose load drifts over minutes slows them alike. Every server is called through one
-keep-alive client. TTFT is the time to the first streamed chunk with text. After the sessions, our
-server and `mlx_lm.server` are killed with SIGKILL, restarted, and sent one more turn of the last
-session. Everything runs on SmolLM2-135M-Instruct (dense float32) with OpenBLAS preloaded in every
-process. Writes `bench/out/prompt_cache.png`.
+step), our server, `mlx_lm.server`, and MLX-Textgen when the virtual environment named by
+$ANYCLAUDE_TEXTGEN_VENV (default /tmp/textgen, as in the README) has it (streaming only, as on Linux it
+fails otherwise). A first pass writes the script: each reply is mlx-lm's own greedy output, so every
+server gets byte-identical prompts. Then each request is timed on the floor and on every server in turn
+before the next, so a machine whose load drifts over minutes slows them alike. Every server is called
+through one keep-alive client. TTFT is the time to the first streamed chunk with text. After the
+sessions, every server is killed with SIGKILL, restarted, and sent one more turn of the last session
+(MLX-Textgen keeps a disk cache of its own). Everything runs on SmolLM2-135M-Instruct (dense float32)
+with OpenBLAS preloaded in every process. Writes `bench/out/prompt_cache.png`.
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ import httpx
 from preload import ensure_openblas, openblas_env
 
 REPO = Path(__file__).resolve().parents[1]
-TEXTGEN_PYTHON = Path("/tmp/textgen-venv/bin/python")
+TEXTGEN_PYTHON = Path(os.environ.get("ANYCLAUDE_TEXTGEN_VENV", "/tmp/textgen")) / "bin" / "python"
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
@@ -431,8 +432,7 @@ def main() -> int:
         running = [server for server in running if server.name in results]
         del floor  # frees its caches before the restarts
         for server in running:
-            if server.name != "mlx-textgen":
-                restarts[server.name] = restart_turn(server, work, script, args.max_tokens)
+            restarts[server.name] = restart_turn(server, work, script, args.max_tokens)
             server.stop()
     finally:
         for server in servers:
@@ -465,7 +465,8 @@ def report(
     header = f"{'request':<12}{'tokens':>7}{'new':>6}{'floor':>8}" + "".join(f"{n:>15}" for n in names)
     print(f"\nTTFT in seconds, median over {args.sessions} sessions (turn 1: the later ones; tokens/new: the last)")
     print(header + f"{'ours/floor':>12}{'cached ok':>11}")
-    mismatches, worst_ratio, slower = 0, 0.0, []
+    mismatches, worst_ratio = 0, 0.0
+    slower: dict[str, list[str]] = {name: [] for name in names if name != "ours"}
     plot_rows: list[tuple[str, float, dict[str, float]]] = []
     for label, positions in rows.items():
         last = script[positions[-1]]
@@ -480,8 +481,9 @@ def report(
         follow_up = not label.startswith("turn 1")  # a first turn is a new conversation, not a follow-up
         if follow_up:
             worst_ratio = max(worst_ratio, ratio)
-            if "mlx_lm.server" in medians and medians["ours"] > medians["mlx_lm.server"]:
-                slower.append(label)
+            for peer, labels in slower.items():
+                if "ours" in medians and medians["ours"] > medians[peer]:
+                    labels.append(label)
         cells = "".join(f"{medians[n]:>15.3f}" for n in names)
         new = len(last.tokens) - last.expected_reuse
         print(
@@ -508,8 +510,9 @@ def report(
     if "ours" in restarts:
         print(f"  ours: first turn after restart / median warm follow-up turn = {restarts['ours'][0] / warm:.2f}")
     print(
-        f"\ntargets: ours/floor on follow-ups worst {worst_ratio:.2f} (<= 1.10); slower than mlx_lm.server on: "
-        f"{', '.join(slower) or 'none'}; cached_tokens mismatches: {mismatches}"
+        f"\ntargets: ours/floor on follow-ups worst {worst_ratio:.2f} (<= 1.10); "
+        + "".join(f"slower than {peer} on: {', '.join(labels) or 'none'}; " for peer, labels in slower.items())
+        + f"cached_tokens mismatches: {mismatches}"
     )
     for note in notes:
         print("note:", note)
