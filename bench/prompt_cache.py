@@ -60,7 +60,9 @@ INSTRUCTIONS = [
 TOOL_NAMES = ["Bash", "Read", "Edit", "Write", "Glob", "Grep", "LS", "TodoWrite", "WebFetch", "Task"]
 # Pause before each timed request. After a matrix product OpenBLAS keeps its worker threads spinning for
 # ~0.1 s (measured here: a whole core for 100-150 ms), so a request timed right after another process's
-# would share the CPU with that process's spinning threads.
+# would share the CPU with that process's spinning threads. Files written before it (our server's and
+# MLX-Textgen's caches) are flushed first, or the kernel would write them back ~30 s later, in the
+# middle of some other request.
 SETTLE_S = 0.25
 READY_MESSAGES = [{"role": "user", "content": "Hi"}]
 SIDE_SYSTEM = "You write short titles for conversations. Reply with a title of at most five words."
@@ -325,6 +327,7 @@ class Replay:
             runners: list[Server | None] = [None, *self.servers]
             first = position % len(runners)
             for runner in runners[first:] + runners[:first]:
+                os.sync()
                 time.sleep(SETTLE_S)
                 if runner is None:
                     self.floor.run(request)
