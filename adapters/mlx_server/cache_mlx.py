@@ -42,21 +42,28 @@ class MlxCacheOps:
         from mlx_lm.models.cache import KVCache, trim_prompt_cache
 
         if all(type(layer) is KVCache for layer in cache):
-            # Lazy slices: the copy's first write finds its buffer full and reallocates, so the source's
-            # buffer is never written through the copy; only `length` tokens are ever materialized.
-            return [_kv_prefix(layer, length) for layer in cache]
+            return [_kv_prefix(layer, length, room=layer.step) for layer in cache]
         copied = copy.deepcopy(cache)
         trim_prompt_cache(copied, held - length)
         return copied
 
 
-def _kv_prefix(layer: Any, length: int) -> Any:
+def _kv_prefix(layer: Any, length: int, room: int = 0) -> Any:
+    """A new `KVCache` holding `layer`'s first `length` tokens: views of its arrays, nothing copied yet.
+
+    With `room`, the views reach up to `room` tokens past `length` (as far as `layer`'s buffer goes), so
+    the copy's first write lands in place: MLX's slice update copies a buffer another array still holds
+    before writing, in one operation per array, and the source keeps its values. Without room, that write
+    would first allocate a new buffer and concatenate the prefix into it (three operations per array:
+    measured +3.6 ms on a 16-token prefill over a 32-token prefix, SmolLM2-135M's 60 arrays, CPU).
+    """
     from mlx_lm.models.cache import KVCache
 
     copy_ = KVCache()  # type: ignore[no-untyped-call]
     if layer.keys is not None and length > 0:
-        copy_.keys = layer.keys[..., :length, :]
-        copy_.values = layer.values[..., :length, :]
+        end = min(length + room, int(layer.keys.shape[2]))
+        copy_.keys = layer.keys[..., :end, :]
+        copy_.values = layer.values[..., :end, :]
         copy_.offset = length
     return copy_
 

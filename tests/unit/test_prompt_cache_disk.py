@@ -103,3 +103,16 @@ def test_prefix_copy_and_frozen_copy_do_not_alias_the_source() -> None:
         assert mx.array_equal(frozen_layer.keys, original).item()
         assert mx.array_equal(copied.keys[..., :4, :], original[..., :4, :]).item()
         assert copied.offset == 6
+
+
+def test_prefix_copy_is_extended_in_place_within_the_source_buffer() -> None:
+    """The copy's views reach past the prefix, so its first write needs no new buffer (one op per array)."""
+    import mlx.core as mx
+
+    source = kv_cache(6)
+    capacity = source[0].keys.shape[2]
+    copy = MlxCacheOps().copy_prefix(source, 4, 6)
+    for layer in copy:
+        keys, _ = layer.update_and_fetch(mx.ones((1, 2, 3, 4)), mx.ones((1, 2, 3, 4)))
+        assert keys.shape[2] == 7
+        assert layer.keys.shape[2] == capacity  # not the prefix plus a freshly allocated step
