@@ -69,14 +69,19 @@ class Direct:
 
 @contextlib.contextmanager
 def served(model_dir: Path) -> Iterator[str]:
-    """Our server as a child process (it inherits LD_PRELOAD); yields its base URL once ready."""
+    """Our server as a child process (it inherits LD_PRELOAD); yields its base URL once ready.
+
+    Its prompt cache is off: every run sends the same prompt, which would otherwise be served from the cache
+    (`bench/prompt_cache.py` measures that), and the TTFT column would compare a cache hit with a full prefill.
+    """
     import httpx
 
     from tests.integration.mlx_server_process import free_port
 
     port = free_port()
+    argv = [sys.executable, "-m", "adapters.mlx_server", "--model", str(model_dir), "--port", str(port)]
     proc = subprocess.Popen(
-        [sys.executable, "-m", "adapters.mlx_server", "--model", str(model_dir), "--port", str(port)],
+        [*argv, "--cache-slots", "0"],
         cwd=REPO,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
