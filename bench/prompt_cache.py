@@ -324,7 +324,7 @@ class Replay:
         for position, request in enumerate(self.script):
             if request.session != session or request.kind == "restart":
                 continue
-            runners: list[Server | None] = [None, *self.servers]
+            runners: list[Server | None] = [None, *(s for s in self.servers if s.name in self.results)]
             first = position % len(runners)
             for runner in runners[first:] + runners[:first]:
                 os.sync()
@@ -332,7 +332,7 @@ class Replay:
                 if runner is None:
                     self.floor.run(request)
                     print(f"  floor s{session + 1} {request.label}: {request.floor_s:.3f}s")
-                elif runner.name in self.results:
+                else:
                     self._time(runner, position, request)
 
     def _time(self, server: Server, position: int, request: Request) -> None:
@@ -379,6 +379,8 @@ def main() -> int:
     parser.add_argument("--skip-textgen", action="store_true")
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "out" / "prompt_cache.png")
     args = parser.parse_args()
+    if args.turns < 2 or args.sessions < 1:
+        parser.error("--turns must be at least 2 (a restart is compared with a warm follow-up), --sessions at least 1")
     if args.model is None:
         from tests.smollm2 import smollm2_dir
 
