@@ -15,10 +15,13 @@ COMMAND_SHOWN = 300  # characters of a holder's command line shown in messages
 class PortHolder:
     pid: int | None
     command: str
+    listening: bool = True  # False: the port is the local end of one of the holder's connections
 
     def describe(self) -> str:
         if self.pid is None:
             return "another process (its pid cannot be read)"
+        if not self.listening:
+            return f"a connection of pid {self.pid} ({self.command}) as its local port"
         return f"pid {self.pid} ({self.command})"
 
 
@@ -35,15 +38,20 @@ def port_holder(host: str, port: int) -> PortHolder | None:
 
 
 def listener(port: int) -> PortHolder:
-    """Who listens on `port`, as far as this user may see (pid None when it may not)."""
+    """Who holds `port`, as far as this user may see (pid None when it may not).
+
+    A listener is named first. Failing that, a connection whose local end is the port: ports in the
+    system's ephemeral range can be taken for a while by any process's outgoing connection.
+    """
     try:
         connections = psutil.net_connections(kind="inet")
     except (psutil.AccessDenied, OSError):
         connections = []
-    for conn in connections:
-        if conn.status == psutil.CONN_LISTEN and conn.laddr and conn.laddr.port == port and conn.pid:
-            return PortHolder(conn.pid, _command_of(conn.pid))
-    return PortHolder(None, "")
+    on_port = [c for c in connections if c.laddr and c.laddr.port == port and c.pid]
+    if not on_port:
+        return PortHolder(None, "")
+    conn = min(on_port, key=lambda c: c.status != psutil.CONN_LISTEN)
+    return PortHolder(conn.pid, _command_of(conn.pid), listening=conn.status == psutil.CONN_LISTEN)
 
 
 def _can_bind(host: str, port: int) -> bool:

@@ -275,8 +275,10 @@ def test_serve_without_any_port_free_socket_check_names_the_config_error(tmp_pat
 
 def test_unrunnable_command_fails_at_once(tmp_path: Path) -> None:
     config = tmp_path / "c.json"
-    port = free_port()
-    config.write_text(json.dumps({"backends": {"x": {"command": ["/nonexistent/server", "{port}"], "port": port}}}))
+    backend = {"command": ["/nonexistent/server", "{port}"], "port": free_port()}
+    # The proxy gets its own free port: the default (49152) lies in Linux's ephemeral range, where
+    # any outgoing connection on the machine may be holding it.
+    config.write_text(json.dumps({"port": free_port(), "backends": {"x": backend}}))
     result = anyclaude("serve", "--config", str(config), "--mode", "x", timeout=20)
     assert result.returncode == 1, result.stderr
     assert "Cannot run backend 'x'" in result.stderr
@@ -291,3 +293,19 @@ def test_listening_socket_helper_sanity() -> None:
 
         holder = port_holder("127.0.0.1", port)
         assert holder is not None and holder.pid == os.getpid()
+
+
+def test_a_port_held_by_an_outgoing_connection_names_that_connection() -> None:
+    port = free_port()
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        with socket.socket() as client:
+            # The client's local end is `port`, as an ephemeral port would be; nothing listens on it.
+            client.bind(("127.0.0.1", port))
+            client.connect(server.getsockname())
+            from launcher.ports import port_holder
+
+            holder = port_holder("127.0.0.1", port)
+            assert holder is not None and holder.pid == os.getpid() and not holder.listening
+            assert holder.describe().startswith(f"a connection of pid {os.getpid()} (")
