@@ -34,10 +34,10 @@ def port_holder(host: str, port: int) -> PortHolder | None:
     Raises:
         OSError: `host` cannot be resolved.
     """
-    return None if _can_bind(host, port) else listener(port)
+    return None if _can_bind(host, port) else holder_of(port)
 
 
-def listener(port: int) -> PortHolder:
+def holder_of(port: int) -> PortHolder:
     """Who holds `port`, as far as this user may see (pid None when it may not).
 
     A listener is named first. Failing that, a connection whose local end is the port: ports in the

@@ -29,7 +29,7 @@ from launcher.bridge.handlers import Handlers, error_response
 from launcher.bridge.options import ProxyOptions
 from launcher.bridge.upstream import BackendGate, BackendUnavailable, StaticGate, Upstream
 from launcher.errors import PortInUseError
-from launcher.ports import listener
+from launcher.ports import holder_of
 
 log = logging.getLogger("anyclaude.proxy")
 
@@ -115,7 +115,7 @@ def bind_socket(host: str, port: int) -> socket.socket:
         sock.close()
         if exc.errno == errno.EADDRINUSE:
             raise PortInUseError(
-                f"Port {port} is in use by {listener(port).describe()}.",
+                f"Port {port} is in use by {holder_of(port).describe()}.",
                 hint="Stop it, or set `port` in .anyclauderc.json (or ANYCLAUDE_PORT).",
             ) from None
         raise PortInUseError(f"Cannot listen on {host}:{port} ({exc.strerror}).", hint="Check `host`.") from None

@@ -17,7 +17,7 @@ from typing import Any
 import psutil
 import pytest
 
-from launcher.ports import free_port
+from launcher.ports import free_port, port_holder
 from tests.harness import Serve, alive, anyclaude, start_serve, wait_until
 
 StartServe = Callable[..., Serve]
@@ -289,10 +289,8 @@ def test_listening_socket_helper_sanity() -> None:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", port))
         sock.listen()
-        from launcher.ports import port_holder
-
         holder = port_holder("127.0.0.1", port)
-        assert holder is not None and holder.pid == os.getpid()
+        assert holder is not None and holder.pid == os.getpid() and holder.listening
 
 
 def test_a_port_held_by_an_outgoing_connection_names_that_connection() -> None:
@@ -304,8 +302,6 @@ def test_a_port_held_by_an_outgoing_connection_names_that_connection() -> None:
             # The client's local end is `port`, as an ephemeral port would be; nothing listens on it.
             client.bind(("127.0.0.1", port))
             client.connect(server.getsockname())
-            from launcher.ports import port_holder
-
             holder = port_holder("127.0.0.1", port)
             assert holder is not None and holder.pid == os.getpid() and not holder.listening
             assert holder.describe().startswith(f"a connection of pid {os.getpid()} (")
