@@ -13,6 +13,8 @@ from enum import StrEnum
 from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import urlsplit
 
+from launcher.redact import is_secret_name
+
 if TYPE_CHECKING:
     from launcher.config import BackendConfig, Config
 
@@ -249,14 +251,6 @@ def entry_secrets(entry: BackendConfig) -> tuple[str, ...]:
     found = [entry.api_key.get_secret_value()] if entry.api_key else []
     found += [value for key, value in entry.env.items() if is_secret_name(key) and value]
     return tuple(s for s in found if s)
-
-
-_SECRET_NAME = re.compile(r"(API_?KEY|TOKEN|SECRET|PASSWORD|AUTHORIZATION)$", re.IGNORECASE)
-
-
-def is_secret_name(name: str) -> bool:
-    """True for names like OPENAI_API_KEY, HF_TOKEN, apiKey, Authorization, x-api-key."""
-    return bool(_SECRET_NAME.search(name.replace("-", "_")))
 
 
 def model_context_length(model: str | None) -> int | None:

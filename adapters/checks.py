@@ -80,7 +80,7 @@ def port_check(host: str, port: int | None, *, name: str = "port") -> Check:
     """Free, or held by whom (pid and command line when this user may see them)."""
     if port is None:
         return Check(name, CheckStatus.FAIL, "no port is set", 'Set the backend\'s "port".')
-    from launcher.ports import port_holder
+    from launcher.supervision.ports import port_holder
 
     try:
         held = port_holder(host, port)

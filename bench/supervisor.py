@@ -26,13 +26,13 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from adapters.base import ApiKind, LaunchSpec, Probe  # noqa: E402
-from launcher.backoff import Backoff  # noqa: E402
 from launcher.paths import Home  # noqa: E402
-from launcher.ports import free_port  # noqa: E402
-from launcher.states import ProcessState  # noqa: E402
+from launcher.supervision.backoff import Backoff  # noqa: E402
+from launcher.supervision.ports import free_port  # noqa: E402
+from launcher.supervision.states import ProcessState  # noqa: E402
 
 S = ProcessState
-from launcher.supervisor import Supervisor, Timings  # noqa: E402
+from launcher.supervision.supervisor import Supervisor, Timings  # noqa: E402
 
 
 def marks(path: Path, kind: str) -> list[float]:

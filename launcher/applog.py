@@ -5,10 +5,10 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable
 
-from launcher.childlog import PrivateRotatingFileHandler
 from launcher.config import Config
 from launcher.paths import Home
 from launcher.redact import redact_text
+from launcher.supervision.childlog import PrivateRotatingFileHandler
 
 
 class RedactingFilter(logging.Filter):

@@ -108,7 +108,7 @@ def _print_dry_run(settings: Any) -> None:
     else:
         click.echo("command:  (nothing is started for this kind)")
     for key, value in sorted(spec.env.items()):
-        from adapters.base import is_secret_name
+        from launcher.redact import is_secret_name
 
         shown = MASK if is_secret_name(key) else redact_text(value, secrets)
         click.echo(f"env:      {key}={shown}")

@@ -10,8 +10,8 @@ from typing import Any
 
 from pydantic import AliasChoices, BaseModel, ValidationError
 
-from adapters.base import is_secret_name
 from launcher.errors import ConfigError
+from launcher.redact import is_secret_name
 
 
 def _known_keys(model: type[BaseModel]) -> list[str]:

@@ -14,12 +14,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from launcher import statefile
-from launcher.clock import MonotonicClock
 from launcher.errors import AnyclaudeError, NotRunningError
 from launcher.paths import Home
-from launcher.procs import terminate_group
-from launcher.statefile import BackendRecord
+from launcher.supervision import statefile
+from launcher.supervision.clock import MonotonicClock
+from launcher.supervision.procs import terminate_group
+from launcher.supervision.statefile import BackendRecord
 
 POLL = 0.1
 

@@ -8,9 +8,9 @@ import time
 from collections import deque
 from pathlib import Path
 
-from launcher import statefile
 from launcher.errors import NotRunningError
 from launcher.paths import Home
+from launcher.supervision import statefile
 
 FOLLOW_POLL = 0.25
 

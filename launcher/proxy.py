@@ -29,7 +29,7 @@ from launcher.bridge.handlers import Handlers, error_response
 from launcher.bridge.options import ProxyOptions
 from launcher.bridge.upstream import BackendGate, BackendUnavailable, StaticGate, Upstream
 from launcher.errors import PortInUseError
-from launcher.ports import holder_of
+from launcher.supervision.ports import holder_of
 
 log = logging.getLogger("anyclaude.proxy")
 

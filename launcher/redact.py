@@ -5,11 +5,15 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Sequence
 
-from adapters.base import is_secret_name
-
 MASK = "***"
 _ASSIGN = re.compile(r"^(--?)?([\w-]+)=(.+)$")
 _BEARER = re.compile(r"(?i)\b(bearer)\s+[\w.~+/=-]+")
+_SECRET_NAME = re.compile(r"(API_?KEY|TOKEN|SECRET|PASSWORD|AUTHORIZATION)$", re.IGNORECASE)
+
+
+def is_secret_name(name: str) -> bool:
+    """True for names like OPENAI_API_KEY, HF_TOKEN, apiKey, Authorization, x-api-key."""
+    return bool(_SECRET_NAME.search(name.replace("-", "_")))
 
 
 def redact_text(text: str, secrets: Iterable[str] = ()) -> str:

@@ -23,7 +23,7 @@ from launcher.config import Settings, load_settings
 from launcher.errors import AnyclaudeError
 from launcher.history import record_applied
 from launcher.stack import Backend, Stack, build_backend, proxy_options, resolve_spec, wait_started
-from launcher.states import ProcessState
+from launcher.supervision.states import ProcessState
 
 log = logging.getLogger("anyclaude.reload")
 # Editors save in bursts (write, rename, chmod); 300 ms of quiet means the file is done.

@@ -26,8 +26,8 @@ from launcher.loop import add_signal_handler, remove_signal_handler
 from launcher.progress import Progress
 from launcher.reload import start_watching
 from launcher.stack import Stack, wait_started
-from launcher.states import ProcessState
-from launcher.supervisor import Supervisor
+from launcher.supervision.states import ProcessState
+from launcher.supervision.supervisor import Supervisor
 
 log = logging.getLogger("anyclaude.runtime")
 S = ProcessState

@@ -14,15 +14,15 @@ from dataclasses import dataclass
 from typing import Any
 
 from adapters.base import AdapterError, LaunchSpec, launch_spec
-from launcher.backoff import Backoff
-from launcher.breaker import CircuitBreaker
 from launcher.config import Settings
 from launcher.errors import AnyclaudeError, BackendFatalError, ConfigError
-from launcher.gate import SupervisorGate, upstream_for
 from launcher.progress import Progress
 from launcher.proxy import ProxyOptions, ProxyServer, Upstream, create_proxy_app, serve_proxy
-from launcher.states import SERVING, ProcessState
-from launcher.supervisor import Supervisor, Timings
+from launcher.supervision.backoff import Backoff
+from launcher.supervision.breaker import CircuitBreaker
+from launcher.supervision.gate import SupervisorGate, upstream_for
+from launcher.supervision.states import SERVING, ProcessState
+from launcher.supervision.supervisor import Supervisor, Timings
 
 log = logging.getLogger("anyclaude.stack")
 S = ProcessState

@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 
 import psutil
 
-from launcher.ports import free_port
+from launcher.supervision.ports import free_port
 
 T = TypeVar("T")
 ROOT = Path(__file__).resolve().parent.parent

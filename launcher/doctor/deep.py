@@ -24,12 +24,12 @@ from typing import IO, Any
 import httpx
 
 from adapters.base import Check, CheckStatus
-from launcher import statefile
 from launcher.config import Settings, load_settings
 from launcher.control import proxied, stop
 from launcher.errors import AnyclaudeError, ConfigError
 from launcher.paths import Home
-from launcher.ports import free_port
+from launcher.supervision import statefile
+from launcher.supervision.ports import free_port
 
 PROXY, STREAM, TOOLS, CACHE = "deep.proxy", "deep.stream", "deep.tools", "deep.cache"
 # Requests after the proxy is up share this budget; starting a serve has its own (startupTimeout + grace).

@@ -15,7 +15,7 @@ from typing import Any
 import httpx
 import pytest
 
-from launcher.ports import free_port
+from launcher.supervision.ports import free_port
 from tests.harness import ROOT, launch_serve, wait_until
 
 pytestmark = [

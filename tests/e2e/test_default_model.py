@@ -11,7 +11,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from launcher.ports import free_port
+from launcher.supervision.ports import free_port
 from tests.harness import wait_until
 
 

@@ -18,7 +18,7 @@ from typing import Any
 import anthropic
 import pytest
 
-from launcher.ports import free_port
+from launcher.supervision.ports import free_port
 from tests.harness import ROOT, Serve, start_serve
 from tests.integration.mlx_server_process import start_server, stop_server
 

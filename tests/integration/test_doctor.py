@@ -22,8 +22,8 @@ import pytest
 from adapters.base import Check, CheckStatus
 from launcher.doctor import render, run_checks
 from launcher.paths import Home
-from launcher.ports import free_port
-from launcher.statefile import BackendRecord, write_record
+from launcher.supervision.ports import free_port
+from launcher.supervision.statefile import BackendRecord, write_record
 
 SECRET = "sk-doctor-test-secret-0123456789"
 

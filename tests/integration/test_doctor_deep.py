@@ -19,7 +19,7 @@ from typing import Any
 import httpx
 import pytest
 
-from launcher.ports import free_port
+from launcher.supervision.ports import free_port
 from tests.conftest import tagged_processes
 from tests.harness import ROOT, fault_command, start_serve, write_config
 

@@ -13,7 +13,7 @@ import httpx
 import psutil
 import pytest
 
-from launcher.ports import free_port
+from launcher.supervision.ports import free_port
 from tests.harness import Serve, alive, anyclaude, fault_command, launch_serve, wait_until
 
 

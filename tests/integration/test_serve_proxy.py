@@ -19,7 +19,7 @@ import anthropic
 import httpx
 import pytest
 
-from launcher.ports import free_port
+from launcher.supervision.ports import free_port
 from tests.harness import Serve, alive, start_serve, wait_until
 
 StartServe = Callable[..., Serve]

@@ -17,7 +17,7 @@ from typing import Any
 import psutil
 import pytest
 
-from launcher.ports import free_port, port_holder
+from launcher.supervision.ports import free_port, port_holder
 from tests.harness import Serve, alive, anyclaude, start_serve, wait_until
 
 StartServe = Callable[..., Serve]

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from launcher.backoff import Backoff
+from launcher.supervision.backoff import Backoff
 
 
 def backoff(**kw: object) -> Backoff:

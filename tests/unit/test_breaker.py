@@ -6,9 +6,9 @@ import asyncio
 
 import pytest
 
-from launcher.breaker import BreakerState, CircuitBreaker, Permit
-from launcher.clock import FakeClock
 from launcher.errors import AnyclaudeError, CircuitOpenError
+from launcher.supervision.breaker import BreakerState, CircuitBreaker, Permit
+from launcher.supervision.clock import FakeClock
 
 B = BreakerState
 Change = tuple[BreakerState, BreakerState, str]

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from launcher.childlog import BackendLog, Pump
+from launcher.supervision.childlog import BackendLog, Pump
 
 SECRET = "sk-live-0123456789abcdef"
 

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from adapters.base import is_secret_name
-from launcher.redact import MASK, redact_argv, redact_text
+from launcher.redact import MASK, is_secret_name, redact_argv, redact_text
 
 
 @pytest.mark.parametrize(

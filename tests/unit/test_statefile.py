@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from launcher.paths import Home
-from launcher.statefile import (
+from launcher.supervision.statefile import (
     BackendRecord,
     argv_hash,
     backend_alive,

@@ -7,11 +7,11 @@ from collections import deque
 
 import pytest
 
-from launcher.states import SERVING, TRANSITIONS, ProcessState, can_transition
+from launcher.supervision.states import SERVING, TRANSITIONS, ProcessState, can_transition
 
 S = ProcessState
 
-# Written out independently of launcher/states.py so that a drift in the table fails a test.
+# Written out independently of launcher/supervision/states.py so that a drift in the table fails a test.
 EXPECTED: dict[ProcessState, set[ProcessState]] = {
     S.STOPPED: {S.STARTING},
     S.STARTING: {S.READY, S.BACKOFF, S.FATAL, S.STOPPING},

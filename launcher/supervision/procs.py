@@ -12,7 +12,7 @@ from collections.abc import Callable, Mapping
 
 import psutil
 
-from launcher.clock import Clock
+from launcher.supervision.clock import Clock
 
 PR_SET_PDEATHSIG = 1
 POLL = 0.05

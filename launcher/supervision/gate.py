@@ -12,12 +12,12 @@ from __future__ import annotations
 from typing import Any
 
 from adapters.base import ApiKind, LaunchSpec
-from launcher.breaker import BreakerState, Permit
 from launcher.config import BackendConfig
 from launcher.errors import CircuitOpenError
 from launcher.proxy import BackendUnavailable, Upstream
-from launcher.states import SERVING, ProcessState
-from launcher.supervisor import Supervisor
+from launcher.supervision.breaker import BreakerState, Permit
+from launcher.supervision.states import SERVING, ProcessState
+from launcher.supervision.supervisor import Supervisor
 
 # Seconds a client is told to wait when the backend is down for good or still starting.
 RETRY_FATAL = 30.0

@@ -15,8 +15,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
 
-from launcher.clock import Clock, MonotonicClock
 from launcher.errors import CircuitOpenError
+from launcher.supervision.clock import Clock, MonotonicClock
 
 
 class BreakerState(StrEnum):

@@ -19,17 +19,17 @@ from typing import Any
 import httpx
 
 from adapters.base import LaunchSpec
-from launcher import statefile
-from launcher.backoff import Backoff
-from launcher.breaker import CircuitBreaker
-from launcher.childlog import BackendLog, Pump
-from launcher.clock import Clock, MonotonicClock
 from launcher.errors import AnyclaudeError, BackendFatalError, BackendStartError, PortInUseError
-from launcher.health import probe
 from launcher.paths import Home
-from launcher.ports import port_holder
-from launcher.procs import spawn, terminate_group
-from launcher.states import SERVING, ProcessState, can_transition
+from launcher.supervision import statefile
+from launcher.supervision.backoff import Backoff
+from launcher.supervision.breaker import CircuitBreaker
+from launcher.supervision.childlog import BackendLog, Pump
+from launcher.supervision.clock import Clock, MonotonicClock
+from launcher.supervision.health import probe
+from launcher.supervision.ports import port_holder
+from launcher.supervision.procs import spawn, terminate_group
+from launcher.supervision.states import SERVING, ProcessState, can_transition
 
 log = logging.getLogger("anyclaude.supervisor")
 
