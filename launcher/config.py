@@ -128,7 +128,13 @@ class BackendConfig(_Model):
         default_factory=dict, description="mlx-server: more models, alias -> path, each loaded on first use."
     )
     model_alias: str | None = Field(None, description="mlx-server: the name clients use for `model` (its folder name).")
-    max_queue: int = Field(8, ge=0, description="mlx-server: requests waiting behind the running one; more get 503.")
+    max_queue: int = Field(8, ge=0, description="mlx-server: requests waiting beyond those running; more get 503.")
+    decode_concurrency: int | None = Field(
+        None, ge=1, description="mlx-server: requests generating together in one batch (32); 1 runs one at a time."
+    )
+    prefill_concurrency: int | None = Field(
+        None, ge=1, description="mlx-server: requests reading their prompts together (4)."
+    )
     memory_limit: float | None = Field(
         None, gt=0, description="mlx-server: GB of model weights kept loaded; least recently used models go first."
     )
@@ -137,7 +143,7 @@ class BackendConfig(_Model):
     )
     cpu_only: bool = Field(False, description="mlx-server: run on the CPU even where a GPU is available.")
     cache_slots: int | None = Field(
-        None, ge=0, description="mlx-server: prompt caches kept for reuse (8); 0 turns prompt caching off."
+        None, ge=0, description="mlx-server: prompt caches kept for reuse (32); 0 turns prompt caching off."
     )
     cache_bytes: int | None = Field(
         None, gt=0, description="mlx-server: bytes the kept prompt caches may take (4 GiB); least recently used go."

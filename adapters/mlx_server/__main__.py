@@ -20,7 +20,10 @@ from adapters.mlx_server.config import (
     DEFAULT_CACHE_LIMIT_BYTES,
     DEFAULT_CACHE_PERSIST_INTERVAL,
     DEFAULT_CACHE_SLOTS,
+    DEFAULT_DECODE_CONCURRENCY,
+    DEFAULT_MAX_QUEUE,
     DEFAULT_MAX_TOKENS,
+    DEFAULT_PREFILL_CONCURRENCY,
     DEFAULT_PREFILL_STEP,
     ModelNotFoundError,
     ModelSpec,
@@ -50,7 +53,21 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8081)
     parser.add_argument("--context-length", type=int, help="context window in tokens (default: from the model)")
-    parser.add_argument("--max-queue", type=int, default=8, help="requests waiting behind the running one")
+    parser.add_argument(
+        "--max-queue", type=int, default=DEFAULT_MAX_QUEUE, help="requests waiting beyond those running (then 503)"
+    )
+    parser.add_argument(
+        "--decode-concurrency",
+        type=int,
+        default=DEFAULT_DECODE_CONCURRENCY,
+        help="requests generating together in one batch (1: one at a time)",
+    )
+    parser.add_argument(
+        "--prefill-concurrency",
+        type=int,
+        default=DEFAULT_PREFILL_CONCURRENCY,
+        help="requests reading their prompts together",
+    )
     parser.add_argument("--memory-limit", type=float, help="GB of model weights kept loaded (LRU eviction)")
     parser.add_argument(
         "--cache-limit", type=float, default=DEFAULT_CACHE_LIMIT_BYTES / _GB, help="GB of MLX buffer cache kept"
@@ -105,6 +122,8 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
         port=args.port,
         context_length=args.context_length,
         max_queue=args.max_queue,
+        decode_concurrency=args.decode_concurrency,
+        prefill_concurrency=args.prefill_concurrency,
         memory_limit_bytes=int(args.memory_limit * _GB) if args.memory_limit else None,
         cache_limit_bytes=int(args.cache_limit * _GB),
         default_max_tokens=args.max_tokens,

@@ -52,6 +52,10 @@ def server_argv(name: str, entry: BackendConfig, port: int) -> list[str]:
     if entry.context_length is not None:
         argv += ["--context-length", str(entry.context_length)]
     argv += ["--max-queue", str(entry.max_queue)]
+    if entry.decode_concurrency is not None:
+        argv += ["--decode-concurrency", str(entry.decode_concurrency)]
+    if entry.prefill_concurrency is not None:
+        argv += ["--prefill-concurrency", str(entry.prefill_concurrency)]
     if entry.memory_limit is not None:
         argv += ["--memory-limit", str(entry.memory_limit)]
     if entry.tool_parser:
@@ -97,6 +101,7 @@ def server_config(name: str, entry: BackendConfig, port: int | None = None) -> S
         port=port or entry.port or 0,
         context_length=entry.context_length,
         max_queue=entry.max_queue,
+        **_concurrency(entry),
         memory_limit_bytes=int(entry.memory_limit * _GB) if entry.memory_limit else None,
         tool_parser=entry.tool_parser,
         temperature=1.0 if entry.temperature is None else entry.temperature,
@@ -105,6 +110,12 @@ def server_config(name: str, entry: BackendConfig, port: int | None = None) -> S
         log_level=(entry.log_level or "info").lower(),
         **_cache_settings(entry),
     )
+
+
+def _concurrency(entry: BackendConfig) -> dict[str, Any]:
+    """Batch limits of an embedded server: the keys that are set; the server's defaults apply to the rest."""
+    settings = {"decode_concurrency": entry.decode_concurrency, "prefill_concurrency": entry.prefill_concurrency}
+    return {name: value for name, value in settings.items() if value is not None}
 
 
 def _cache_settings(entry: BackendConfig) -> dict[str, Any]:

@@ -2,7 +2,8 @@
 
 Layout: `<cache dir>/<model fingerprint>/<slot id>.safetensors`, one file per slot, written with mlx-lm's
 `save_prompt_cache`; its metadata holds the format, the fingerprint, the slot's namespace (chat-template
-settings), its token ids, where its prompt ends and its hit count. The fingerprint hashes `config.json`,
+settings), its token ids, where its prompt ends, its hit count and its owner (Claude Code's session and agent
+ids, so the eviction order survives a restart). The fingerprint hashes `config.json`,
 each weights file's name, size and mtime, and the chat template, so a changed model or template gets a
 new folder and a stale cache is never read for it.
 
@@ -56,6 +57,8 @@ class SavedSlot:
     prompt_length: int
     hits: int
     cache: list[Any]
+    session: str = ""
+    agent: str = ""
 
 
 @dataclass
@@ -87,6 +90,8 @@ def write_slots(plan_dir: Path, fingerprint: str, writes: Sequence[SavedSlot], k
             "tokens": ",".join(map(str, slot.tokens)),
             "prompt_length": str(slot.prompt_length),
             "hits": str(slot.hits),
+            "session": slot.session,
+            "agent": slot.agent,
         }
         try:
             save_prompt_cache(str(temp), slot.cache, metadata)
@@ -140,6 +145,8 @@ def _validated(
         prompt_length=min(prompt_length, len(tokens)),
         hits=int(meta.get("hits", 0)),
         cache=cache,
+        session=meta.get("session", ""),
+        agent=meta.get("agent", ""),
     )
 
 

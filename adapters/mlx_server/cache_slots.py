@@ -7,16 +7,22 @@ client sent end and the model's own output begins.
 
 Ownership: a cache object belongs to exactly one holder at a time. mlx-lm caches are written in place
 (`KVCache.update_and_fetch` assigns into its buffer; `trim` only moves the offset back), so two slots
-sharing one cache would overwrite each other's keys. `take` therefore either
+sharing one cache would overwrite each other's keys. A caller that writes into the cache it is given
+(`borrow=False`: the one-at-a-time path) therefore gets it either
 
-- **moves** the slot out: the request extends that very cache and `put` brings it back holding the new
+- **moved** out of its slot: the request extends that very cache and `put` brings it back holding the new
   sequence. This happens when the slot's tokens are a prefix of the prompt (a conversation's next turn),
   or when the prompt leaves the slot only inside the slot's own generated tail (the client re-rendered
   the reply differently, or resent the same prompt): that tail is the model's reply as the model
   tokenized it, which the new prompt has replaced, so trimming it loses nothing worth keeping; or
-- **copies** the common prefix into a new cache and leaves the slot untouched: when the prompt diverges
+- **copied**: the common prefix goes into a new cache and the slot stays untouched, when the prompt diverges
   inside tokens a client sent (a side request sharing the system prompt, an edited or forked history).
   So two different continuations of one prefix both survive: each becomes its own slot.
+
+A caller that only reads it (`borrow=True`: the batch path, where mlx-lm copies every cache into the batch's
+own arrays) gets the slot's cache itself, or views of its prefix, and the slot stays in the table: requests
+running at the same time (parallel subagents sharing a system prompt) all reuse it. Where the one-at-a-time
+path would have moved the slot, the lease names it (`supersedes`), and `put` replaces it with the result.
 
 Trim rules: reuse is capped at `len(prompt) - 1`, because the model must see at least the last prompt
 token to give logits (an exact repeat is trimmed by one). Dropping tokens needs a trimmable cache
@@ -24,8 +30,15 @@ token to give logits (an exact repeat is trimmed by one). Dropping tokens needs 
 wrapped, recurrent state) are reused only when the slot's tokens are an exact prefix of the prompt.
 
 Budget: after each `put`, slots whose tokens are a prefix of the new slot's are dropped (it holds all
-they had), then least recently used slots go until at most `max_slots` remain within `max_bytes` (the newest slot
-always stays, so one conversation larger than the budget still reuses its own prefix).
+they had), then slots go until at most `max_slots` remain within `max_bytes` (the newest slot always stays,
+so one conversation larger than the budget still reuses its own prefix). Which go first is decided by owner
+(Claude Code's session and agent ids, sent with each request): each owner's conversation (its "head": the
+most recently used of its slots at least half as long as its longest, so a compacted conversation takes
+over from the one it replaced, while a short side request never does) stays longest; everything else (side
+requests, superseded forks) goes first, least recently used first; then subagents' conversations; main
+conversations last. So parallel subagents and their side
+requests never evict the main conversation while anything else can go, and never each other while a side
+request can.
 Everything here is pure bookkeeping over a `CacheOps`; callers serialize access (one generation thread).
 """
 
@@ -56,6 +69,25 @@ class CacheOps(Protocol[C]):
         ...
 
 
+@dataclass(frozen=True)
+class Owner:
+    """Who a slot's tokens belong to: a Claude Code session and, for a subagent, its agent id ("" if none).
+
+    Requests without these headers (other clients) share the anonymous owner, which is treated like a main
+    conversation: its largest slot is protected from its own side requests.
+    """
+
+    session: str = ""
+    agent: str = ""
+
+    @property
+    def is_agent(self) -> bool:
+        return bool(self.agent)
+
+
+ANONYMOUS = Owner()
+
+
 @dataclass
 class Slot(Generic[C]):
     key: str
@@ -68,6 +100,7 @@ class Slot(Generic[C]):
     last_used: float = 0.0
     # Tokens of this slot known to be on disk as a prefix of `tokens` (persistence bookkeeping).
     saved_length: int = 0
+    owner: Owner = ANONYMOUS
 
 
 @dataclass
@@ -77,7 +110,10 @@ class Lease(Generic[C]):
     cache: C
     reused: int
     prompt_length: int
+    key: str = ""
+    owner: Owner = ANONYMOUS
     moved: Slot[C] | None = None  # the slot taken out (its id and hits carry over to `put`)
+    supersedes: str | None = None  # borrowed: the id of the slot the result replaces at `put`
     copied_from: str | None = None
 
 
@@ -121,8 +157,19 @@ class SlotTable(Generic[C]):
     def nbytes(self) -> int:
         return sum(slot.nbytes for slot in self._slots)
 
-    def take(self, key: str, tokens: Sequence[int], fresh: Callable[[], C]) -> Lease[C]:
-        """A cache to start `tokens` from: moved out of a slot, copied from one, or `fresh()`."""
+    def take(
+        self,
+        key: str,
+        tokens: Sequence[int],
+        fresh: Callable[[], C],
+        *,
+        borrow: bool = False,
+        owner: Owner = ANONYMOUS,
+    ) -> Lease[C]:
+        """A cache to start `tokens` from: moved out of a slot, copied or borrowed from one, or `fresh()`.
+
+        With `borrow`, the caller must not write into the cache (see the module's docstring).
+        """
         best: _Candidate[C] | None = None
         best_rank: tuple[int, bool, int] | None = None
         for order, slot in enumerate(self._slots):
@@ -135,25 +182,48 @@ class SlotTable(Generic[C]):
             if best_rank is None or rank > best_rank:
                 best, best_rank = candidate, rank
         if best is None:
-            return Lease(fresh(), 0, len(tokens))
+            return Lease(fresh(), 0, len(tokens), key, owner)
         slot = best.slot
         slot.hits += 1
         slot.last_used = self._clock()
+        if borrow:
+            self._touch(slot)
+            whole = best.usable == len(slot.tokens)
+            cache = slot.cache if whole else self._ops.copy_prefix(slot.cache, best.usable, len(slot.tokens))
+            supersedes = slot.id if best.move else None
+            return Lease(cache, best.usable, len(tokens), key, owner, supersedes=supersedes, copied_from=slot.id)
         if not best.move:
             self._touch(slot)
             copy = self._ops.copy_prefix(slot.cache, best.usable, len(slot.tokens))
-            return Lease(copy, best.usable, len(tokens), copied_from=slot.id)
+            return Lease(copy, best.usable, len(tokens), key, owner, copied_from=slot.id)
         self._slots.remove(slot)
         if best.usable < len(slot.tokens):
             self._ops.trim(slot.cache, len(slot.tokens) - best.usable)
-        return Lease(slot.cache, best.usable, len(tokens), moved=slot)
+        return Lease(slot.cache, best.usable, len(tokens), key, owner, moved=slot)
 
-    def put(self, key: str, tokens: Sequence[int], cache: C, lease: Lease[C] | None) -> list[Slot[C]]:
-        """Keep `cache`, which holds exactly `tokens`, as the most recent slot; returns the slots evicted."""
+    def reusable(self, key: str, tokens: Sequence[int]) -> int:
+        """How many of `tokens` a `take` would reuse now (nothing is taken)."""
+        usable = [c.usable for s in self._slots if s.key == key and (c := self._candidate(s, tokens)) is not None]
+        return max(usable, default=0)
+
+    def put(
+        self, key: str, tokens: Sequence[int], cache: C, lease: Lease[C] | None, owner: Owner | None = None
+    ) -> list[Slot[C]]:
+        """Keep `cache`, which holds exactly `tokens`, as the most recent slot; returns the slots evicted.
+
+        `lease` is the one the cache came from (its slot's id carries over), or None for a new slot (a
+        checkpoint of a request still running); `owner` defaults to the lease's.
+        """
         prompt_length = min(lease.prompt_length if lease else len(tokens), len(tokens))
+        owner = owner if owner is not None else (lease.owner if lease else ANONYMOUS)
         slot = Slot(key, list(tokens), cache, prompt_length, self._ops.nbytes(cache), last_used=self._clock())
-        if lease is not None and lease.moved is not None:
-            old = lease.moved
+        slot.owner = owner
+        old = lease.moved if lease is not None else None
+        if lease is not None and lease.supersedes is not None:
+            old = next((s for s in self._slots if s.id == lease.supersedes), None)
+            if old is not None:
+                self._slots.remove(old)
+        if old is not None:
             slot.id, slot.hits = old.id, old.hits
             # What is on disk is still valid as far as the new tokens agree with it.
             slot.saved_length = min(old.saved_length, common_prefix(old.tokens, tokens))
@@ -162,8 +232,25 @@ class SlotTable(Generic[C]):
         self._slots.append(slot)
         # The new slot itself always stays: a conversation larger than the budget still reuses its own prefix.
         while len(self._slots) > 1 and (len(self._slots) > self.max_slots or self.nbytes > self.max_bytes):
-            evicted.append(self._slots.pop(0))
+            evicted.append(self._slots.pop(self._victim()))
         return evicted
+
+    def _victim(self) -> int:
+        """Index of the slot to evict next (never the newest, the last): see "Budget" in the module's docstring."""
+        longest: dict[Owner, int] = {}
+        for slot in self._slots:
+            longest[slot.owner] = max(longest.get(slot.owner, 0), len(slot.tokens))
+        heads: dict[Owner, Slot[C]] = {}
+        for slot in self._slots:  # least recently used first, so the last one that qualifies is the head
+            if len(slot.tokens) * 2 >= longest[slot.owner]:
+                heads[slot.owner] = slot
+
+        def protection(index: int) -> tuple[int, int]:
+            slot = self._slots[index]
+            level = 0 if heads[slot.owner] is not slot else (1 if slot.owner.is_agent else 2)
+            return level, index
+
+        return min(range(len(self._slots) - 1), key=protection)
 
     def drop(self, matches: Callable[[str], bool]) -> list[Slot[C]]:
         """Remove every slot whose key `matches`; returns them."""
@@ -211,6 +298,8 @@ def describe(slots: Sequence[Slot[C]], clock: Callable[[], float] = time.time) -
                 "last_used": slot.last_used,
                 "idle_s": round(max(0.0, now - slot.last_used), 3),
                 "saved_tokens": slot.saved_length,
+                "session": slot.owner.session or None,
+                "agent": slot.owner.agent or None,
             }
         )
     return rows

@@ -74,9 +74,10 @@ def prepare_model_cache(store: PromptCacheStore, loaded: LoadedModel, config: Se
     started = time.perf_counter()
     tokens = render_chat(loaded, warmup.messages, warmup.tools, add_generation_prompt=False).tokens
     key = cache_key(loaded.alias)
-    cache, reused = store.fetch(key, loaded.model, tokens)
-    prefill(loaded.model, cache, tokens[reused:], config.prefill_step)
-    store.store(key, tokens, cache)
+    lease = store.fetch(key, loaded.model, tokens)
+    reused = lease.reused
+    prefill(loaded.model, lease.cache, tokens[reused:], config.prefill_step)
+    store.store(lease, tokens, lease.cache)
     log.info(
         "prompt cache: warmup of %d tokens (%d reused) in %.2fs", len(tokens), reused, time.perf_counter() - started
     )

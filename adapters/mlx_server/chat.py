@@ -4,6 +4,9 @@ The template comes from the model folder (`chat_template.jinja` or `tokenizer_co
 tokenizer loaded it. `tools` are handed to the template, so a prompt with tools is what the model
 was trained to read. Tokenizer calls take the model's lock (HF tokenizers fail when two threads
 use one at once).
+
+The server runs text-only models (mlx-lm): a message with an image, audio or file part is refused with a
+clear error rather than rendered without it, which would have the model describe an image it never saw.
 """
 
 from __future__ import annotations
@@ -35,7 +38,7 @@ def render_chat(
 ) -> Prompt:
     """Render and tokenize a chat. Raises ValueError when the template rejects the messages."""
     tokenizer = loaded.tokenizer
-    prepared = [_template_message(m) for m in messages]
+    prepared = [_template_message(m) for m in messages]  # raises for images before anything is rendered
     with loaded.tokenizer_lock:
         if getattr(tokenizer, "has_chat_template", False):
             try:
@@ -60,11 +63,30 @@ def encode_text(loaded: LoadedModel, text: str) -> list[int]:
         return list(loaded.tokenizer.encode(text))
 
 
+# OpenAI content-part types a text-only model cannot read, and what to call them in the error.
+_NOT_TEXT = {
+    "image_url": "images",
+    "input_image": "images",
+    "image": "images",
+    "input_audio": "audio",
+    "audio": "audio",
+    "file": "files",
+    "input_file": "files",
+}
+
+
 def _template_message(message: dict[str, Any]) -> dict[str, Any]:
-    """OpenAI message -> what chat templates expect: text content as one string, tool arguments as objects."""
+    """OpenAI message -> what chat templates expect: text content as one string, tool arguments as objects.
+
+    Raises ValueError for content this text-only server cannot read (images, audio, files).
+    """
     out = dict(message)
     content = out.get("content")
     if isinstance(content, list):
+        for part in content:
+            kind = part.get("type") if isinstance(part, dict) else None
+            if kind in _NOT_TEXT:
+                raise ValueError(f"this model does not accept {_NOT_TEXT[kind]}: it reads text only")
         out["content"] = "".join(
             part.get("text", "") for part in content if isinstance(part, dict) and part.get("type") == "text"
         )

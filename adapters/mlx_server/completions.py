@@ -2,7 +2,14 @@
 
 A client that goes away cancels its generation: a stream's generator is closed by the server on
 disconnect (its `finally` cancels the job); a non-streaming request watches for the disconnect
-message while it waits. Either way the generation stops at its next token and its queue place frees.
+message while it waits. Either way the generation stops at its next step and its queue place frees.
+
+Two additions to OpenAI's stream, both ignorable by any client: while the prompt is read, SSE comment lines
+`: prefill {"prompt_tokens": N, "cached_tokens": C, "processed": P}` (the first when the request is admitted,
+before any data; then one per prefill chunk), so a proxy knows the backend is working and what the prompt
+cache supplied before the first token; and the stop sequence that ended a reply as the choice's
+`stop_reason` (vLLM's field), streaming and not. Requests carry Claude Code's `x-claude-code-session-id` and
+`x-claude-code-agent-id` headers through to the prompt cache, which keeps each conversation's slots apart.
 """
 
 from __future__ import annotations
@@ -17,17 +24,10 @@ from fastapi import Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from adapters.mlx_server import responses
+from adapters.mlx_server.cache_slots import Owner
 from adapters.mlx_server.chat import Prompt, encode_text, render_chat
-from adapters.mlx_server.engine import (
-    EngineStoppedError,
-    Event,
-    Failed,
-    Finished,
-    GenerationRequest,
-    Job,
-    QueueFullError,
-    TextChunk,
-)
+from adapters.mlx_server.engine import EngineStoppedError, QueueFullError
+from adapters.mlx_server.jobs import Event, Failed, Finished, GenerationRequest, Job, Prefill, TextChunk
 from adapters.mlx_server.output import CollectedOutput, OutputAssembler, reasoning_splitter_for, tool_stream_for
 from adapters.mlx_server.pool import LoadedModel, UnknownModelError
 from adapters.mlx_server.runtime import Readiness, Runtime
@@ -36,6 +36,8 @@ from adapters.mlx_server.schemas import ChatCompletionRequest, CompletionRequest
 
 # Seconds a client is told to wait after a 503 (queue full or still loading).
 RETRY_AFTER_SECONDS = 2
+SESSION_HEADER = "x-claude-code-session-id"
+AGENT_HEADER = "x-claude-code-agent-id"
 
 
 class RequestError(Exception):
@@ -60,7 +62,7 @@ class CompletionRoutes:
             except ValueError as exc:
                 raise RequestError(error_response(400, str(exc), param="messages")) from None
             namespace = json.dumps(body.chat_template_kwargs, sort_keys=True) if body.chat_template_kwargs else ""
-            job = self._submit(loaded, prompt, body, namespace)
+            job = self._submit(loaded, prompt, body, owner_of(request), namespace)
         except RequestError as refused:
             return refused.response
         assembler = OutputAssembler(
@@ -75,7 +77,7 @@ class CompletionRoutes:
             if isinstance(event, TextChunk):
                 output.add(assembler.feed(event.text))
         output.add(assembler.finish())
-        return _final(events, lambda done: responses.chat_completion(loaded.alias, output, *done))
+        return _final(events, lambda done: responses.chat_completion(loaded.alias, output, done))
 
     async def complete(self, body: CompletionRequest, request: Request) -> Response:
         try:
@@ -85,14 +87,14 @@ class CompletionRoutes:
             else:
                 text = body.prompt if isinstance(body.prompt, str) else str(body.prompt[0])
                 prompt = Prompt(await asyncio.to_thread(encode_text, loaded, text))
-            job = self._submit(loaded, prompt, body)
+            job = self._submit(loaded, prompt, body, owner_of(request))
         except RequestError as refused:
             return refused.response
         if body.stream:
             return _streaming(self._completion_stream(job, loaded.alias, body.include_usage), job)
         events = await collect_until_disconnect(request, job)
         text = "".join(e.text for e in events if isinstance(e, TextChunk))
-        return _final(events, lambda done: responses.completion(loaded.alias, text, *done))
+        return _final(events, lambda done: responses.completion(loaded.alias, text, done))
 
     async def _model(self, requested: str | None) -> LoadedModel:
         runtime = self._runtime
@@ -108,7 +110,9 @@ class CompletionRoutes:
         except Exception as exc:
             raise RequestError(error_response(500, f"cannot load model '{alias}': {exc}", type_="api_error")) from None
 
-    def _submit(self, loaded: LoadedModel, prompt: Prompt, body: GenerationFields, namespace: str = "") -> Job:
+    def _submit(
+        self, loaded: LoadedModel, prompt: Prompt, body: GenerationFields, owner: Owner, namespace: str = ""
+    ) -> Job:
         count = len(prompt.tokens)
         if count == 0:
             raise RequestError(error_response(400, "the prompt is empty", param="messages"))
@@ -146,6 +150,7 @@ class CompletionRoutes:
             max_tokens,
             request_id=secrets.token_hex(6),
             cache_namespace=namespace,
+            owner=owner,
         )
         try:
             return self._runtime.engine.submit(generation, asyncio.get_running_loop())
@@ -158,8 +163,15 @@ class CompletionRoutes:
         self, job: Job, model: str, assembler: OutputAssembler, include_usage: bool
     ) -> AsyncIterator[str]:
         stream = responses.ChatStream(model)
-        yield responses.sse(stream.chunk({"role": "assistant", "content": ""}))
+        started = False
         async for event in job.events():
+            if isinstance(event, Prefill):
+                yield responses.prefill_comment(event)
+                if started:
+                    continue
+            if not started:
+                started = True
+                yield responses.sse(stream.chunk({"role": "assistant", "content": ""}))
             if isinstance(event, TextChunk):
                 for out in assembler.feed(event.text):
                     yield responses.sse(stream.event_chunk(out))
@@ -167,25 +179,34 @@ class CompletionRoutes:
                 for out in assembler.finish():
                     yield responses.sse(stream.event_chunk(out))
                 reason = responses.chat_finish_reason(event.finish_reason, stream.tool_calls > 0)
-                yield responses.sse(stream.chunk({}, reason))
+                yield responses.sse(stream.chunk({}, reason, event.stop_sequence))
                 if include_usage:
                     yield responses.sse(stream.usage_chunk(event.usage))
-            else:
+            elif isinstance(event, Failed):
                 yield responses.sse(_error_body(event))
         yield responses.sse("[DONE]")
 
     async def _completion_stream(self, job: Job, model: str, include_usage: bool) -> AsyncIterator[str]:
         stream = responses.CompletionStream(model)
         async for event in job.events():
-            if isinstance(event, TextChunk):
+            if isinstance(event, Prefill):
+                yield responses.prefill_comment(event)
+            elif isinstance(event, TextChunk):
                 yield responses.sse(stream.chunk(event.text))
             elif isinstance(event, Finished):
-                yield responses.sse(stream.chunk("", "length" if event.finish_reason == "length" else "stop"))
+                reason = "length" if event.finish_reason == "length" else "stop"
+                yield responses.sse(stream.chunk("", reason, stop_reason=event.stop_sequence))
                 if include_usage:
                     yield responses.sse(stream.chunk("", usage=event.usage))
             else:
                 yield responses.sse(_error_body(event))
         yield responses.sse("[DONE]")
+
+
+def owner_of(request: Request) -> Owner:
+    """The conversation a request belongs to, from Claude Code's headers (anonymous without them)."""
+    headers = request.headers
+    return Owner(headers.get(SESSION_HEADER, ""), headers.get(AGENT_HEADER, ""))
 
 
 def _streaming(chunks: AsyncIterator[str], job: Job) -> StreamingResponse:
@@ -225,10 +246,10 @@ async def collect_until_disconnect(request: Request, job: Job) -> list[Event]:
     return collected
 
 
-def _final(events: list[Event], build: Callable[[tuple[str, Any]], dict[str, Any]]) -> Response:
+def _final(events: list[Event], build: Callable[[Finished], dict[str, Any]]) -> Response:
     last = events[-1] if events else None
     if isinstance(last, Finished):
-        return JSONResponse(build((last.finish_reason, last.usage)))
+        return JSONResponse(build(last))
     if isinstance(last, Failed):
         return error_response(500, last.message, type_="api_error")
     return Response(status_code=499)  # the client left; nobody reads this

@@ -17,8 +17,16 @@ DEFAULT_MAX_TOKENS = 4096
 DEFAULT_CACHE_LIMIT_BYTES = 1 << 30
 # Prompts are prefilled in chunks of this many tokens (mlx-lm uses 2048; smaller keeps cancellation snappy).
 DEFAULT_PREFILL_STEP = 512
-# Prompt-cache slots: a main conversation, its side requests (titles, summaries) and a few other sessions.
-DEFAULT_CACHE_SLOTS = 8
+# Prompt-cache slots: a main conversation, its side requests (titles, summaries), Claude Code's parallel
+# subagents (up to 20 at once in current versions) and a few other sessions; `cacheBytes` bounds the memory.
+DEFAULT_CACHE_SLOTS = 32
+# Requests decoding together in one batch (mlx_lm.server's default) and reading their prompts together. Prompt
+# reading is compute-bound: more at once shares the same compute and delays each one's first token, so fewer
+# than mlx_lm.server's 8; a short request still passes a long prompt instead of waiting for all of it.
+DEFAULT_DECODE_CONCURRENCY = 32
+DEFAULT_PREFILL_CONCURRENCY = 4
+# Requests waiting beyond those running before more are refused with 503.
+DEFAULT_MAX_QUEUE = 8
 # Memory the kept prompt caches may take; SmolLM2-135M needs ~46 KB per token, a 30B model ~200 KB.
 DEFAULT_CACHE_BYTES = 4 << 30
 # Seconds between prompt-cache saves while requests keep the server busy (it also saves when idle and at exit).
@@ -49,7 +57,9 @@ class ServerConfig:
     host: str = "127.0.0.1"
     port: int = 8081
     context_length: int | None = None
-    max_queue: int = 8
+    max_queue: int = DEFAULT_MAX_QUEUE
+    decode_concurrency: int = DEFAULT_DECODE_CONCURRENCY
+    prefill_concurrency: int = DEFAULT_PREFILL_CONCURRENCY
     memory_limit_bytes: int | None = None
     cache_limit_bytes: int = DEFAULT_CACHE_LIMIT_BYTES
     default_max_tokens: int = DEFAULT_MAX_TOKENS
@@ -77,6 +87,8 @@ class ServerConfig:
             raise ValueError(f"model aliases must be distinct, got {aliases}")
         if self.max_queue < 0:
             raise ValueError("max_queue must be >= 0")
+        if self.decode_concurrency < 1 or self.prefill_concurrency < 1:
+            raise ValueError("decode_concurrency and prefill_concurrency must be >= 1")
         if self.cache_slots < 0 or self.cache_bytes <= 0 or self.cache_persist_interval < 0:
             raise ValueError("cache_slots must be >= 0, cache_bytes > 0 and cache_persist_interval >= 0")
 

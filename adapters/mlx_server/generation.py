@@ -1,4 +1,7 @@
-"""The token loop: prefill, then sample one token at a time, with logits processors seeing everything.
+"""The one-at-a-time token loop: prefill, then sample one token at a time, logits processors seeing everything.
+
+Used for requests that cannot join mlx-lm's batch (`solo.py`): a model whose cache cannot be merged into a
+batch, or a request with a `seed`.
 
 mlx-lm's `stream_generate(..., prompt_cache=cache)` gives its logits processors only the tokens it was
 handed, not a prefix already in the cache, so a repetition penalty would change once a prompt cache
@@ -40,6 +43,7 @@ def generate_tokens(
     cancelled: Callable[[], bool],
     fed: FedTokens | None = None,
     logits_of: LastLogits | None = None,
+    progress: Callable[[int], None] | None = None,
 ) -> Generator[int, None, None]:
     """Yield sampled token ids, at most `max_tokens`.
 
@@ -54,6 +58,7 @@ def generate_tokens(
         cancelled: polled during prefill so a disconnected client does not hold the thread for minutes.
         fed: updated with the number of tokens the cache holds, for storing it afterwards.
         logits_of: the last position's logits from `model` (`heads.last_logits`); default the model's own call.
+        progress: called with the number of prompt tokens in the cache after each prefill chunk.
     """
     import mlx.core as mx
 
@@ -75,6 +80,8 @@ def generate_tokens(
         mx.eval([layer.state for layer in cache])
         counter.count += chunk
         pending = pending[chunk:]
+        if progress is not None:
+            progress(counter.count)
 
     def step(inputs: mx.array, seen: mx.array) -> mx.array:
         logits = last_logits(inputs[None], cache)

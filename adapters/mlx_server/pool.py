@@ -48,6 +48,8 @@ class LoadedModel:
     vocab_size: int
     # Logits of the last input position (see heads.py); None: the model's own call.
     last_logits: LastLogits | None = None
+    # Why requests for this model cannot join a batch (they run one at a time), or None when they can.
+    batching: str | None = None
     # HF tokenizers are not safe to use from two threads at once ("Already borrowed").
     tokenizer_lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -105,9 +107,23 @@ class ModelPool:
                 "bytes": loaded[alias].nbytes if alias in loaded else None,
                 "context_length": loaded[alias].context_length if alias in loaded else self._config.context_length,
                 "default": alias == self.default_alias,
+                "batching": self._batching(loaded.get(alias)),
             }
             for alias in self.aliases
         ]
+
+    def _batching(self, loaded: LoadedModel | None) -> dict[str, Any] | None:
+        """Whether the model's requests batch (None until it is loaded), and the limits or the reason."""
+        if loaded is None:
+            return None
+        if loaded.batching is not None:
+            return {"enabled": False, "reason": loaded.batching}
+        config = self._config
+        return {
+            "enabled": True,
+            "decode_concurrency": config.decode_concurrency,
+            "prefill_concurrency": config.prefill_concurrency,
+        }
 
     def load(self, alias: str) -> LoadedModel:
         """Load `alias` unless it is in memory, evicting least recently used models to fit. Generation thread only."""
@@ -132,6 +148,7 @@ class ModelPool:
             nbytes=parameter_bytes(model),
             vocab_size=int(model_config.get("vocab_size") or len(tokenizer)),
             last_logits=logits,
+            batching=unbatchable_reason(model),
         )
         with self._lock:
             self._loaded[alias] = entry
@@ -144,6 +161,15 @@ class ModelPool:
             entry.context_length,
             "of the last position only" if shortcut else "of every position (the model's own call)",
         )
+        if entry.batching is None:
+            log.info(
+                "batching on for %s: up to %d requests generate together, %d read their prompts together",
+                alias,
+                self._config.decode_concurrency,
+                self._config.prefill_concurrency,
+            )
+        else:
+            log.warning("batching off for %s: %s; its requests run one at a time", alias, entry.batching)
         return entry
 
     def unload_all(self) -> None:
@@ -170,6 +196,16 @@ class ModelPool:
             # The evicted weights are only freed once no array refers to them; then MLX may reuse the buffers.
             gc.collect()
             mx.clear_cache()
+
+
+def unbatchable_reason(model: Any) -> str | None:
+    """Why `model`'s requests cannot share mlx-lm's batch, or None: each layer's cache must merge into one."""
+    from mlx_lm.models.cache import make_prompt_cache
+
+    for layer in make_prompt_cache(model):
+        if not hasattr(layer, "merge"):
+            return f"its {type(layer).__name__} cannot be merged into a batch"
+    return None
 
 
 def context_length_of(model_config: dict[str, Any]) -> int | None:

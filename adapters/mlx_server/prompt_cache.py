@@ -1,7 +1,8 @@
 """Where the engine gets the KV cache it starts from, and gives it back after a generation.
 
-The engine asks one object for `(cache, reused)` before prefilling and hands the cache back when it is
-done. `FreshPromptCache` keeps nothing. `SlotPromptCache` keeps several slots and reuses the longest
+The engine asks one object for a `Lease` (a cache holding the first `reused` tokens of the prompt) before
+prefilling and hands the resulting cache back with that lease when it is done (`store`), or gives the lease
+back unused (`release`). `FreshPromptCache` keeps nothing. `SlotPromptCache` keeps several slots and reuses the longest
 token prefix (the rules for which slot is moved or copied, and when a cache is trimmed, are in
 `cache_slots.py`), and saves its slots to disk (`cache_disk.py`).
 
@@ -34,7 +35,7 @@ from typing import Any, Protocol
 
 from adapters.mlx_server.cache_disk import DiskWriter, SavedSlot, load_slots
 from adapters.mlx_server.cache_mlx import MlxCacheOps, fresh_cache, frozen_copy, persistable
-from adapters.mlx_server.cache_slots import CacheOps, Lease, Slot, SlotTable, describe
+from adapters.mlx_server.cache_slots import ANONYMOUS, CacheOps, Lease, Owner, Slot, SlotTable, describe
 
 log = logging.getLogger("anyclaude.mlx_server")
 
@@ -59,19 +60,34 @@ def _split_key(key: str) -> tuple[str, str]:
 class PromptCacheStore(Protocol):
     """Supplies a starting KV cache for a token sequence and takes caches back.
 
-    `fetch`, `store` and `flush` run on the generation thread (MLX arrays are bound to its stream);
-    `describe` may be called from any thread.
+    `fetch`, `store`, `checkpoint` and `flush` run on the generation thread (MLX arrays are bound to its
+    stream); `describe` and `reusable` may be called from any thread.
     """
 
-    def fetch(self, model_key: str, model: Any, tokens: Sequence[int]) -> tuple[KVCache, int]:
-        """A cache holding the first `reused` tokens of `tokens`, and `reused`.
+    def fetch(
+        self, model_key: str, model: Any, tokens: Sequence[int], *, owner: Owner = ANONYMOUS, borrow: bool = False
+    ) -> Lease[KVCache]:
+        """A lease whose cache holds the first `lease.reused` tokens of `tokens`.
 
-        `reused` is always less than `len(tokens)`: at least one token must be fed to get logits.
+        `reused` is always less than `len(tokens)`: at least one token must be fed to get logits. With `borrow`,
+        the caller only reads the cache (mlx-lm's batch copies it) and the slot it came from stays usable.
         """
         ...
 
-    def store(self, model_key: str, tokens: Sequence[int], cache: KVCache) -> None:
+    def store(self, lease: Lease[KVCache], tokens: Sequence[int], cache: KVCache) -> None:
         """Offer the cache after generation; it holds exactly `tokens` (prompt plus generated tokens fed)."""
+        ...
+
+    def release(self, lease: Lease[KVCache]) -> None:
+        """Give a lease back without a result (nothing new was computed)."""
+        ...
+
+    def checkpoint(self, lease: Lease[KVCache], tokens: Sequence[int], cache: KVCache) -> None:
+        """Keep `cache` (holding `tokens`, a prompt just prefilled) for other requests while `lease` runs on."""
+        ...
+
+    def reusable(self, model_key: str, tokens: Sequence[int]) -> int:
+        """How many of `tokens` a fetch would reuse now."""
         ...
 
     def drop(self, model_key: str) -> None:
@@ -95,11 +111,22 @@ class PromptCacheStore(Protocol):
 class FreshPromptCache:
     """The store that reuses nothing: a new cache per request, `reused` always 0."""
 
-    def fetch(self, model_key: str, model: Any, tokens: Sequence[int]) -> tuple[KVCache, int]:
-        return fresh_cache(model), 0
+    def fetch(
+        self, model_key: str, model: Any, tokens: Sequence[int], *, owner: Owner = ANONYMOUS, borrow: bool = False
+    ) -> Lease[KVCache]:
+        return Lease(fresh_cache(model), 0, len(tokens), model_key, owner)
 
-    def store(self, model_key: str, tokens: Sequence[int], cache: KVCache) -> None:
+    def store(self, lease: Lease[KVCache], tokens: Sequence[int], cache: KVCache) -> None:
         return None
+
+    def release(self, lease: Lease[KVCache]) -> None:
+        return None
+
+    def checkpoint(self, lease: Lease[KVCache], tokens: Sequence[int], cache: KVCache) -> None:
+        return None
+
+    def reusable(self, model_key: str, tokens: Sequence[int]) -> int:
+        return 0
 
     def drop(self, model_key: str) -> None:
         return None
@@ -144,7 +171,6 @@ class SlotPromptCache:
         self._ops: CacheOps[KVCache] = ops or MlxCacheOps()
         self._table: SlotTable[KVCache] = SlotTable(self._ops, slots, max_bytes)
         self._persist_interval = persist_interval
-        self._leases: dict[int, Lease[KVCache]] = {}
         self._bindings: dict[str, _Binding] = {}
         self._writer = DiskWriter()
         # `describe` reads from the event loop while the generation thread changes the table.
@@ -157,22 +183,38 @@ class SlotPromptCache:
 
     # ---- the engine's seam ----
 
-    def fetch(self, model_key: str, model: Any, tokens: Sequence[int]) -> tuple[KVCache, int]:
+    def fetch(
+        self, model_key: str, model: Any, tokens: Sequence[int], *, owner: Owner = ANONYMOUS, borrow: bool = False
+    ) -> Lease[KVCache]:
         with self._lock:
-            lease = self._table.take(model_key, tokens, lambda: fresh_cache(model))
-            self._leases[id(lease.cache)] = lease
+            lease = self._table.take(model_key, tokens, lambda: fresh_cache(model), borrow=borrow, owner=owner)
             self._hits += lease.reused > 0
             self._misses += lease.reused == 0
             self._reused_tokens += lease.reused
             self._prompt_tokens += len(tokens)
-        return lease.cache, lease.reused
+        return lease
 
-    def store(self, model_key: str, tokens: Sequence[int], cache: KVCache) -> None:
+    def store(self, lease: Lease[KVCache], tokens: Sequence[int], cache: KVCache) -> None:
+        self._put(lease.key, tokens, cache, lease, lease.owner)
+
+    def release(self, lease: Lease[KVCache]) -> None:
+        if lease.moved is not None:
+            # A moved slot left the table with the lease: put it back as it was (trimmed, so it holds the
+            # reused prefix only).
+            self._put(lease.key, lease.moved.tokens[: lease.reused], lease.cache, lease, lease.owner)
+
+    def checkpoint(self, lease: Lease[KVCache], tokens: Sequence[int], cache: KVCache) -> None:
+        self._put(lease.key, tokens, cache, None, lease.owner)
+
+    def reusable(self, model_key: str, tokens: Sequence[int]) -> int:
         with self._lock:
-            lease = self._leases.pop(id(cache), None)
-            if not tokens or self._table.max_slots <= 0:
-                return
-            evicted = self._table.put(model_key, tokens, cache, lease)
+            return self._table.reusable(model_key, tokens)
+
+    def _put(self, key: str, tokens: Sequence[int], cache: KVCache, lease: Lease[KVCache] | None, owner: Owner) -> None:
+        if not tokens or self._table.max_slots <= 0:
+            return
+        with self._lock:
+            evicted = self._table.put(key, tokens, cache, lease, owner)
         for slot in evicted:
             log.debug("prompt cache: evicted slot %s (%d tokens, %d bytes)", slot.id, len(slot.tokens), slot.nbytes)
 
@@ -240,6 +282,7 @@ class SlotPromptCache:
                 id=saved.id,
                 hits=saved.hits,
                 saved_length=len(saved.tokens),
+                owner=Owner(saved.session, saved.agent),
             )
             with self._lock:
                 if not self._table.adopt(slot):
@@ -272,7 +315,17 @@ class SlotPromptCache:
 
 def _saved(slot: Slot[KVCache]) -> SavedSlot:
     namespace = _split_key(slot.key)[1]
-    return SavedSlot(slot.id, namespace, list(slot.tokens), slot.prompt_length, slot.hits, frozen_copy(slot.cache))
+    cache = frozen_copy(slot.cache)
+    return SavedSlot(
+        slot.id,
+        namespace,
+        list(slot.tokens),
+        slot.prompt_length,
+        slot.hits,
+        cache,
+        slot.owner.session,
+        slot.owner.agent,
+    )
 
 
 def build_prompt_cache(slots: int, max_bytes: int, persist_interval: float) -> PromptCacheStore:

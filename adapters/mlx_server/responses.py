@@ -8,7 +8,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from adapters.mlx_server.engine import Usage
+from adapters.mlx_server.jobs import Finished, Prefill, Usage
 from adapters.mlx_server.output import CollectedOutput, OutputEvent, ReasoningPiece
 from adapters.tool_parsers import ToolCall, ToolCallDelta
 
@@ -17,6 +17,12 @@ def sse(payload: dict[str, Any] | str) -> str:
     """One server-sent event line; `[DONE]` is passed as the plain string."""
     data = payload if isinstance(payload, str) else json.dumps(payload, ensure_ascii=False, separators=(",", ":"))
     return f"data: {data}\n\n"
+
+
+def prefill_comment(event: Prefill) -> str:
+    """The SSE comment line reporting prompt reading (ignored by clients; read by anyclaude's proxy)."""
+    figures = {"prompt_tokens": event.prompt_tokens, "cached_tokens": event.cached_tokens, "processed": event.processed}
+    return f": prefill {json.dumps(figures, separators=(',', ':'))}\n\n"
 
 
 def usage_body(usage: Usage) -> dict[str, Any]:
@@ -52,13 +58,18 @@ class ChatStream:
     created: int = field(default_factory=lambda: int(time.time()))
     tool_calls: int = 0
 
-    def chunk(self, delta: dict[str, Any], finish_reason: str | None = None) -> dict[str, Any]:
+    def chunk(
+        self, delta: dict[str, Any], finish_reason: str | None = None, stop_reason: str | None = None
+    ) -> dict[str, Any]:
+        choice: dict[str, Any] = {"index": 0, "delta": delta, "finish_reason": finish_reason, "logprobs": None}
+        if stop_reason is not None:
+            choice["stop_reason"] = stop_reason
         return {
             "id": self.id,
             "object": "chat.completion.chunk",
             "created": self.created,
             "model": self.model,
-            "choices": [{"index": 0, "delta": delta, "finish_reason": finish_reason, "logprobs": None}],
+            "choices": [choice],
         }
 
     def event_chunk(self, event: OutputEvent) -> dict[str, Any]:
@@ -80,7 +91,7 @@ class ChatStream:
         }
 
 
-def chat_completion(model: str, output: CollectedOutput, engine_reason: str, usage: Usage) -> dict[str, Any]:
+def chat_completion(model: str, output: CollectedOutput, done: Finished) -> dict[str, Any]:
     message: dict[str, Any] = {"role": "assistant", "content": output.content or None}
     if output.reasoning:
         message["reasoning_content"] = output.reasoning
@@ -97,11 +108,12 @@ def chat_completion(model: str, output: CollectedOutput, engine_reason: str, usa
             {
                 "index": 0,
                 "message": message,
-                "finish_reason": chat_finish_reason(engine_reason, bool(output.tool_calls)),
+                "finish_reason": chat_finish_reason(done.finish_reason, bool(output.tool_calls)),
+                "stop_reason": done.stop_sequence,
                 "logprobs": None,
             }
         ],
-        "usage": usage_body(usage),
+        "usage": usage_body(done.usage),
     }
 
 
@@ -111,13 +123,22 @@ class CompletionStream:
     id: str = field(default_factory=lambda: "cmpl-" + secrets.token_hex(12))
     created: int = field(default_factory=lambda: int(time.time()))
 
-    def chunk(self, text: str, finish_reason: str | None = None, usage: Usage | None = None) -> dict[str, Any]:
+    def chunk(
+        self,
+        text: str,
+        finish_reason: str | None = None,
+        usage: Usage | None = None,
+        stop_reason: str | None = None,
+    ) -> dict[str, Any]:
+        choice: dict[str, Any] = {"index": 0, "text": text, "finish_reason": finish_reason, "logprobs": None}
+        if stop_reason is not None:
+            choice["stop_reason"] = stop_reason
         body: dict[str, Any] = {
             "id": self.id,
             "object": "text_completion",
             "created": self.created,
             "model": self.model,
-            "choices": [{"index": 0, "text": text, "finish_reason": finish_reason, "logprobs": None}],
+            "choices": [choice],
         }
         if usage is not None:
             body["choices"] = []
@@ -125,7 +146,8 @@ class CompletionStream:
         return body
 
 
-def completion(model: str, text: str, engine_reason: str, usage: Usage) -> dict[str, Any]:
-    body = CompletionStream(model).chunk(text, "length" if engine_reason == "length" else "stop")
-    body["usage"] = usage_body(usage)
+def completion(model: str, text: str, done: Finished) -> dict[str, Any]:
+    reason = "length" if done.finish_reason == "length" else "stop"
+    body = CompletionStream(model).chunk(text, reason, stop_reason=done.stop_sequence)
+    body["usage"] = usage_body(done.usage)
     return body

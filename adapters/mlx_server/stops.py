@@ -29,23 +29,28 @@ class StopMatcher:
     def __init__(self, stops: Sequence[str]) -> None:
         self._stops = tuple(s for s in stops if s)
         self._held = ""
-        self._stopped = False
+        self._matched: str | None = None
 
     @property
     def stopped(self) -> bool:
-        return self._stopped
+        return self._matched is not None
+
+    @property
+    def matched(self) -> str | None:
+        """The stop sequence that ended the text, once one has."""
+        return self._matched
 
     def feed(self, piece: str) -> StopResult:
         """Add `piece`; returns the text that can be sent and whether generation should stop."""
-        if self._stopped:
+        if self._matched is not None:
             return StopResult("", True)
         if not self._stops:
             return StopResult(piece, False)
         text = self._held + piece
-        cut = _earliest_match(text, self._stops)
-        if cut is not None:
+        found = _earliest_match(text, self._stops)
+        if found is not None:
+            cut, self._matched = found
             self._held = ""
-            self._stopped = True
             return StopResult(text[:cut], True)
         keep = partial_suffix_length(text, self._stops)
         self._held = text[len(text) - keep :] if keep else ""
@@ -54,12 +59,16 @@ class StopMatcher:
     def flush(self) -> str:
         """The held-back text once generation ended without completing a stop sequence."""
         held, self._held = self._held, ""
-        return "" if self._stopped else held
+        return "" if self._matched is not None else held
 
 
-def _earliest_match(text: str, stops: Sequence[str]) -> int | None:
-    found = [i for i in (text.find(s) for s in stops) if i >= 0]
-    return min(found) if found else None
+def _earliest_match(text: str, stops: Sequence[str]) -> tuple[int, str] | None:
+    """Where the earliest stop sequence starts in `text`, and which one (the longest, of two at one place)."""
+    found = [(at, -len(stop), stop) for stop in stops if (at := text.find(stop)) >= 0]
+    if not found:
+        return None
+    at, _, stop = min(found)
+    return at, stop
 
 
 def partial_suffix_length(text: str, stops: Sequence[str]) -> int:

@@ -31,9 +31,8 @@ LONG = {"messages": USER, "max_tokens": 1900, "temperature": 0, "stream": True}
 @pytest.fixture(scope="module")
 def server(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:  # noqa: F811
     # Started through the thin script, as `serverScript` configs run it.
-    started = start_server(
-        tiny_model, tmp_path_factory.mktemp("logs"), ["--max-queue", "1"], entry=["scripts/mlx-server.py"]
-    )
+    args = ["--max-queue", "1", "--decode-concurrency", "2"]
+    started = start_server(tiny_model, tmp_path_factory.mktemp("logs"), args, entry=["scripts/mlx-server.py"])
     yield started
     stop_server(started)
 
@@ -46,17 +45,18 @@ def queue(server: ServerProcess) -> dict[str, int]:
 def test_full_queue_is_503_with_retry_after(server: ServerProcess) -> None:
     before = queue(server)["cancelled"]
     with httpx.Client(base_url=server.url, timeout=30) as http, ExitStack() as streams:
-        streams.enter_context(http.stream("POST", "/v1/chat/completions", json=LONG))
-        assert poll(lambda: queue(server)["running"], 10), queue(server)
+        for _ in range(2):  # decode concurrency 2: both run together
+            streams.enter_context(http.stream("POST", "/v1/chat/completions", json=LONG))
+        assert poll(lambda: queue(server)["running"] == 2, 10), queue(server)
         streams.enter_context(http.stream("POST", "/v1/chat/completions", json=LONG))
         assert poll(lambda: queue(server)["waiting"] == 1, 10), queue(server)
         refused = http.post("/v1/chat/completions", json={"messages": USER, "max_tokens": 2})
         assert refused.status_code == 503, refused.text
         assert refused.headers["retry-after"].isdigit()
         assert refused.json()["error"]["code"] == "queue_full"
-    # Both streams were closed unfinished: the waiting one leaves the queue, the running one stops.
+    # The streams were closed unfinished: the waiting one leaves the queue, the running ones stop.
     assert poll(lambda: queue(server)["running"] == 0 and queue(server)["waiting"] == 0, 5), queue(server)
-    assert queue(server)["cancelled"] == before + 2
+    assert queue(server)["cancelled"] == before + 3
 
 
 def test_client_disconnect_cancels_generation(server: ServerProcess) -> None:

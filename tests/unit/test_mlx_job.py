@@ -6,7 +6,7 @@ import asyncio
 import threading
 import time
 
-from adapters.mlx_server.engine import Finished, Job, TextChunk, Usage
+from adapters.mlx_server.jobs import Finished, Job, TextChunk, Usage
 
 
 def _job(loop: asyncio.AbstractEventLoop) -> Job:

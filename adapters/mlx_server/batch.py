@@ -1,0 +1,215 @@
+"""One model's running batch: mlx-lm's `BatchGenerator`, fed requests that start from their cached prefixes.
+
+mlx-lm does the batching: requests join at the next step and leave when done, each with its own sampler,
+logits processors (their token context is the whole history, cached prefix included: it is passed as
+`all_tokens`), `max_tokens` and end-of-sequence stops; prompts are prefilled in chunks between decode steps.
+What this module adds:
+
+- **The prompt cache.** A request is admitted with a lease on the longest cached prefix of its prompt
+  (borrowed: the batch copies it) and, when it ends, its cache goes back to the store holding the prompt and
+  the reply, for the next turn. A request that is cancelled or stopped early gives back what it computed
+  too, a partial prefill included: a client retrying a long prompt starts where the first try got to.
+- **Shared prefixes are computed once.** A prompt with at least `SHARED_PREFIX_MIN` new tokens is kept as a
+  checkpoint when its prefill ends, and a request sharing that much of it with one still prefilling waits
+  for that checkpoint (`waits_for_shared_prefix`) rather than computing the same keys alongside it: Claude
+  Code starts parallel subagents with one long system prompt and the same tools.
+- **Prefill that does not freeze decoding.** While requests decode, each prefill chunk is sized from the
+  measured prefill rate to take about `PREFILL_SLICE_S`, so a long prompt arriving mid-reply costs the
+  running streams a pause per step, not the whole prefill.
+- **Text-level stop sequences**, prefill progress and the client-facing text, through `reply.Reply`.
+
+Everything here runs on the generation thread.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+from adapters.mlx_server.cache_slots import Lease, common_prefix
+from adapters.mlx_server.config import ServerConfig
+from adapters.mlx_server.jobs import Failed, Job
+from adapters.mlx_server.pool import LoadedModel
+from adapters.mlx_server.prompt_cache import KVCache, PromptCacheStore, cache_key
+from adapters.mlx_server.reply import Reply
+from adapters.mlx_server.sampling import build_sampling
+
+log = logging.getLogger("anyclaude.mlx_server")
+
+# While other requests decode, a prefill chunk is sized to take about this long: each decode step then waits
+# at most this for the prefill beside it, and the prompt still advances by a useful chunk per step.
+PREFILL_SLICE_S = 0.25
+# The smallest chunk worth a pass over the weights, and the first guess before a rate is measured.
+MIN_PREFILL_SLICE = 32
+FIRST_PREFILL_SLICE = 128
+# New prompt tokens from which a finished prefill is kept as a checkpoint for requests sharing the prefix
+# (a copy of the prompt's keys; below this, recomputing them costs less than the copy and its memory).
+SHARED_PREFIX_MIN = 256
+_RATE_SMOOTHING = 0.3
+
+
+@dataclass
+class StepResult:
+    """What one step did to the requests: whose first text went out, which ended."""
+
+    first_texts: list[Job] = field(default_factory=list)
+    finished: list[Job] = field(default_factory=list)
+
+
+@dataclass
+class _Running:
+    job: Job
+    key: str
+    lease: Lease[KVCache]
+    reply: Reply
+    decoding: bool = False
+
+
+class BatchRunner:
+    """Admit jobs (`has_room`, `waits_for_shared_prefix`, `admit`), then `step` while `running`."""
+
+    def __init__(self, loaded: LoadedModel, store: PromptCacheStore, config: ServerConfig, stream: Any) -> None:
+        from mlx_lm.generate import BatchGenerator
+
+        self.model = loaded.model
+        self._store = store
+        self._config = config
+        self._gen = BatchGenerator(
+            loaded.model,
+            max_tokens=config.default_max_tokens,
+            stop_tokens=[[token] for token in loaded.tokenizer.eos_token_ids],
+            completion_batch_size=config.decode_concurrency,
+            prefill_batch_size=config.prefill_concurrency,
+            prefill_step_size=config.prefill_step,
+            stream=stream,
+        )
+        self._running: dict[int, _Running] = {}
+        self._prefill_rate: float | None = None  # prompt tokens per second, smoothed
+
+    @property
+    def running(self) -> int:
+        return len(self._running)
+
+    @property
+    def prefilling(self) -> int:
+        return sum(not run.decoding for run in self._running.values())
+
+    def has_room(self) -> bool:
+        return self.running < self._config.decode_concurrency and self.prefilling < self._config.prefill_concurrency
+
+    def waits_for_shared_prefix(self, job: Job) -> bool:
+        """True while a prefilling request is computing a long prefix of `job`'s prompt that the cache lacks."""
+        key = cache_key(job.request.model.alias, job.request.cache_namespace)
+        prompt = job.request.prompt_tokens
+        others = [run for run in self._running.values() if not run.decoding and run.key == key]
+        if not others:
+            return False
+        have = self._store.reusable(key, prompt)
+        for run in others:
+            theirs = run.job.request.prompt_tokens
+            checkpointed = len(theirs) - run.lease.reused >= SHARED_PREFIX_MIN
+            if checkpointed and min(common_prefix(theirs, prompt), len(prompt) - 1) - have >= SHARED_PREFIX_MIN:
+                return True
+        return False
+
+    def admit(self, job: Job) -> None:
+        """Start `job` from its longest cached prefix; it joins the batch at the next step."""
+        request = job.request
+        key = cache_key(request.model.alias, request.cache_namespace)
+        prompt = request.prompt_tokens
+        lease = self._store.fetch(key, request.model.model, prompt, owner=request.owner, borrow=True)
+        sampler, processors = build_sampling(request.sampling)
+        reply = Reply(job, lease.reused)
+        (uid,) = self._gen.insert_segments(
+            [[prompt[lease.reused :]]],
+            max_tokens=[request.max_tokens],
+            caches=[lease.cache],
+            all_tokens=[prompt[: lease.reused]],
+            samplers=[sampler],
+            logits_processors=[processors],
+        )
+        self._running[uid] = _Running(job, key, lease, reply)
+
+    def step(self) -> StepResult:
+        """One batch step (a decode step for the decoding requests, a prefill chunk for the others).
+
+        Raises what mlx-lm raised; the runner must then be dropped after `fail_all`.
+        """
+        result = StepResult()
+        decoding = any(run.decoding for run in self._running.values())
+        self._gen.prefill_step_size = self._prefill_slice() if decoding else self._config.prefill_step
+        with self._gen.stats() as stats:
+            prompt_responses, generation_responses = self._gen.next()  # type: ignore[no-untyped-call]
+        if stats.prompt_tokens and stats.prompt_time > 0:
+            rate = stats.prompt_tokens / stats.prompt_time
+            previous = self._prefill_rate
+            self._prefill_rate = rate if previous is None else previous + _RATE_SMOOTHING * (rate - previous)
+        for response in prompt_responses:
+            if (run := self._running.get(response.uid)) is not None:
+                self._prefilled(response.uid, run, run.lease.reused + int(response.progress[0]), response.end_of_prompt)
+        ended: list[int] = []
+        for response in generation_responses:
+            run = self._running.get(response.uid)
+            if run is None:
+                continue
+            had_text = run.job.text_emitted
+            complete = run.reply.add(int(response.token))
+            if response.finish_reason is not None:
+                self._end(response.uid, response.finish_reason, response.all_tokens, response.prompt_cache)
+                result.finished.append(run.job)
+            elif complete:
+                ended.append(response.uid)  # a stop sequence matched: mlx-lm does not know those
+            if not had_text and run.job.text_emitted:
+                result.first_texts.append(run.job)
+        ended += [uid for uid, run in self._running.items() if run.job.cancelled and uid not in ended]
+        if ended:
+            result.finished += [self._running[uid].job for uid in ended]
+            self._remove(ended, "stop")
+        return result
+
+    def cancel_all(self) -> None:
+        """End every request now, keeping what each computed in the prompt cache (shutdown)."""
+        for run in self._running.values():
+            run.job.cancel()
+        if self._running:
+            self._remove(list(self._running), "cancelled")
+
+    def fail_all(self, message: str) -> list[Job]:
+        """Fail every request (the batch raised) and return their jobs; the caller drops this runner."""
+        jobs = [run.job for run in self._running.values()]
+        for job in jobs:
+            job.emit(Failed(message))
+        self._running.clear()
+        return jobs
+
+    def _prefilled(self, uid: int, run: _Running, processed: int, done: bool) -> None:
+        if not done:
+            run.reply.progress(processed)
+            return
+        run.decoding = True
+        prompt = run.job.request.prompt_tokens
+        if len(prompt) - run.lease.reused >= SHARED_PREFIX_MIN:
+            for cache, tokens in self._gen.extract_cache([uid]).values():  # type: ignore[no-untyped-call]
+                self._store.checkpoint(run.lease, list(tokens), cache)
+
+    def _remove(self, uids: list[int], reason: str) -> None:
+        caches = self._gen.remove(uids, return_prompt_caches=True)  # type: ignore[no-untyped-call]
+        for uid in uids:
+            cache, tokens = caches.get(uid, (None, []))
+            self._end(uid, reason, tokens, cache)
+
+    def _end(self, uid: int, reason: str, tokens: list[int], cache: KVCache | None) -> None:
+        run = self._running.pop(uid)
+        if cache is not None and len(tokens) > run.lease.reused:
+            self._store.store(run.lease, list(tokens), cache)
+        else:
+            self._store.release(run.lease)
+        run.reply.finish(reason)
+
+    def _prefill_slice(self) -> int:
+        """Prompt tokens per prefilling request for the next chunk while others decode."""
+        if self._prefill_rate is None:
+            return FIRST_PREFILL_SLICE
+        share = self._prefill_rate * PREFILL_SLICE_S / max(1, self.prefilling)
+        return int(min(max(share, MIN_PREFILL_SLICE), self._config.prefill_step))
