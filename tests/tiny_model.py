@@ -7,6 +7,7 @@ temperature 0, so tests can pick stop strings from what greedy decoding produced
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -42,13 +43,9 @@ def make_tiny_llama(dst: Path, *, vocab: int = 358, context: int = 512) -> Path:
         vocab: tokenizer and embedding size; must leave room for the 256 byte tokens and 3 specials.
         context: `max_position_embeddings`, the context length the server enforces.
     """
-    import mlx.core as mx
-    from mlx.utils import tree_flatten
     from mlx_lm.models import llama
 
-    dst.mkdir(parents=True, exist_ok=True)
-    tokenizer = _train_tokenizer(vocab)
-    tokenizer.save(str(dst / "tokenizer.json"))
+    tokenizer = _write_tokenizer(dst, vocab, context)
     config: dict[str, Any] = {
         "model_type": "llama",
         "architectures": ["LlamaForCausalLM"],
@@ -65,7 +62,60 @@ def make_tiny_llama(dst: Path, *, vocab: int = 358, context: int = 512) -> Path:
         "torch_dtype": "float32",
         "eos_token_id": tokenizer.token_to_id(EOS),
     }
+    _write_weights(dst, config, lambda: llama.Model(llama.ModelArgs.from_dict(config)))  # type: ignore[no-untyped-call]
+    return dst
+
+
+def make_tiny_llama4(dst: Path, *, vocab: int = 358, context: int = 512) -> Path:
+    """A tiny random Llama-4 text model: its chunked-attention layers' caches cannot merge into a batch."""
+    from mlx_lm.models import llama4
+
+    tokenizer = _write_tokenizer(dst, vocab, context)
+    text_config: dict[str, Any] = {
+        "model_type": "llama4_text",
+        "attention_bias": False,
+        "attention_chunk_size": 64,
+        "head_dim": 16,
+        "hidden_size": 64,
+        "interleave_moe_layer_step": 4,
+        "intermediate_size": 64,
+        "intermediate_size_mlp": 128,
+        "max_position_embeddings": context,
+        "num_attention_heads": 4,
+        "num_experts_per_tok": 1,
+        "num_hidden_layers": 4,
+        "num_key_value_heads": 2,
+        "num_local_experts": 2,
+        "rms_norm_eps": 1e-5,
+        "rope_scaling": None,
+        "rope_theta": 10000.0,
+        "use_qk_norm": False,
+        "vocab_size": vocab,
+    }
+    config: dict[str, Any] = {
+        "model_type": "llama4",
+        "text_config": text_config,
+        "torch_dtype": "float32",
+        "eos_token_id": tokenizer.token_to_id(EOS),
+    }
+    _write_weights(dst, config, lambda: llama4.Model(llama4.ModelArgs.from_dict(config)))  # type: ignore[no-untyped-call]
+    return dst
+
+
+def _write_weights(dst: Path, config: dict[str, Any], build: Callable[[], Any]) -> None:
+    import mlx.core as mx
+    from mlx.utils import tree_flatten
+
     (dst / "config.json").write_text(json.dumps(config, indent=2))
+    mx.random.seed(0)  # before `build`: the weights are drawn when the model is made
+    weights = dict(tree_flatten(build().parameters()))
+    mx.save_safetensors(str(dst / "model.safetensors"), weights, metadata={"format": "mlx"})
+
+
+def _write_tokenizer(dst: Path, vocab: int, context: int) -> Any:
+    dst.mkdir(parents=True, exist_ok=True)
+    tokenizer = _train_tokenizer(vocab)
+    tokenizer.save(str(dst / "tokenizer.json"))
     tokenizer_config = {
         "tokenizer_class": "PreTrainedTokenizerFast",
         "eos_token": EOS,
@@ -87,12 +137,7 @@ def make_tiny_llama(dst: Path, *, vocab: int = 358, context: int = 512) -> Path:
         },
     }
     (dst / "tokenizer_config.json").write_text(json.dumps(tokenizer_config, indent=2))
-    mx.random.seed(0)
-    args = llama.ModelArgs.from_dict(config)  # type: ignore[no-untyped-call]
-    model = llama.Model(args)
-    weights = dict(tree_flatten(model.parameters()))
-    mx.save_safetensors(str(dst / "model.safetensors"), weights, metadata={"format": "mlx"})
-    return dst
+    return tokenizer
 
 
 def _train_tokenizer(vocab: int) -> Any:

@@ -24,6 +24,7 @@ Everything here runs on the generation thread.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -98,17 +99,21 @@ class BatchRunner:
     def has_room(self) -> bool:
         return self.running < self._config.decode_concurrency and self.prefilling < self._config.prefill_concurrency
 
-    def waits_for_shared_prefix(self, job: Job) -> bool:
-        """True while a prefilling request is computing a long prefix of `job`'s prompt that the cache lacks."""
+    def waits_for_shared_prefix(self, job: Job, planned: Sequence[Job] = ()) -> bool:
+        """True while a request prefilling (or `planned` to start with `job`) computes a long prefix of `job`'s
+        prompt that the prompt cache lacks: `job` then waits for the checkpoint instead of computing it too."""
         key = cache_key(job.request.model.alias, job.request.cache_namespace)
         prompt = job.request.prompt_tokens
-        others = [run for run in self._running.values() if not run.decoding and run.key == key]
+        others = [(run.job, run.lease.reused) for run in self._running.values() if not run.decoding and run.key == key]
+        for other in planned:
+            if cache_key(other.request.model.alias, other.request.cache_namespace) == key:
+                others.append((other, self._store.reusable(key, other.request.prompt_tokens)))
         if not others:
             return False
         have = self._store.reusable(key, prompt)
-        for run in others:
-            theirs = run.job.request.prompt_tokens
-            checkpointed = len(theirs) - run.lease.reused >= SHARED_PREFIX_MIN
+        for other, reused in others:
+            theirs = other.request.prompt_tokens
+            checkpointed = len(theirs) - reused >= SHARED_PREFIX_MIN
             if checkpointed and min(common_prefix(theirs, prompt), len(prompt) - 1) - have >= SHARED_PREFIX_MIN:
                 return True
         return False

@@ -215,10 +215,12 @@ class Engine:
                 self._running += 1
                 return admitted, job
             runner = self._runner(job)
-            planned = sum(1 for other in admitted if other.request.model is job.request.model)
-            if runner.running + planned >= self._config.decode_concurrency:
+            planned = [other for other in admitted if other.request.model is job.request.model]
+            if runner.running + len(planned) >= self._config.decode_concurrency:
                 continue
-            if runner.prefilling + planned >= self._config.prefill_concurrency or runner.waits_for_shared_prefix(job):
+            if runner.prefilling + len(planned) >= self._config.prefill_concurrency:
+                continue
+            if runner.waits_for_shared_prefix(job, planned):
                 continue
             self._waiting.remove(job)
             admitted.append(job)

@@ -137,6 +137,41 @@ def test_stop_sequence_split_across_tokens_is_never_sent(client: openai.OpenAI) 
     assert "".join(streamed) == expected
 
 
+def test_the_stop_sequence_that_ended_a_reply_is_reported(client: openai.OpenAI) -> None:
+    chunks = greedy_chunks(client)
+    stop, _ = _split_stop(chunks)
+    never = "\u2603never\u2603"
+    whole = client.chat.completions.create(
+        model="tiny", messages=USER, max_tokens=40, temperature=0, stop=[never, stop]
+    )
+    assert whole.choices[0].model_extra is not None
+    assert whole.choices[0].model_extra["stop_reason"] == stop
+    stream = client.chat.completions.create(
+        model="tiny", messages=USER, max_tokens=40, temperature=0, stop=[never, stop], stream=True
+    )
+    ends = [chunk.choices[0] for chunk in stream if chunk.choices and chunk.choices[0].finish_reason]
+    assert len(ends) == 1 and ends[0].finish_reason == "stop"
+    assert ends[0].model_extra is not None and ends[0].model_extra["stop_reason"] == stop
+    unstopped = client.chat.completions.create(model="tiny", messages=USER, max_tokens=5, temperature=0)
+    assert unstopped.choices[0].model_extra is not None
+    assert unstopped.choices[0].model_extra.get("stop_reason") is None
+
+
+def test_an_image_to_this_text_only_model_is_refused(server: ServerProcess) -> None:
+    image = {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0KGgo="}}
+    message = {"role": "user", "content": [{"type": "text", "text": "What is in this picture?"}, image]}
+    for stream in (False, True):
+        response = httpx.post(
+            server.url + "/v1/chat/completions",
+            json={"messages": [message], "max_tokens": 5, "stream": stream},
+            timeout=30,
+        )
+        assert response.status_code == 400, response.text
+        error = response.json()["error"]
+        assert error["type"] == "invalid_request_error"
+        assert "does not accept images" in error["message"]
+
+
 def test_penalties_change_greedy_output(client: openai.OpenAI) -> None:
     plain = "".join(greedy_chunks(client, max_tokens=30))
     penalized = "".join(greedy_chunks(client, max_tokens=30, extra_body={"repetition_penalty": 5.0}))

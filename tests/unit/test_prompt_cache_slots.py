@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from adapters.mlx_server.cache_slots import Slot, SlotTable, common_prefix
+from adapters.mlx_server.cache_slots import ANONYMOUS, Owner, Slot, SlotTable, common_prefix
 
 
 @dataclass
@@ -182,3 +182,64 @@ def test_adopt_respects_the_budget() -> None:
     t = table(slots=1)
     assert t.adopt(Slot("m", [1], FakeCache([1]), 1, 10))
     assert not t.adopt(Slot("m", [2], FakeCache([2]), 1, 10))
+
+
+def borrow(t: SlotTable[FakeCache], tokens: list[int], generated: Sequence[int] = (), owner: Owner = ANONYMOUS) -> int:
+    """One batched request: the lent cache is only read (the batch copies it); the result is a new cache."""
+    lease = t.take("m", tokens, FakeCache, borrow=True, owner=owner)
+    assert lease.cache.tokens == tokens[: lease.reused], "a lease must hold exactly the reused prefix"
+    result = FakeCache([*lease.cache.tokens, *tokens[lease.reused :], *generated])
+    t.put("m", result.tokens, result, lease)
+    return lease.reused
+
+
+def test_a_borrowed_slot_stays_for_requests_running_beside_it() -> None:
+    t = table()
+    run(t, [1, 2, 3, 4, 5, 6])
+    source = t.slots[0]
+    first = t.take("m", [1, 2, 3, 4, 5, 6, 7], FakeCache, borrow=True)
+    second = t.take("m", [1, 2, 3, 4, 5, 6, 8], FakeCache, borrow=True)
+    assert (first.reused, second.reused) == (6, 6)
+    assert first.cache is source.cache and first.supersedes == source.id
+    assert t.slots == [source], "the slot left the table while a request borrowed it"
+
+
+def test_a_borrowing_turn_replaces_the_slot_it_continued() -> None:
+    t = table()
+    borrow(t, [1, 2, 3], [4, 5, 6])
+    first = t.slots[0]
+    assert borrow(t, [1, 2, 3, 4, 9, 9]) == 4  # the reply was re-rendered: the old slot is replaced, not kept
+    assert [s.tokens for s in t.slots] == [[1, 2, 3, 4, 9, 9]] and t.slots[0].id == first.id
+
+
+def test_a_borrowed_prefix_of_a_client_prompt_is_a_view_and_both_continuations_stay() -> None:
+    t = table()
+    borrow(t, [1, 2, 3, 4, 5, 10, 11])
+    assert borrow(t, [1, 2, 3, 4, 5, 20, 21]) == 5
+    assert sorted(s.tokens for s in t.slots) == [[1, 2, 3, 4, 5, 10, 11], [1, 2, 3, 4, 5, 20, 21]]
+
+
+def test_eviction_keeps_the_main_conversation_over_subagents_and_side_requests() -> None:
+    t = table(slots=4)
+    main, agents = Owner("s1"), [Owner("s1", f"a{n}") for n in range(3)]
+    conversation = list(range(100, 140))
+    borrow(t, conversation, [1], owner=main)
+    for n, agent in enumerate(agents):
+        borrow(t, [200 + n, *range(300, 330)], [2], owner=agent)
+    borrow(t, [7, 7, 7], [3], owner=main)  # a side request of the main conversation: 5 slots, one must go
+    kept = {(s.owner, s.tokens[0]) for s in t.slots}
+    assert (main, 100) in kept and (agents[0], 200) not in kept, kept
+    borrow(t, [8, 8, 8], [3], owner=main)  # another: the earlier side request goes before any conversation
+    assert {s.tokens[0] for s in t.slots} == {100, 201, 202, 8}
+    assert borrow(t, [*conversation, 1, 5], owner=main) == len(conversation) + 1
+
+
+def test_a_compacted_conversation_takes_over_from_the_long_one_it_replaced() -> None:
+    t = table(slots=3)
+    main = Owner("s1")
+    borrow(t, list(range(100, 200)), [1], owner=main)  # the long conversation before compaction
+    compacted = list(range(500, 560))
+    borrow(t, compacted, [2], owner=main)  # at least half as long, and newer: now the conversation
+    borrow(t, [7, 7], owner=main)
+    borrow(t, [8, 8], owner=main)  # 4 slots: the old long one goes, not the compacted one
+    assert {s.tokens[0] for s in t.slots} == {500, 7, 8}
