@@ -28,8 +28,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from adapters.mlx_server.cache_mlx import MlxCacheOps
 from adapters.mlx_server.cache_slots import Lease, common_prefix
 from adapters.mlx_server.config import ServerConfig
+from adapters.mlx_server.heads import full_call
 from adapters.mlx_server.jobs import Failed, Job
 from adapters.mlx_server.pool import LoadedModel
 from adapters.mlx_server.prompt_cache import KVCache, PromptCacheStore, cache_key
@@ -65,6 +67,7 @@ class _Running:
     lease: Lease[KVCache]
     reply: Reply
     decoding: bool = False
+    checkpointed: bool = False  # its prefill was already offered to the prompt cache
 
 
 class BatchRunner:
@@ -118,23 +121,76 @@ class BatchRunner:
                 return True
         return False
 
-    def admit(self, job: Job) -> None:
-        """Start `job` from its longest cached prefix; it joins the batch at the next step."""
+    def admit(self, job: Job) -> StepResult:
+        """Start `job` from its longest cached prefix; it joins the batch at the next step.
+
+        A prompt whose new part fits in one prefill chunk gets its first token here, in one forward pass with
+        the sampling (see `_first_token`); the request then joins the batch decoding. The result says whether
+        its first text went out, or it already ended.
+        """
         request = job.request
         key = cache_key(request.model.alias, request.cache_namespace)
         prompt = request.prompt_tokens
         lease = self._store.fetch(key, request.model.model, prompt, owner=request.owner, borrow=True)
         sampler, processors = build_sampling(request.sampling)
         reply = Reply(job, lease.reused)
+        run = _Running(job, key, lease, reply)
+        decoding = any(other.decoding for other in self._running.values())
+        if len(prompt) - lease.reused > (self._prefill_slice() if decoding else self._config.prefill_step):
+            (uid,) = self._gen.insert_segments(
+                [[prompt[lease.reused :]]],
+                max_tokens=[request.max_tokens],
+                caches=[lease.cache],
+                all_tokens=[prompt[: lease.reused]],
+                samplers=[sampler],
+                logits_processors=[processors],
+            )
+            self._running[uid] = run
+            return StepResult()
+        cache, first = self._first_token(run, sampler, processors)
+        ended = reply.add(first) or request.max_tokens == 1 or job.cancelled
+        result = StepResult(first_texts=[job] if job.text_emitted else [])
+        if ended:
+            self._store.store(lease, prompt, cache)  # the first token was never fed: the cache holds the prompt
+            reply.finish("length")
+            result.finished.append(job)
+            return result
+        if len(prompt) - lease.reused >= SHARED_PREFIX_MIN:
+            # The batch only copies `cache`, so the checkpoint can keep this very one (see `_prefilled`).
+            self._store.checkpoint(lease, prompt, cache)
+        run.checkpointed = True
         (uid,) = self._gen.insert_segments(
-            [[prompt[lease.reused :]]],
-            max_tokens=[request.max_tokens],
-            caches=[lease.cache],
-            all_tokens=[prompt[: lease.reused]],
+            [[[first]]],
+            max_tokens=[request.max_tokens - 1],
+            caches=[cache],
+            all_tokens=[list(prompt)],  # mlx-lm appends to this list: never hand it the request's own
             samplers=[sampler],
             logits_processors=[processors],
         )
-        self._running[uid] = _Running(job, key, lease, reply)
+        run.decoding = True
+        self._running[uid] = run
+        return result
+
+    def _first_token(self, run: _Running, sampler: Any, processors: list[Any]) -> tuple[KVCache, int]:
+        """Prefill the rest of the prompt in one pass and sample the first token from its last position.
+
+        mlx-lm's batch prefills all but the last prompt token, then feeds that one alone in a decode step: a
+        second pass over the weights, which is most of the time to the first token when the cache supplied
+        nearly all of the prompt (a follow-up turn, a side request). The cache is a writable copy of the lent
+        prefix (views: nothing is copied until written); the batch then copies it in, holding the prompt.
+        """
+        import mlx.core as mx
+
+        prompt = run.job.request.prompt_tokens
+        reused = run.lease.reused
+        cache = MlxCacheOps().copy_prefix(run.lease.cache, reused, reused)
+        logits_of = run.job.request.model.last_logits or full_call(self.model)
+        logits = logits_of(mx.array(prompt[reused:], dtype=mx.int32)[None], cache)
+        history = mx.array(prompt, dtype=mx.int32)
+        for processor in processors:
+            logits = processor(history, logits)
+        token = sampler(logits - mx.logsumexp(logits, axis=-1, keepdims=True))
+        return cache, int(token.item())
 
     def step(self) -> StepResult:
         """One batch step (a decode step for the decoding requests, a prefill chunk for the others).
@@ -194,7 +250,7 @@ class BatchRunner:
             return
         run.decoding = True
         prompt = run.job.request.prompt_tokens
-        if len(prompt) - run.lease.reused >= SHARED_PREFIX_MIN:
+        if not run.checkpointed and len(prompt) - run.lease.reused >= SHARED_PREFIX_MIN:
             for cache, tokens in self._gen.extract_cache([uid]).values():  # type: ignore[no-untyped-call]
                 self._store.checkpoint(run.lease, list(tokens), cache)
 

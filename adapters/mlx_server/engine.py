@@ -236,11 +236,15 @@ class Engine:
 
     def _admit(self, job: Job) -> None:
         try:
-            self._runner(job).admit(job)
+            result = self._runner(job).admit(job)
         except Exception as exc:  # a request the batch cannot take fails alone; the others go on
             log.exception("request %s could not join the batch", job.request.request_id)
             job.emit(Failed(f"generation failed: {exc}"))
             self._finished([job])
+            return
+        self._finished(result.finished)
+        for first in result.first_texts:  # see solo.FIRST_TEXT_HANDOFF_S
+            first.wait_first_text_taken(FIRST_TEXT_HANDOFF_S)
 
     def _serve_alone(self, job: Job) -> None:
         try:
