@@ -106,6 +106,7 @@ class Recorder:
         self._waiters: set[tuple[asyncio.AbstractEventLoop, asyncio.Event]] = set()
         self._lock = threading.Lock()
         self._failing: str | None = None
+        self.retry_interval = RETRY_INTERVAL
         self._last_prune = 0.0
         self._since_prune = 0
 
@@ -213,7 +214,7 @@ class Recorder:
             if conn is None and time.monotonic() >= retry_at:
                 conn = self._open()
             if conn is None:
-                retry_at = retry_at if retry_at > time.monotonic() else time.monotonic() + RETRY_INTERVAL
+                retry_at = retry_at if retry_at > time.monotonic() else time.monotonic() + self.retry_interval
                 self.dropped += len(batch)
                 continue
             try:
@@ -224,7 +225,7 @@ class Recorder:
                 self.dropped += len(batch)
                 self._failed(f"cannot write the request log {self.path} ({exc})")
                 conn.close()
-                conn, retry_at = None, time.monotonic() + RETRY_INTERVAL
+                conn, retry_at = None, time.monotonic() + self.retry_interval
                 continue
             self.written += len(batch)
             self._recovered()
