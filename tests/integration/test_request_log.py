@@ -85,7 +85,9 @@ def test_requests_are_logged_with_tokens_timings_and_claude_code_ids(serve: Star
     assert final.usage.cache_read_input_tokens == 900
     c.messages.create(model="claude-haiku-4-5", max_tokens=8, messages=[{"role": "user", "content": "hi"}])
     with pytest.raises(anthropic.APIStatusError):
-        c.messages.create(model="claude-haiku-4-5", max_tokens=8, messages=[{"role": "user", "content": "[script:error500]"}])
+        c.messages.create(
+            model="claude-haiku-4-5", max_tokens=8, messages=[{"role": "user", "content": "[script:error500]"}]
+        )
 
     streamed, plain, failed = logged(s.home, 3)
     assert streamed["session_id"] == "sess-1234"
