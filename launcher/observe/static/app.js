@@ -88,7 +88,7 @@ function renderBackends(state) {
         el("td", { class: "num" }, num(b.pid)),
         el("td", { class: "num" }, num(b.port)),
         el("td", {}, b.model || "-"),
-        el("td", {}, b.reason || ""),
+        el("td", { class: "reason" }, b.reason || ""),
       ),
     );
   }
@@ -192,7 +192,7 @@ function chart(svg, series, options) {
 
 function renderCharts(rows) {
   const pts = (f) => rows.filter((r) => f(r) !== null && f(r) !== undefined).map((r) => ({ x: r.started, y: f(r) }));
-  chart($("chart-ttft"), [{ points: pts((r) => r.ttft) }], { format: (v) => v.toFixed(1) });
+  chart($("chart-ttft"), [{ points: pts((r) => r.ttft) }], { format: (v) => (v < 1 ? v.toFixed(2) : v.toFixed(1)) });
   chart($("chart-tps"), [{ points: pts((r) => r.decode_tps) }], { format: (v) => v.toFixed(0) });
   chart(
     $("chart-tokens"),
@@ -227,7 +227,7 @@ async function loadUsage() {
 
 function usageSoon() {
   clearTimeout(ui.usageTimer);
-  ui.usageTimer = setTimeout(() => loadUsage().catch(() => {}), 500);
+  ui.usageTimer = setTimeout(() => loadUsage().catch(() => {}), 200);
 }
 
 // ------------------------------------------------------------------ config history and rollback
