@@ -194,3 +194,16 @@ def test_an_unwritable_log_drops_records_says_so_once_and_resumes(
     with store.reader(path) as conn:
         assert conn is not None and len(store.rows(conn)) >= 1
     assert any("written again" in r.getMessage() for r in caplog.records)
+
+
+def test_doctor_says_where_the_request_log_lives_and_how_big_it_is(tmp_path: Path) -> None:
+    from launcher.doctor.home import home_checks
+    from launcher.paths import Home
+
+    home = Home(tmp_path / "home").ensure()
+    (before,) = [c for c in home_checks(home) if c.name == "home.request-log"]
+    assert str(home.root / "requests.db") in before.finding and "no request yet" in before.finding
+    write(home.root / "requests.db", [record(status=200) for _ in range(10)])
+    (after,) = [c for c in home_checks(home) if c.name == "home.request-log"]
+    assert str(home.root / "requests.db") in after.finding
+    assert "10 requests" in after.finding and "KB" in after.finding
