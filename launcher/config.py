@@ -188,7 +188,7 @@ class Config(_Model):
     request_log_max_days: float = Field(
         DEFAULT_REQUEST_LOG_DAYS, gt=0, description="Days a request stays in the request log."
     )
-    # ~0.3 MB per 1,000 requests (measured): 64 MiB is about 200,000 requests.
+    # ~0.2 MB per 1,000 requests without bodies (bench/request_log_size.py): 64 MiB holds ~300,000 requests.
     request_log_max_bytes: int = Field(
         DEFAULT_REQUEST_LOG_BYTES, ge=65536, description="Size the request log may reach; the oldest rows go first."
     )
