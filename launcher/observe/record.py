@@ -18,6 +18,8 @@ from typing import Any
 # carry `message_delta` (stop reason, final usage) or an `error` event. Nothing else is kept.
 HEAD_CHUNKS = 2
 TAIL_CHUNKS = 4
+# A rate from fewer tokens measures the last chunk's flush, not decoding (2 tokens read as 20,000 tokens/s).
+MIN_DECODE_TOKENS = 8
 # With logBodies on, this much of each request and answer is stored.
 BODY_KEEP_BYTES = 1024 * 1024
 
@@ -102,7 +104,7 @@ class RequestRecord:
         if self.first_token_at is None or self.ended_at is None or not self.output_tokens:
             return None
         span = self.ended_at - self.first_token_at
-        return (self.output_tokens - 1) / span if self.output_tokens > 1 and span > 0.001 else None
+        return (self.output_tokens - 1) / span if self.output_tokens >= MIN_DECODE_TOKENS and span > 0.001 else None
 
     # ------------------------------------------------------------------ reading the answer (writer thread)
 

@@ -37,7 +37,7 @@ def backend_state(stack: Stack) -> dict[str, Any]:
         "breaker": supervisor.breaker.snapshot(),
         "pid": supervisor.pid,
         "port": backend.spec.port,
-        "model": backend.upstream.model or backend.spec.model_name,
+        "model": backend.upstream.model or backend.spec.model_name or _configured_model(stack, backend.spec.name),
         "serving": True,
     }
     others = []
@@ -63,6 +63,11 @@ def backend_state(stack: Stack) -> dict[str, Any]:
         "config": str(stack.settings.path) if stack.settings.path else None,
         "backends": [current, *others],
     }
+
+
+def _configured_model(stack: Stack, name: str) -> str | None:
+    entry = stack.settings.config.backends.get(name)
+    return entry.model if entry is not None else None
 
 
 async def queue_depth(backend: Backend) -> dict[str, Any]:

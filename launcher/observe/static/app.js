@@ -87,7 +87,7 @@ function renderBackends(state) {
         el("td", { class: "state-" + breaker }, breaker),
         el("td", { class: "num" }, num(b.pid)),
         el("td", { class: "num" }, num(b.port)),
-        el("td", {}, b.model || "-"),
+        el("td", { title: b.model || "" }, b.model ? b.model.split("/").filter(Boolean).pop() : "-"),
         el("td", { class: "reason" }, b.reason || ""),
       ),
     );
