@@ -114,14 +114,13 @@ def requests(count: int, follow: bool, as_json: bool) -> None:
 
     path = store.log_path(Home.from_env())
     rich_out = sys.stdout.isatty()
-    last = 0
     with store.reader(path) as conn:
         found = [] if conn is None else store.rows(conn, count)
+        last = 0 if conn is None else store.latest_id(conn)
     if not found and not follow:
         click.echo(f"No requests logged yet in {path}.", err=not as_json)
         return
     _print_requests(found, as_json, rich_out, header=True)
-    last = found[-1]["id"] if found else 0
     while follow:
         time.sleep(FOLLOW_POLL)
         with store.reader(path) as conn:

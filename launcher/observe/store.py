@@ -111,7 +111,8 @@ def reader(path: Path) -> Iterator[sqlite3.Connection | None]:
     conn = sqlite3.connect(f"file:{path}?mode=rw", uri=True, timeout=BUSY_TIMEOUT_MS / 1000)
     try:
         conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
-        yield conn
+        # The writer sets the version after creating the tables: a file caught in between reads as empty.
+        yield conn if conn.execute("PRAGMA user_version").fetchone()[0] else None
     finally:
         conn.close()
 
@@ -189,6 +190,11 @@ def rows(
     query = f"SELECT {', '.join(COLUMNS)} FROM requests WHERE {' AND '.join(clauses)} ORDER BY id DESC LIMIT ?"
     found = conn.execute(query, (*params, max(0, limit))).fetchall()
     return [dict(zip(COLUMNS, row, strict=True)) for row in reversed(found)]
+
+
+def latest_id(conn: sqlite3.Connection) -> int:
+    """The id of the newest request (0 for an empty log)."""
+    return int(conn.execute("SELECT COALESCE(MAX(id), 0) FROM requests").fetchone()[0])
 
 
 def body(conn: sqlite3.Connection, row_id: int) -> tuple[bytes | None, bytes | None] | None:

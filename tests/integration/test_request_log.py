@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import stat
+import subprocess
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -116,6 +117,9 @@ def test_requests_are_logged_with_tokens_timings_and_claude_code_ids(serve: Star
     assert listed.returncode == 0, listed.stderr
     rows = [json.loads(line) for line in listed.stdout.splitlines()]
     assert [r["id"] for r in rows] == [plain["id"], failed["id"]]
+    table = anyclaude("requests", "-n", "3").stdout.splitlines()
+    assert table[0].split()[:3] == ["time", "session", "backend"], "plain text with a header when piped"
+    assert "sess-123" in table[1] and "api_error" in table[3]
     totals = json.loads(anyclaude("usage", "--json").stdout)["usage"][-1]
     assert totals["key"] == "total" and totals["requests"] == 3 and totals["errors"] == 1
     assert totals["cached_tokens"] == 900 and totals["cache_hit_ratio"] == pytest.approx(900 / 1012, abs=1e-3)
@@ -150,3 +154,28 @@ def test_the_request_log_survives_a_restart(serve: StartServe, tmp_path: Path) -
     client(second).messages.create(model="m", max_tokens=8, messages=[{"role": "user", "content": "two"}])
     rows = logged(second.home, 2)
     assert [r["id"] for r in rows] == [1, 2]
+
+
+def test_requests_follow_shows_new_requests_as_they_come(serve: StartServe, tmp_path: Path) -> None:
+    s = serve(scripted())
+    s.wait_state("READY")
+    c = client(s)
+    c.messages.create(model="m", max_tokens=8, messages=[{"role": "user", "content": "before"}])
+    logged(s.home, 1)
+    out = tmp_path / "follow.out"
+    with out.open("wb") as sink:
+        follower = subprocess.Popen(
+            [sys.executable, "-m", "launcher", "requests", "-f", "-n", "0", "--json"], stdout=sink, stderr=sink
+        )
+    try:
+        # The follower starts in its own time: keep sending until what it shows arrives.
+        def shown() -> str:
+            c.messages.create(model="claude-follow", max_tokens=8, messages=[{"role": "user", "content": "after"}])
+            return out.read_text().strip()
+
+        lines = wait_until(shown, 20, interval=0.3, what="a followed request").splitlines()
+        rows = [json.loads(line) for line in lines]
+        assert all(r["model_asked"] == "claude-follow" and r["id"] >= 2 for r in rows), "only new requests are shown"
+    finally:
+        follower.terminate()
+        follower.wait(10)
