@@ -79,6 +79,16 @@ def test_metrics_count_requests_tokens_latency_and_backend_state(serve: StartSer
     assert found[("anyclaude_backend_restarts_total", (("backend", "local"),))] == 0
 
 
+def test_metrics_show_the_queue_of_our_mlx_server(serve: StartServe, tiny_model: Path) -> None:
+    from launcher.supervision.ports import free_port
+
+    s = serve({"type": "mlx-server", "embedded": True, "model": str(tiny_model), "port": free_port(), "command": None})
+    wait_until(lambda: "Serving the Anthropic API" in s.text(), 60, what="the embedded server")
+    found = samples(httpx.get(f"{s.proxy_url}/metrics", timeout=10).text)
+    assert found[("anyclaude_backend_queue_waiting", (("backend", "local"),))] == 0
+    assert found[("anyclaude_backend_queue_running", (("backend", "local"),))] == 0
+
+
 def test_serve_prints_the_dashboard_address_and_the_dashboard_command_finds_it(serve: StartServe) -> None:
     s = serve(scripted())
     s.wait_state("READY")
@@ -121,3 +131,14 @@ def test_dashboard_and_metrics_follow_the_api_access_rules(serve: StartServe) ->
         assert http.get("/ui", headers={"host": "evil.example"}).status_code == 403
         assert http.get("/metrics", headers={**key, "host": "evil.example"}).status_code == 403
         assert http.get("/ui/static/web.py").status_code == 404, "only the page's own files are served"
+
+    # The key a client sent is never copied into the request log.
+    client = anthropic.Anthropic(base_url=base, api_key=KEY, max_retries=0, timeout=30)
+    client.messages.create(model="m", max_tokens=8, messages=[{"role": "user", "content": "hi"}])
+    db = s.home / "requests.db"
+    wait_until(lambda: db.exists() and db.stat().st_size > 0, 10, what="the request log")
+    with httpx.Client(base_url=base, timeout=10, headers={"x-api-key": KEY}) as http:
+        wait_until(lambda: http.get("/ui/api/requests").json()["requests"], 10, what="the logged request")
+        assert KEY not in http.get("/ui/api/state").text
+    files = [db, db.with_name("requests.db-wal")]
+    assert not any(KEY.encode() in p.read_bytes() for p in files if p.exists())
