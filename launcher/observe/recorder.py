@@ -99,7 +99,9 @@ class Recorder:
         self.settings = settings
         self.keep_bodies = keep_bodies
         self.sinks = sinks
-        self.dropped = 0
+        # Counted apart because two threads count: the loop (a full queue) and the writer (a failing disk).
+        self.queue_full = 0
+        self.unwritten = 0
         self.written = 0
         self._queue: queue.Queue[RequestRecord | None] = queue.Queue(QUEUE_LIMIT)
         self._thread: threading.Thread | None = None
@@ -145,6 +147,11 @@ class Recorder:
                 record.answer = [record.whole[:BODY_KEEP_BYTES]]
         return _Watched(response, record, self.submit)
 
+    @property
+    def dropped(self) -> int:
+        """Records the log could not keep (a full queue or a failing disk)."""
+        return self.queue_full + self.unwritten
+
     def submit(self, record: RequestRecord) -> None:
         """Hand a finished record to the writer; never blocks (a full queue drops it and counts)."""
         if record.ended_at is None:
@@ -152,7 +159,7 @@ class Recorder:
         try:
             self._queue.put_nowait(record)
         except queue.Full:
-            self.dropped += 1
+            self.queue_full += 1
 
     # ------------------------------------------------------------------ live readers (event loop)
 
@@ -215,14 +222,14 @@ class Recorder:
                 conn = self._open()
             if conn is None:
                 retry_at = retry_at if retry_at > time.monotonic() else time.monotonic() + self.retry_interval
-                self.dropped += len(batch)
+                self.unwritten += len(batch)
                 continue
             try:
                 store.insert(conn, batch)
                 self._since_prune += len(batch)
                 self._maybe_prune(conn, settings)
             except sqlite3.Error as exc:
-                self.dropped += len(batch)
+                self.unwritten += len(batch)
                 self._failed(f"cannot write the request log {self.path} ({exc})")
                 conn.close()
                 conn, retry_at = None, time.monotonic() + self.retry_interval

@@ -207,3 +207,38 @@ def test_doctor_says_where_the_request_log_lives_and_how_big_it_is(tmp_path: Pat
     (after,) = [c for c in home_checks(home) if c.name == "home.request-log"]
     assert str(home.root / "requests.db") in after.finding
     assert "10 requests" in after.finding and "KB" in after.finding
+
+
+def test_request_log_keys_have_defaults_and_bad_values_name_the_field(tmp_path: Path) -> None:
+    from launcher.config import parse_config_text
+    from launcher.errors import ConfigError
+
+    path = tmp_path / ".anyclauderc.json"
+    config = parse_config_text("{}", path, {})
+    assert (config.request_log, config.request_log_max_days, config.request_log_max_bytes) == (True, 30, 64 * 2**20)
+    custom = parse_config_text('{"requestLog": false, "requestLogMaxDays": 7, "requestLogMaxBytes": 1048576}', path, {})
+    assert (custom.request_log, custom.request_log_max_days, custom.request_log_max_bytes) == (False, 7, 2**20)
+    with pytest.raises(ConfigError) as bad:
+        parse_config_text('{"requestLogMaxDays": 0}', path, {})
+    assert str(path) in bad.value.message and "requestLogMaxDays" in bad.value.message
+
+
+def test_with_the_request_log_off_nothing_is_written_but_metrics_still_count(tmp_path: Path) -> None:
+    from launcher.observe.metrics import Metrics
+
+    metrics = Metrics()
+    recorder = Recorder(tmp_path / "requests.db", lambda: LogSettings(enabled=False), sinks=(metrics.observe,))
+    recorder.start()
+    try:
+        recorder.submit(record(status=200, backend="local"))
+        wait_until(
+            lambda: (
+                b'anyclaude_requests_total{backend="local",endpoint="messages",status="200"} 1.0'
+                in metrics.render(None, 0)
+            ),
+            5,
+            what="the request in the metrics",
+        )
+    finally:
+        recorder.close()
+    assert not (tmp_path / "requests.db").exists()
