@@ -61,6 +61,7 @@ class RequestRecord:
     keep_bodies: bool = False
     request_body: bytes | None = None
     answer: list[bytes] | None = None
+    answer_bytes: int = 0
 
     @classmethod
     def begin(cls, endpoint: str, headers: list[tuple[bytes, bytes]]) -> RequestRecord:
@@ -85,8 +86,9 @@ class RequestRecord:
             self.head.append(data)
         else:
             self.tail.append(data)
-        if self.answer is not None and sum(map(len, self.answer)) < BODY_KEEP_BYTES:
+        if self.answer is not None and self.answer_bytes < BODY_KEEP_BYTES:
             self.answer.append(data)
+            self.answer_bytes += len(data)
 
     # ------------------------------------------------------------------ derived figures
 

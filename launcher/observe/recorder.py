@@ -70,7 +70,8 @@ class _Watched(Response):
 async def _watch(chunks: Any, record: RequestRecord) -> AsyncIterator[bytes]:
     try:
         async for chunk in chunks:
-            record.chunk(chunk)
+            if isinstance(chunk, bytes):  # a streaming response may also yield str; ours yield bytes
+                record.chunk(chunk)
             yield chunk
     finally:
         close = getattr(chunks, "aclose", None)
