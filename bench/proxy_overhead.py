@@ -10,8 +10,10 @@ default loop. `--ccr` adds claude-code-router rows (`ccr start`, run with HOME i
 so no real config is touched); they are skipped with a note when `ccr` is not on PATH. Its non-streaming rows are not
 measured: ccr asks the backend for a non-streaming answer, and the scripted backend always streams.
 
-`--baseline DIR` adds rows for the proxy of another checkout (e.g. `git worktree add /tmp/base HEAD`),
-timed in the same interleaved loop: on a shared machine, two separate runs differ more than a change.
+The proxy keeps its request log and metrics as `anyclaude serve` does (in a temporary folder), so
+their cost is in the figures. `--baseline DIR` adds rows for the proxy of another checkout
+(e.g. `git worktree add /tmp/base HEAD`), timed in the same interleaved loop: on a shared machine,
+two separate runs differ more than a change.
 
     python bench/proxy_overhead.py [--runs 300] [--loop asyncio] [--ccr] [--baseline DIR]
 """
@@ -48,9 +50,22 @@ import asyncio, sys
 from adapters.base import ApiKind
 from launcher.proxy import ProxyOptions, StaticGate, Upstream, create_proxy_app, serve_proxy
 
+def observer():  # the request log and metrics, as `anyclaude serve` runs them (in a throw-away folder)
+    try:
+        from launcher.observe.metrics import Metrics
+        from launcher.observe.recorder import LogSettings, Recorder
+    except ImportError:  # a --baseline checkout from before the request log
+        return ()
+    import pathlib
+    metrics = Metrics()
+    recorder = Recorder(pathlib.Path(sys.argv[4]) / "requests.db", LogSettings, sinks=(metrics.observe,))
+    recorder.start()
+    return (recorder,)
+
 async def main():
     upstream = Upstream("scripted", sys.argv[1], ApiKind.OPENAI)
-    server = await serve_proxy(create_proxy_app(StaticGate(upstream), ProxyOptions()), "127.0.0.1", int(sys.argv[2]))
+    app = create_proxy_app(StaticGate(upstream), ProxyOptions(), *observer())
+    server = await serve_proxy(app, "127.0.0.1", int(sys.argv[2]))
     await server.wait()
 
 if sys.argv[3] == "asyncio":
@@ -157,7 +172,8 @@ def main() -> None:
     proxy = f"http://127.0.0.1:{proxy_port}"
     chat_url = backend + "/v1/chat/completions"
     backend_argv = [sys.executable, "-m", "tests.scripted_backend", "--port", str(backend_port), "--script", "text"]
-    proxy_argv = [sys.executable, "-c", PROXY_MAIN, backend + "/v1", str(proxy_port), args.loop]
+    logs = tempfile.TemporaryDirectory(prefix="anyclaude-bench-")  # each proxy's request log goes here
+    proxy_argv = [sys.executable, "-c", PROXY_MAIN, backend + "/v1", str(proxy_port), args.loop, logs.name]
 
     tiny = {"model": "claude-x", "max_tokens": 50, "messages": [{"role": "user", "content": "hi"}]}
     real = claude_code_body(stream=False)
@@ -168,12 +184,13 @@ def main() -> None:
     rows: list[tuple[str, list[float], list[float]]] = []
     notes: list[str] = []
     with contextlib.ExitStack() as stack:
+        stack.enter_context(logs)
         stack.enter_context(process(backend_argv, backend + "/health"))
         stack.enter_context(process(proxy_argv, proxy + "/"))
         baseline = f"http://127.0.0.1:{base_port}" if args.baseline else None
         if args.baseline:
             root = args.baseline.resolve()
-            base_argv = [sys.executable, "-c", PROXY_MAIN, backend + "/v1", str(base_port), args.loop]
+            base_argv = [sys.executable, "-c", PROXY_MAIN, backend + "/v1", str(base_port), args.loop, logs.name]
             stack.enter_context(process(base_argv, f"{baseline}/", {**os.environ, "PYTHONPATH": str(root)}, root))
         ccr = stack.enter_context(ccr_router(chat_url, ccr_port)) if args.ccr else None
         if args.ccr and ccr is None:

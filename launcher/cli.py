@@ -232,6 +232,9 @@ def doctor(config_path: str | None, mode: str | None, as_json: bool, deep: bool)
 # `models`, `config` and `rollback` live in cli_files.py; importing it registers them on `cli`.
 from launcher import cli_files  # noqa: E402, F401
 
+# `requests`, `usage` and `dashboard` (the request log) live with the rest of observability.
+from launcher.observe import commands  # noqa: E402, F401
+
 # ------------------------------------------------------------------------------------ entry point
 
 

@@ -35,6 +35,8 @@ CONFIG_NAME = ".anyclauderc.json"
 # Earlier anyclaude served Claude Code on this port; keeping it lets old shell setups keep working.
 DEFAULT_PROXY_PORT = 49152
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
+DEFAULT_REQUEST_LOG_DAYS = 30.0
+DEFAULT_REQUEST_LOG_BYTES = 64 * 1024 * 1024
 
 
 def _check_port(value: int) -> int:
@@ -175,7 +177,9 @@ class Config(_Model):
     log_max_bytes: int = Field(10 * 1024 * 1024, ge=1024, description="Size of one log file before it rotates.")
     log_backups: int = Field(5, ge=0, description="Rotated copies kept; 0 keeps one file, emptied when full.")
     # The proxy (launcher/bridge): defaults suit a local model on a laptop.
-    log_bodies: bool = Field(False, description="Log request bodies at debug level (prompts are private).")
+    log_bodies: bool = Field(
+        False, description="Log request bodies at debug level and keep prompts and answers in the request log."
+    )
     max_body_bytes: int = Field(32 * 1024 * 1024, ge=1024, description="Larger request bodies get 413.")
     cors_origins: list[str] = Field(default_factory=list, description="Origins allowed by CORS (none by default).")
     # A cold prefill of a 20k-token prompt on a CPU takes minutes: the first byte may be late.
@@ -184,6 +188,16 @@ class Config(_Model):
     ping_interval: Millis = Field(5_000, description="ms between pings while the backend is silent.")
     parse_tool_calls_from_text: bool = Field(True, description="Turn tool-call markup leaked as text into tool calls.")
     strip_billing_header: bool = Field(True, description="Drop Claude Code's per-conversation billing line.")
+    # The request log (launcher/observe): `anyclaude requests`, `usage`, the dashboard.
+    request_log: bool = Field(True, description="Keep a log of the proxy's requests (no prompt text) for usage, /ui.")
+    # A month answers "how did this week compare with last"; older rows are deleted.
+    request_log_max_days: float = Field(
+        DEFAULT_REQUEST_LOG_DAYS, gt=0, description="Days a request stays in the request log."
+    )
+    # ~0.2 MB per 1,000 requests without bodies (bench/request_log_size.py): 64 MiB holds ~300,000 requests.
+    request_log_max_bytes: int = Field(
+        DEFAULT_REQUEST_LOG_BYTES, ge=65536, description="Size the request log may reach; the oldest rows go first."
+    )
 
 
 @dataclass(frozen=True)

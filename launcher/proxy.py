@@ -11,7 +11,7 @@ import contextlib
 import errno
 import logging
 import socket
-from collections.abc import AsyncIterator, Generator
+from collections.abc import AsyncIterator, Generator, Sequence
 from typing import Any
 
 import uvicorn
@@ -21,7 +21,7 @@ from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route
+from starlette.routing import BaseRoute, Route
 
 from launcher.bridge.errors import ApiError
 from launcher.bridge.guard import Guard
@@ -29,6 +29,7 @@ from launcher.bridge.handlers import Handlers, error_response
 from launcher.bridge.options import ProxyOptions
 from launcher.bridge.upstream import BackendGate, BackendUnavailable, StaticGate, Upstream
 from launcher.errors import PortInUseError
+from launcher.observe.hook import NO_OBSERVER, Observer
 from launcher.supervision.ports import holder_of
 
 log = logging.getLogger("anyclaude.proxy")
@@ -45,13 +46,16 @@ __all__ = [
 ]
 
 
-def create_proxy_app(gate: BackendGate, options: ProxyOptions) -> Starlette:
+def create_proxy_app(
+    gate: BackendGate, options: ProxyOptions, observer: Observer = NO_OBSERVER, extra: Sequence[BaseRoute] = ()
+) -> Starlette:
     """The proxy's ASGI app: `/v1/messages`, `/v1/messages/count_tokens`, `/v1/models`, `/health`, `/`.
 
     A plain Starlette app: the endpoints read their own bodies and build their own responses, and
     FastAPI's per-request dependency solving and extra middleware cost ~0.1 ms per request for nothing.
+    `observer` keeps the request log; `extra` routes (`/metrics`, `/ui`) sit behind the same guard.
     """
-    handlers = Handlers(gate, options)
+    handlers = Handlers(gate, options, observer)
 
     @contextlib.asynccontextmanager
     async def lifespan(_: Starlette) -> AsyncIterator[None]:
@@ -86,6 +90,7 @@ def create_proxy_app(gate: BackendGate, options: ProxyOptions) -> Starlette:
             Route("/v1/models/{model_id:path}", handlers.get_model, methods=["GET"]),
             Route("/health", handlers.health, methods=["GET", "HEAD"]),
             Route("/", handlers.root, methods=["GET", "HEAD"]),
+            *extra,
         ],
         middleware=middleware,
         exception_handlers={StarletteHTTPException: http_error, Exception: internal_error},

@@ -133,6 +133,7 @@ def print_endpoint(ui: Progress, proxy_url: str, settings: Settings) -> None:
     ui.line(f"Serving the Anthropic API at {proxy_url}. Use it from another shell with:")
     ui.line(f"  export ANTHROPIC_BASE_URL={proxy_url} ANTHROPIC_API_KEY={key}")
     ui.line("  claude")
+    ui.line(f"Dashboard: {proxy_url}/ui  (requests, usage, backend log, config rollback)")
 
 
 async def run_with_claude(settings: Settings, ui: Progress, claude_args: Sequence[str], cli_mode: str | None) -> int:

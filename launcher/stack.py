@@ -164,7 +164,10 @@ class Stack:
         self.on_state = on_state
         self.backend = build_backend(settings, resolve_spec(settings))
         self.gate = SupervisorGate(self.backend.supervisor, self.backend.upstream, self.backend.wait_timeout)
-        self.app = create_proxy_app(self.gate, proxy_options(settings))
+        from launcher.observe.wiring import Observability
+
+        self.observe = Observability(self)  # request log, /metrics, /ui
+        self.app = create_proxy_app(self.gate, proxy_options(settings), self.observe.recorder, self.observe.routes())
         self.proxy: ProxyServer | None = None
         self.immediate = False
         self._stop_requested = asyncio.Event()
@@ -177,6 +180,7 @@ class Stack:
     async def start(self) -> None:
         """Bind the proxy (PortInUseError: nothing started), then start the backend."""
         self.proxy = await serve_proxy(self.app, self.settings.config.host, self.settings.port)
+        self.observe.start()
         await self.launch(self.backend)
 
     async def launch(self, backend: Backend) -> None:
@@ -217,8 +221,10 @@ class Stack:
         """Stop the proxy (open responses get a short grace), then the backend."""
         with contextlib.suppress(Exception):
             if self.proxy is not None:
+                self.observe.stopping()
                 await self.proxy.stop(grace=0.0 if immediate else PROXY_GRACE)
         await self.backend.stop(immediate=immediate)
+        await self.observe.close()
 
 
 @contextlib.asynccontextmanager

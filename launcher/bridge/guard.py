@@ -13,8 +13,10 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from launcher.bridge.errors import ApiError
 from launcher.bridge.options import LOOPBACK_HOSTS, ProxyOptions
 
-# Probes that carry no key: Claude Code's `HEAD /` at start, and health checks.
-OPEN_PATHS = frozenset({"/", "/health"})
+# Probes that carry no key: Claude Code's `HEAD /` at start, and health checks. The dashboard's page
+# and files hold no data: a browser loads them without a key, then sends it with each API call.
+OPEN_PATHS = frozenset({"/", "/health", "/ui", "/ui/"})
+OPEN_PREFIX = "/ui/static/"
 
 
 def host_name(value: str) -> str:
@@ -49,7 +51,13 @@ class Guard:
             host = headers.get(b"host")
             if host is not None and host_name(host.decode("latin-1")) not in LOOPBACK_HOSTS:
                 return ApiError(403, "this proxy answers only requests addressed to localhost, 127.0.0.1 or [::1]")
-        if self._key is not None and scope["path"] not in OPEN_PATHS and not self._authorized(headers):
+        path = scope["path"]
+        if (
+            self._key is not None
+            and path not in OPEN_PATHS
+            and not path.startswith(OPEN_PREFIX)
+            and not self._authorized(headers)
+        ):
             return ApiError(401, "invalid x-api-key: send the proxy's apiKey as x-api-key or Authorization: Bearer")
         length = headers.get(b"content-length")
         if length is not None:

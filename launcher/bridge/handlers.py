@@ -22,6 +22,7 @@ from launcher.bridge.models import MessagesRequest, parse_count_tokens_request, 
 from launcher.bridge.options import ProxyOptions
 from launcher.bridge.request import Prepared, build_body, prepare
 from launcher.bridge.upstream import BackendGate, BackendUnavailable, ClientPool, Upstream
+from launcher.observe.hook import NO_OBSERVER, Observer
 
 log = logging.getLogger("anyclaude.proxy")
 
@@ -50,9 +51,10 @@ class Outcome:
 
 
 class Handlers:
-    def __init__(self, gate: BackendGate, options: ProxyOptions) -> None:
+    def __init__(self, gate: BackendGate, options: ProxyOptions, observer: Observer = NO_OBSERVER) -> None:
         self.gate = gate
         self.options = options
+        self.observer = observer  # the request log
         self.pool = ClientPool()
 
     async def _body(self, request: Request) -> Any:
@@ -101,16 +103,20 @@ class Handlers:
     # ----- endpoints
 
     async def messages(self, request: Request) -> Response:
-        return await self.guarded(request, self._messages(request))
+        record = self.observer.begin(request, "messages")
+        return self.observer.end(record, request, await self.guarded(request, self._messages(request)))
 
     async def count_tokens(self, request: Request) -> Response:
-        return await self.guarded(request, self._count_tokens(request))
+        record = self.observer.begin(request, "count_tokens")
+        return self.observer.end(record, request, await self.guarded(request, self._count_tokens(request)))
 
     async def _messages(self, request: Request) -> Response:
         body = await self._body(request)
         req = parse_messages_request(body)
         prepared = prepare(req, self.options.strip_billing_header)
         upstream = await self._acquire()
+        served = self.options.backend_model(req.model, upstream.model)
+        self.observer.routed(request, upstream.name, req.model, served, req.stream)
         if upstream.api is ApiKind.ANTHROPIC:
             return await self._relay(request, upstream, body)
         return await self._chat(request, upstream, req, prepared)
@@ -120,6 +126,7 @@ class Handlers:
         req = parse_count_tokens_request(body)
         prepared = prepare(req, self.options.strip_billing_header)
         upstream = await self._acquire()
+        self.observer.routed(request, upstream.name, req.model, upstream.model, False)
         if upstream.api is ApiKind.ANTHROPIC:
             return await self._relay(request, upstream, body)
         outcome = Outcome(self.gate)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shlex
 import shutil
+import sqlite3
 import stat
 from pathlib import Path
 
@@ -23,7 +24,26 @@ def home_checks(home: Home, hf_cache: Path | None = None) -> list[Check]:
         created = f"{root} does not exist yet (anyclaude creates it, 0700, on first run)"
         return [Check("home.dirs", CheckStatus.OK, created), *disk_checks(root, hf_cache)]
     loose_dirs, loose_files = loose_entries(root)
-    return [dirs_check(root, loose_dirs), files_check(root, loose_files), *disk_checks(root, hf_cache)]
+    checks = [dirs_check(root, loose_dirs), files_check(root, loose_files), request_log_check(home)]
+    return [*checks, *disk_checks(root, hf_cache)]
+
+
+def request_log_check(home: Home) -> Check:
+    """Where the request log lives, how big it is and how many requests it holds."""
+    from launcher.observe import store
+
+    path = store.log_path(home)
+    if not path.exists():
+        return Check("home.request-log", CheckStatus.OK, f"{path}: no request yet (written from the first one on)")
+    try:
+        with store.reader(path) as conn:
+            count = conn.execute("SELECT COUNT(*) FROM requests").fetchone()[0] if conn is not None else 0
+    except sqlite3.Error as exc:
+        fix = f"Move it aside (mv {shlex.quote(str(path))} {shlex.quote(str(path))}.bad); a new one is started."
+        return Check("home.request-log", CheckStatus.WARN, f"{path} cannot be read ({exc})", fix)
+    size = store.disk_size(path)
+    shown = f"{size / 1024:.0f} KB" if size < 2**20 else f"{size / 2**20:.1f} MB"
+    return Check("home.request-log", CheckStatus.OK, f"{path}: {shown}, {count} requests")
 
 
 def loose_entries(root: Path) -> tuple[list[Path], list[Path]]:

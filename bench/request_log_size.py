@@ -1,0 +1,122 @@
+"""How many bytes the request log grows by per 1,000 requests (bytes, not time: fine on a busy machine).
+
+Starts a real `anyclaude serve` (scripted test backend, a throw-away `$ANYCLAUDE_HOME`), sends N
+streamed requests with Claude Code's session and agent headers through the official anthropic SDK,
+waits until the log holds them, then prints the file sizes. `--bodies` turns `logBodies` on, with a
+~76 KB Claude Code-shaped request each time, to show what keeping prompts costs. Not a test.
+
+    python bench/request_log_size.py [--requests 1000] [--bodies]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import socket
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import anthropic  # noqa: E402
+
+from tests.scripted_backend import claude_code_body  # noqa: E402
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def rows(db: Path) -> int:
+    if not db.exists():
+        return 0
+    conn = sqlite3.connect(db)
+    try:
+        return int(conn.execute("SELECT COUNT(*) FROM requests").fetchone()[0])
+    except sqlite3.OperationalError:
+        return 0
+    finally:
+        conn.close()
+
+
+def wait(predicate: object, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():  # type: ignore[operator]
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out waiting for {what}")
+        time.sleep(0.1)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--requests", type=int, default=1000)
+    parser.add_argument("--bodies", action="store_true", help="logBodies on, with Claude Code-sized requests")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="anyclaude-logsize-") as tmp:
+        home, proxy_port, backend_port = Path(tmp) / "home", free_port(), free_port()
+        command = [sys.executable, "-m", "tests.scripted_backend", "--port", "{port}", "--script", "cached"]
+        config = {
+            "backend": "mlx",
+            "port": proxy_port,
+            "logBodies": args.bodies,
+            "backends": {"mlx": {"command": command, "port": backend_port}},
+        }
+        (Path(tmp) / ".anyclauderc.json").write_text(json.dumps(config))
+        env = {**os.environ, "ANYCLAUDE_HOME": str(home), "PYTHONPATH": str(ROOT)}
+        serve = subprocess.Popen(
+            [sys.executable, "-m", "launcher", "serve", "--config", str(Path(tmp) / ".anyclauderc.json")],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.STDOUT,
+        )
+        try:
+            client = anthropic.Anthropic(base_url=f"http://127.0.0.1:{proxy_port}", api_key="local", max_retries=5)
+            session = str(uuid.uuid4())
+            body = claude_code_body() if args.bodies else None
+            started = time.monotonic()
+            for i in range(args.requests):
+                headers = {"x-claude-code-session-id": session}
+                if i % 4 == 3:  # every fourth request is a subagent's, as in a session that delegates
+                    headers |= {"x-claude-code-agent-id": str(uuid.uuid4()), "x-claude-code-parent-agent-id": session}
+                if body is not None:
+                    kwargs = {k: body[k] for k in ("model", "max_tokens", "messages", "system", "tools")}
+                    with client.messages.stream(**kwargs, extra_headers=headers) as stream:  # type: ignore[arg-type]
+                        stream.get_final_message()
+                else:
+                    with client.messages.stream(
+                        model="claude-sonnet-4-5-20250929",
+                        max_tokens=64,
+                        messages=[{"role": "user", "content": f"turn {i}"}],
+                        extra_headers=headers,
+                    ) as stream:
+                        stream.get_final_message()
+            db = home / "requests.db"
+            wait(lambda: rows(db) >= args.requests, 60, "the log to hold every request")
+            elapsed = time.monotonic() - started
+        finally:
+            serve.terminate()
+            serve.wait(30)
+        sizes = {
+            name: (home / name).stat().st_size for name in ("requests.db", "requests.db-wal") if (home / name).exists()
+        }
+    per_thousand = sizes["requests.db"] * 1000 / args.requests
+    print(
+        f"\nrequest log after {args.requests} requests ({elapsed:.0f} s), logBodies {'on' if args.bodies else 'off'}\n"
+    )
+    for name, size in sizes.items():
+        print(f"  {name:<18} {size:>12,} bytes")
+    print(f"  {'per 1,000 requests':<18} {per_thousand:>12,.0f} bytes (the database; the WAL is reused, up to ~4 MB)")
+
+
+if __name__ == "__main__":
+    main()

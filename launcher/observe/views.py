@@ -1,0 +1,143 @@
+"""What the dashboard and `/metrics` read from the running stack: snapshots, never decisions.
+
+The stack's backend changes on a config swap, so every function here reads `stack.backend` afresh.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import httpx
+
+from launcher.observe.metrics import BackendView
+from launcher.supervision import statefile
+
+if TYPE_CHECKING:
+    from launcher.stack import Backend, Stack
+
+# A scrape must not hang on a busy backend: its queue depth is skipped after this long.
+QUEUE_PROBE_TIMEOUT = 0.5
+# The dashboard's log tail: this much of the end of a log on first sight, and per update at most.
+TAIL_BYTES = 32 * 1024
+
+
+def backend_state(stack: Stack) -> dict[str, Any]:
+    """The serving backend as the dashboard shows it, plus other backends the state files know."""
+    backend = stack.backend
+    supervisor = backend.supervisor
+    current = {
+        "name": backend.spec.name,
+        "kind": backend.spec.kind,
+        "state": str(supervisor.state),
+        "reason": supervisor.reason,
+        "restarts": supervisor.restarts,
+        "breaker": supervisor.breaker.snapshot(),
+        "pid": supervisor.pid,
+        "port": backend.spec.port,
+        "model": backend.upstream.model or backend.spec.model_name or _configured_model(stack, backend.spec.name),
+        "serving": True,
+    }
+    others = []
+    for record in statefile.list_records(stack.settings.home):
+        if record.name == backend.spec.name or statefile.launcher_alive(record) is None:
+            continue
+        others.append(
+            {
+                "name": record.name,
+                "kind": record.kind,
+                "state": record.state,
+                "reason": record.reason,
+                "restarts": record.restarts,
+                "breaker": record.breaker,
+                "pid": record.pid,
+                "port": record.port,
+                "model": None,
+                "serving": False,
+            }
+        )
+    return {
+        "mode": stack.settings.mode,
+        "config": str(stack.settings.path) if stack.settings.path else None,
+        "backends": [current, *others],
+    }
+
+
+def _configured_model(stack: Stack, name: str) -> str | None:
+    entry = stack.settings.config.backends.get(name)
+    return entry.model if entry is not None else None
+
+
+async def queue_depth(backend: Backend) -> dict[str, Any]:
+    """The backend's queue as its health endpoint reports it (our MLX server); {} for other kinds."""
+    if backend.embedded_app is not None:
+        with contextlib.suppress(Exception):
+            queue = backend.embedded_app.state.runtime.health().get("queue")
+            return dict(queue) if isinstance(queue, dict) else {}
+        return {}
+    url = backend.spec.health_url
+    if backend.spec.kind != "mlx-server" or not url:
+        return {}
+    try:
+        async with httpx.AsyncClient(timeout=QUEUE_PROBE_TIMEOUT, trust_env=False) as client:
+            body = (await client.get(url)).json()
+    except (httpx.HTTPError, ValueError):
+        return {}
+    queue = body.get("queue") if isinstance(body, dict) else None
+    return dict(queue) if isinstance(queue, dict) else {}
+
+
+async def metrics_view(stack: Stack) -> BackendView:
+    backend = stack.backend
+    supervisor = backend.supervisor
+    return BackendView(
+        name=backend.spec.name,
+        state=str(supervisor.state),
+        restarts=supervisor.restarts,
+        breaker=str(supervisor.breaker.snapshot().get("state", "closed")),
+        queue=await queue_depth(backend),
+    )
+
+
+def log_names(logs: Path) -> list[str]:
+    """The logs the dashboard may show: the files in `$ANYCLAUDE_HOME/logs` (never a path from a request)."""
+    if not logs.is_dir():
+        return []
+    return sorted(p.stem for p in logs.glob("*.log"))
+
+
+class LogTail:
+    """New lines of one log since the last call; follows rotation (a new file, or a shorter one)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._inode: int | None = None
+        self._offset = 0
+        self._partial = b""
+
+    def read(self) -> list[str]:
+        try:
+            info = os.stat(self.path)
+        except OSError:
+            return []
+        cut = False
+        if self._inode is None:
+            self._offset = max(0, info.st_size - TAIL_BYTES)
+            cut = self._offset > 0  # a tail taken mid-file starts with a torn line
+        elif info.st_ino != self._inode or info.st_size < self._offset:
+            self._offset, self._partial = 0, b""
+        self._inode = info.st_ino
+        if info.st_size <= self._offset:
+            return []
+        try:
+            with open(self.path, "rb") as fh:
+                fh.seek(self._offset)
+                data = fh.read(TAIL_BYTES)
+        except OSError:
+            return []
+        self._offset += len(data)
+        lines = (self._partial + data).split(b"\n")
+        self._partial = lines.pop()
+        return [line.decode("utf-8", errors="replace") for line in lines[1 if cut else 0 :]]
