@@ -190,14 +190,14 @@ def local_server_spec(
 
     Probes go to the entry's `healthPath` or the kind's `health_path` (readiness may differ, e.g. a
     1-token completion); the environment is the kind's `env`, then the entry's `env`, then, for MLX
-    kinds on Linux, the system OpenBLAS preloaded (merged with any LD_PRELOAD already set).
+    kinds on Linux, OpenBLAS preloaded (merged with any LD_PRELOAD and LD_LIBRARY_PATH already set).
     """
     liveness = Probe(local_url(entry, port, entry.health_path or health_path))
     merged = {**(env or {}), **entry.env}
     if preload_blas:
         from adapters.openblas import openblas_env
 
-        merged |= openblas_env(merged.get("LD_PRELOAD", ""))
+        merged |= openblas_env(merged.get("LD_PRELOAD", ""), ld_library_path=merged.get("LD_LIBRARY_PATH", ""))
     return LaunchSpec(
         name=name,
         kind=kind,

@@ -18,6 +18,6 @@ from adapters.openblas import openblas_env
 def ensure_openblas() -> None:
     """Re-execute this script with OpenBLAS in LD_PRELOAD, unless it is there already or not installed."""
     current = os.environ.get("LD_PRELOAD", "")
-    wanted = openblas_env(current).get("LD_PRELOAD", current)
-    if wanted != current:
-        os.execve(sys.executable, [sys.executable, *sys.argv], {**os.environ, "LD_PRELOAD": wanted})
+    env = openblas_env(current, ld_library_path=os.environ.get("LD_LIBRARY_PATH", ""))
+    if env.get("LD_PRELOAD", current) != current:
+        os.execve(sys.executable, [sys.executable, *sys.argv], {**os.environ, **env})

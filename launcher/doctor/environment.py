@@ -29,7 +29,9 @@ def environment_checks(env: Mapping[str, str]) -> list[Check]:
     blas = openblas_check("env")
     library = find_openblas()
     if blas is not None and blas.status is CheckStatus.OK and library:
-        blas = Check(blas.name, blas.status, f"OpenBLAS {library}: preloaded into MLX backends (prefill ~11x faster)")
+        where = "the system's" if library.source == "system" else f"pip's {library.source}"
+        detail = f"OpenBLAS ({where}, {library.library}): preloaded into MLX backends (prefill ~11x faster)"
+        blas = Check(blas.name, blas.status, detail)
     if blas is not None:
         found.append(blas)
     found += [binary_info("mistralrs", ("mistralrs", "mistralrs-server"), env)]

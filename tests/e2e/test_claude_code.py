@@ -22,7 +22,6 @@ pytestmark = [
     pytest.mark.claude,
     pytest.mark.skipif(shutil.which("claude") is None, reason="Claude Code (`claude`) is not on PATH"),
 ]
-OPENBLAS = "/usr/lib/x86_64-linux-gnu/openblas-pthread/libopenblas.so.0"
 
 
 def run_anyclaude(config: Path, home: Path, *claude_args: str, timeout: float = 300) -> dict[str, Any]:
@@ -105,8 +104,6 @@ def test_claude_code_on_smollm2_through_our_mlx_server(tmp_path: Path) -> None:
         "contextLength": 8192,
         "temperature": 0.0,
     }
-    if Path(OPENBLAS).exists():
-        entry["env"] = {"LD_PRELOAD": OPENBLAS}
     config = tmp_path / ".anyclauderc.json"
     config.write_text(json.dumps({"port": free_port(), "backend": "mlx", "backends": {"mlx": entry}}))
     result = run_anyclaude(

@@ -3,23 +3,21 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 
 import openai
 import pytest
 
+from adapters.openblas import openblas_env
 from tests.integration.mlx_server_process import ServerProcess, start_server, stop_server
 from tests.smollm2 import smollm2_dir
-
-OPENBLAS = Path("/usr/lib/x86_64-linux-gnu/openblas-pthread/libopenblas.so.0")
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
 def smollm2_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    # The mlx[cpu] wheel's own BLAS is ~11x slower than the system OpenBLAS.
-    env = {"LD_PRELOAD": str(OPENBLAS)} if OPENBLAS.is_file() else {}
+    # The mlx[cpu] wheel's own BLAS is ~11x slower than OpenBLAS, which the mlx-server kind preloads.
+    env = openblas_env()
     started = start_server(smollm2_dir(), tmp_path_factory.mktemp("logs"), env=env, deadline_s=180)
     yield started
     stop_server(started)

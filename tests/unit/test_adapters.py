@@ -18,7 +18,7 @@ from adapters.command import CommandAdapter
 from adapters.llama_cpp import LlamaCppAdapter
 from adapters.mlx_lm import READINESS_BODY, MlxLmAdapter, version_checks
 from adapters.mlx_textgen import WRAPPER, MlxTextgenAdapter
-from adapters.openblas import INSTALL_HINT, openblas_check, openblas_env
+from adapters.openblas import INSTALL_HINT, Blas, openblas_check, openblas_env
 from adapters.remote import RemoteAdapter
 from adapters.script import ScriptAdapter
 from launcher.config import BackendConfig, Config, parse_config_text
@@ -249,11 +249,22 @@ def test_anthropic_check_warns_without_a_key() -> None:
 
 def test_openblas_is_preloaded_on_linux_only_and_merged() -> None:
     lib = "/usr/lib/x86_64-linux-gnu/openblas-pthread/libopenblas.so.0"
-    assert openblas_env("", "darwin", find=lambda: lib) == {}
+    system = Blas(lib, "system")
+    assert openblas_env("", "darwin", find=lambda: system) == {}
     assert openblas_env("", "linux", find=lambda: None) == {}
-    assert openblas_env("", "linux", find=lambda: lib) == {"LD_PRELOAD": lib}
-    assert openblas_env("/a.so:/b.so", "linux", find=lambda: lib) == {"LD_PRELOAD": f"/a.so /b.so {lib}"}
-    assert openblas_env(lib, "linux", find=lambda: lib) == {"LD_PRELOAD": lib}
+    assert openblas_env("", "linux", find=lambda: system) == {"LD_PRELOAD": lib}
+    assert openblas_env("/a.so:/b.so", "linux", find=lambda: system) == {"LD_PRELOAD": f"/a.so /b.so {lib}"}
+    assert openblas_env(lib, "linux", find=lambda: system) == {"LD_PRELOAD": lib}
+
+
+def test_the_wheels_openblas_brings_the_folder_of_its_fortran_runtime() -> None:
+    wheel = Blas("/site/cmeel.prefix/lib/libopenblas.so.0", "cmeel-openblas", "/home/u/.anyclaude/lib/blas")
+    assert openblas_env("", "linux", find=lambda: wheel) == {
+        "LD_PRELOAD": wheel.library,
+        "LD_LIBRARY_PATH": "/home/u/.anyclaude/lib/blas",
+    }
+    kept = openblas_env("", "linux", find=lambda: wheel, ld_library_path="/opt/lib")
+    assert kept["LD_LIBRARY_PATH"] == "/home/u/.anyclaude/lib/blas:/opt/lib"
 
 
 def test_openblas_check_says_how_to_install() -> None:
