@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from adapters.mlx_server.mlx_tools import MlxToolStream
+from adapters.mlx_server.mlx_tools import MlxToolStream, mlx_parser_names
 from adapters.mlx_server.pool import LoadedModel
 from adapters.reasoning import ReasoningDelta, ReasoningSplitter
 from adapters.tool_parsers import TextDelta, ToolCall, ToolCallDelta, detect_parser, get_parser
@@ -36,18 +36,26 @@ def tool_stream_for(
 ) -> _ToolStream | None:
     """The tool-call parser for one generation: the configured one, else mlx-lm's, else one detected.
 
-    None when the request offers no tools (plain text is then never read as markup).
+    mlx-lm's module serves every format it ships, also when configured or detected by us; our own parsers
+    only the formats mlx-lm lacks (hermes, harmony, llama3_json). None when the request offers no tools
+    (plain text is then never read as markup).
     Raises KeyError when `forced` names no known parser.
     """
     if not tools:
         return None
     if forced:
-        return get_parser(forced).stream()
+        return _stream_named(forced, tools)
     own = MlxToolStream.for_tokenizer(loaded.tokenizer, tools)
     if own is not None:
         return own
     detected = detect_parser(loaded.chat_template, loaded.model_type)
-    return detected.stream() if detected is not None else None
+    return _stream_named(detected.name, tools) if detected is not None else None
+
+
+def _stream_named(name: str, tools: Sequence[dict[str, Any]]) -> _ToolStream:
+    if name in mlx_parser_names():
+        return MlxToolStream.for_module(name, tools)
+    return get_parser(name).stream()
 
 
 def reasoning_splitter_for(loaded: LoadedModel, starts_in_reasoning: bool) -> ReasoningSplitter | None:
