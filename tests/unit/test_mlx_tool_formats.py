@@ -469,3 +469,35 @@ def test_text_after_a_call_flows_on() -> None:
 def test_json_tools_arguments_in_other_spellings_are_kept(body: str) -> None:
     fed, _ = stream_all("json_tools", [f"<tool_call>{body}</tool_call>"])
     assert summary(fed) == ("", [("Read", {"file_path": "/a"})])
+
+
+# ---- as the OpenAI stream a client reads ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("fixture", [f for f in FIXTURES if len(f.calls) > 1], ids=lambda f: f.id)
+def test_parallel_calls_reach_an_openai_client_as_indexed_deltas_in_order(fixture: Fixture) -> None:
+    from openai.lib.streaming.chat import ChatCompletionStreamState
+    from openai.types.chat import ChatCompletionChunk
+
+    from adapters.mlx_server.output import OutputAssembler
+    from adapters.mlx_server.responses import ChatStream
+
+    assembler = OutputAssembler(None, MlxToolStream.for_module(fixture.fmt, TOOLS))
+    chunks = ChatStream("m")
+    state = ChatCompletionStreamState(input_tools=TOOLS)  # type: ignore[arg-type]
+    first_call_at = None
+    for at, char in enumerate(fixture.text):
+        for event in assembler.feed(char):
+            state.handle_chunk(ChatCompletionChunk.model_validate(chunks.event_chunk(event)))
+            if first_call_at is None and isinstance(event, ToolCallDelta):
+                first_call_at = at
+    for event in assembler.finish():
+        state.handle_chunk(ChatCompletionChunk.model_validate(chunks.event_chunk(event)))
+    state.handle_chunk(ChatCompletionChunk.model_validate(chunks.chunk({}, "tool_calls")))
+
+    message = state.get_final_completion().choices[0].message
+    calls = message.tool_calls or []
+    assert [(c.function.name, json.loads(c.function.arguments)) for c in calls] == list(fixture.calls)
+    assert len({c.id for c in calls}) == len(calls)
+    assert (message.content or "") == fixture.content
+    assert first_call_at == ready_points(fixture)[0] - 1  # with the character that completed the first call
