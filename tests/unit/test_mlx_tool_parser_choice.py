@@ -13,7 +13,7 @@ import pytest
 
 from adapters.mlx_server.__main__ import _check_tool_parser
 from adapters.mlx_server.mlx_tools import MlxToolStream, known_tool_parsers, mlx_parser_names
-from adapters.mlx_server.output import tool_stream_for
+from adapters.mlx_server.output import CollectedOutput, OutputAssembler, tool_stream_for
 from adapters.mlx_server.pool import LoadedModel
 from adapters.tool_parsers import PARSERS, StreamingToolParser, ToolCallDelta
 from tests.tiny_model import _write_tokenizer
@@ -35,11 +35,16 @@ def loaded_with(tokenizer: Any, model_type: str | None = None) -> LoadedModel:
     )
 
 
-def real_tokenizer(folder: Path, chat_template: str) -> Any:
-    """mlx-lm's TokenizerWrapper for a small BPE tokenizer whose chat template is `chat_template`."""
+def real_tokenizer(folder: Path, chat_template: str, special: tuple[str, ...] = ()) -> Any:
+    """mlx-lm's TokenizerWrapper for a small BPE tokenizer with this chat template and more special tokens."""
     from mlx_lm.tokenizer_utils import load
+    from tokenizers import AddedToken, Tokenizer
 
     _write_tokenizer(folder, vocab=358, context=512)
+    if special:
+        tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
+        tokenizer.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in special])
+        tokenizer.save(str(folder / "tokenizer.json"))
     config_file = folder / "tokenizer_config.json"
     config = json.loads(config_file.read_text())
     config["chat_template"] = chat_template
@@ -113,3 +118,31 @@ def test_format_we_detect_and_mlx_lm_ships_is_parsed_by_mlx_lm(tmp_path: Path) -
     stream = tool_stream_for(loaded, TOOLS, forced=None)
     assert isinstance(stream, MlxToolStream)
     assert stream.name == "mistral"
+
+
+XTML = ("<|open|>", "<|close|>", "<|sep|>", "<|end_of_msg|>")
+K3_REPLY = (
+    '<|open|>response<|sep|>I\'ll look.<|close|>response<|sep|><|open|>tools<|sep|><|open|>call tool="Read" '
+    'index="1"<|sep|><|open|>argument key="file_path" type="string"<|sep|>/a.py<|close|>argument<|sep|>'
+    "<|close|>call<|sep|><|close|>tools<|sep|>"
+)
+
+
+def run_assembler(assembler: OutputAssembler, text: str) -> CollectedOutput:
+    out = CollectedOutput()
+    for char in text:
+        out.add(assembler.feed(char))
+    out.add(assembler.finish())
+    return out
+
+
+@pytest.mark.parametrize("tools", [TOOLS, None], ids=["with-tools", "without-tools"])
+def test_kimi_k3_reply_channel_markers_never_reach_the_client(tmp_path: Path, tools: Any) -> None:
+    # mlx-lm knows an XTML vocabulary: Kimi K3's tool format, and the markers around its reply to drop.
+    loaded = loaded_with(real_tokenizer(tmp_path, "{% for m in messages %}{{ m.content }}{% endfor %}", XTML))
+    out = run_assembler(OutputAssembler(None, tool_stream_for(loaded, tools, forced=None)), K3_REPLY)
+    if tools:
+        assert out.content == "I'll look."
+        assert [(c.name, json.loads(c.arguments)) for c in out.tool_calls] == [("Read", {"file_path": "/a.py"})]
+    else:
+        assert out.content == K3_REPLY.removeprefix("<|open|>response<|sep|>").replace("<|close|>response<|sep|>", "")
