@@ -143,7 +143,8 @@ class BackendConfig(_Model):
         description="mlx-server: force a tool-call format by name: any the installed mlx-lm ships (json_tools, "
         "qwen3_coder, glm47, kimi_k2, minimax_m2, mistral, pythonic, gemma4, ...; mlx-lm parses these) or hermes, "
         "harmony, llama3_json. Default: the format mlx-lm infers from the chat template, else one we detect from it "
-        "or the model type. An unknown name stops the server at start with the list of known ones.",
+        "or the model type. A server run as a child process refuses an unknown name at start and lists the known "
+        "ones.",
     )
     cpu_only: bool = Field(False, description="mlx-server: run on the CPU even where a GPU is available.")
     cache_slots: int | None = Field(
