@@ -191,8 +191,9 @@ class MlxToolStream:
             self._sink.call(call)
 
     def _reject(self, text: str, reason: str) -> None:
-        # Malformed or cut short: give the text back rather than lose it.
-        log.warning("%s tool call returned as text: %s", self.name, reason)
+        # Malformed or cut short: give the text back rather than lose it. The reason quotes model output:
+        # a line, not a whole file the model was writing.
+        log.warning("%s tool call returned as text: %.200s", self.name, reason)
         self._sink.text(text)
 
     def _calls(self, raw: str) -> list[ToolCall] | str:
