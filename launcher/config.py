@@ -141,7 +141,12 @@ class BackendConfig(_Model):
         None, gt=0, description="mlx-server: GB of model weights kept loaded; least recently used models go first."
     )
     tool_parser: str | None = Field(
-        None, description="mlx-server: force a tool-call format (hermes, qwen3_coder, harmony, llama3_json, mistral)."
+        None,
+        description="mlx-server: force a tool-call format by name: any the installed mlx-lm ships (json_tools, "
+        "qwen3_coder, glm47, kimi_k2, minimax_m2, mistral, pythonic, gemma4, ...; mlx-lm parses these) or hermes, "
+        "harmony, llama3_json. Default: the format mlx-lm infers from the chat template, else one we detect from it "
+        "or the model type. A server run as a child process refuses an unknown name at start and lists the known "
+        "ones.",
     )
     cpu_only: bool = Field(False, description="mlx-server: run on the CPU even where a GPU is available.")
     cache_slots: int | None = Field(

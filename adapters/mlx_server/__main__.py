@@ -74,7 +74,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--max-tokens", type=int, default=DEFAULT_MAX_TOKENS, help="default max_tokens")
     parser.add_argument("--prefill-step", type=int, default=DEFAULT_PREFILL_STEP, help=argparse.SUPPRESS)
-    parser.add_argument("--tool-parser", help="force a tool-call format (hermes, qwen3_coder, harmony, ...)")
+    parser.add_argument(
+        "--tool-parser",
+        metavar="NAME",
+        help="force a tool-call format: a parser the installed mlx-lm ships (mlx-lm then parses it), or hermes, "
+        "harmony, llama3_json; default: the format mlx-lm infers from the chat template. "
+        f"Known: {', '.join(_known_parsers())}",
+    )
     parser.add_argument("--temperature", type=float, default=1.0, help="for requests that set no temperature")
     parser.add_argument("--top-p", type=float, default=1.0, help="for requests that set no top_p")
     parser.add_argument("--cpu-only", action="store_true", help="run on the CPU even when a GPU is available")
@@ -206,13 +212,16 @@ def serve(config: ServerConfig) -> int:
     return 0 if server.started else EXIT_LOAD_FAILED
 
 
-def _check_tool_parser(name: str | None) -> None:
-    if name is None:
-        return
-    from adapters.tool_parsers import PARSERS
+def _known_parsers() -> list[str]:
+    from adapters.mlx_server.mlx_tools import known_tool_parsers
 
-    if name not in PARSERS:
-        raise ValueError(f"unknown tool parser {name!r}; known: {', '.join(sorted(PARSERS))}")
+    return sorted(known_tool_parsers())
+
+
+def _check_tool_parser(name: str | None) -> None:
+    """Refuse a `--tool-parser` that neither mlx-lm nor we know, naming those that exist."""
+    if name is not None and name not in _known_parsers():
+        raise ValueError(f"unknown tool parser {name!r}; known: {', '.join(_known_parsers())}")
 
 
 if __name__ == "__main__":

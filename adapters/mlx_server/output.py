@@ -1,8 +1,9 @@
 """Generated text -> what a client sees: reasoning, content and tool calls, piece by piece.
 
 Order of the stages: the engine has already cut stop sequences; `<think>…</think>` is split off as
-reasoning; what is left goes through the model's tool-call parser, so tool markup never reaches the
-client as text. Streaming and non-streaming responses use the same stages, so they agree.
+reasoning; the markers mlx-lm knows around some models' replies are dropped; what is left goes through the
+model's tool-call parser, so tool markup never reaches the client as text. Streaming and non-streaming
+responses use the same stages, so they agree.
 """
 
 from __future__ import annotations
@@ -11,8 +12,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from adapters.mlx_server.mlx_tools import MlxToolStream
+from adapters.mlx_server.mlx_tools import MlxToolStream, mlx_parser_names
 from adapters.mlx_server.pool import LoadedModel
+from adapters.mlx_server.stops import partial_suffix_length
 from adapters.reasoning import ReasoningDelta, ReasoningSplitter
 from adapters.tool_parsers import TextDelta, ToolCall, ToolCallDelta, detect_parser, get_parser
 
@@ -34,20 +36,67 @@ class _ToolStream(Protocol):
 def tool_stream_for(
     loaded: LoadedModel, tools: Sequence[dict[str, Any]] | None, forced: str | None
 ) -> _ToolStream | None:
-    """The tool-call parser for one generation: the configured one, else mlx-lm's, else one detected.
+    """What reads the answer text of one generation: the tool-call parser, behind a filter for the markers
+    around a reply that mlx-lm knows for some tokenizers (Kimi K3's `<|open|>response<|sep|>`).
 
-    None when the request offers no tools (plain text is then never read as markup).
+    The parser is the configured one, else mlx-lm's, else one we detect; mlx-lm's module serves every
+    format it ships, also when configured or detected by us; our own parsers only the formats mlx-lm lacks
+    (hermes, harmony, llama3_json). There is none when the request offers no tools (plain text is then
+    never read as markup). None when there is neither parser nor filter.
     Raises KeyError when `forced` names no known parser.
     """
+    parser = _tool_parser_for(loaded, tools, forced)
+    markers = tuple(getattr(loaded.tokenizer, "structural_markers", None) or ())
+    return _WithoutMarkers(markers, parser) if markers else parser
+
+
+def _tool_parser_for(
+    loaded: LoadedModel, tools: Sequence[dict[str, Any]] | None, forced: str | None
+) -> _ToolStream | None:
     if not tools:
         return None
     if forced:
-        return get_parser(forced).stream()
+        return _stream_named(forced, tools)
     own = MlxToolStream.for_tokenizer(loaded.tokenizer, tools)
     if own is not None:
         return own
     detected = detect_parser(loaded.chat_template, loaded.model_type)
-    return detected.stream() if detected is not None else None
+    return _stream_named(detected.name, tools) if detected is not None else None
+
+
+def _stream_named(name: str, tools: Sequence[dict[str, Any]]) -> _ToolStream:
+    if name in mlx_parser_names():
+        return MlxToolStream.for_module(name, tools)
+    return get_parser(name).stream()
+
+
+class _WithoutMarkers:
+    """Drops structural markers from answer text, then hands the text to the tool-call parser, if any.
+
+    A marker split across pieces is held back until the next piece completes it or shows it is text.
+    """
+
+    def __init__(self, markers: tuple[str, ...], parser: _ToolStream | None) -> None:
+        self._markers = markers
+        self._parser = parser
+        self._held = ""
+
+    def feed(self, delta: str) -> Sequence[TextDelta | ToolCallDelta]:
+        text = self._held + delta
+        for marker in self._markers:
+            text = text.replace(marker, "")
+        keep = partial_suffix_length(text, self._markers)
+        text, self._held = text[: len(text) - keep], text[len(text) - keep :]
+        return self._pass(text)
+
+    def finish(self) -> Sequence[TextDelta | ToolCallDelta]:
+        held, self._held = self._held, ""
+        return [*self._pass(held), *(self._parser.finish() if self._parser is not None else [])]
+
+    def _pass(self, text: str) -> Sequence[TextDelta | ToolCallDelta]:
+        if self._parser is not None:
+            return self._parser.feed(text)
+        return [TextDelta(text)] if text else []
 
 
 def reasoning_splitter_for(loaded: LoadedModel, starts_in_reasoning: bool) -> ReasoningSplitter | None:
