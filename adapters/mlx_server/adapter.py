@@ -15,6 +15,7 @@ from adapters.base import (
     AdapterError,
     ApiKind,
     Check,
+    CheckStatus,
     LaunchSpec,
     Probe,
     local_server_spec,
@@ -167,5 +168,22 @@ class MlxServerAdapter:
         found += [model_path_check(self.kind, entry.model), model_memory_check(entry.model, name="mlx-server.memory")]
         if not entry.embedded:
             found.append(port_check(entry.host, entry.port, name="mlx-server.port"))
+        if entry.tool_parser:
+            found.append(tool_parser_check(entry.tool_parser))
         blas = openblas_check(self.kind)
         return found + ([blas] if blas else [])
+
+
+def tool_parser_check(name: str) -> Check:
+    """A forced `toolParser` must name a format mlx-lm or we know (an embedded server has no start check)."""
+    from adapters.mlx_server.mlx_tools import known_tool_parsers
+
+    known = sorted(known_tool_parsers())
+    if name in known:
+        return Check("mlx-server.tool-parser", CheckStatus.OK, f"tool-call format {name!r}")
+    return Check(
+        "mlx-server.tool-parser",
+        CheckStatus.FAIL,
+        f"unknown tool-call format {name!r}",
+        f"set toolParser to one of: {', '.join(known)}, or remove it to use the model's own",
+    )

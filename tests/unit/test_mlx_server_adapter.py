@@ -61,3 +61,13 @@ def test_embedded_settings_match_the_entry() -> None:
     config = server_config("mlx", entry(models={"small": "/m/small"}, maxQueue=3, memoryLimit=1.0))
     assert [m.alias for m in config.models] == ["qwen", "small"]
     assert config.max_queue == 3 and config.memory_limit_bytes == 1024**3
+
+
+def test_an_unknown_tool_parser_fails_the_adapters_check_listing_the_known_ones() -> None:
+    from adapters.base import CheckStatus
+    from adapters.mlx_server.adapter import tool_parser_check
+
+    bad = tool_parser_check("glm4_moe")
+    assert bad.status is CheckStatus.FAIL and bad.fix is not None
+    assert "json_tools" in bad.fix and "hermes" in bad.fix
+    assert tool_parser_check("json_tools").status is CheckStatus.OK
