@@ -156,7 +156,8 @@ class Handlers:
             payload = dumps(build_body(req, prepared, model, max_tokens))
             parser = make_text_parser() if prepared.tools and self.options.parse_text_tool_calls else None
             poster = self.pool.poster(upstream)
-            call = chat.Call(upstream, poster, payload, req.model, prompt, req.stop_sequences, parser)
+            forwarded = chat.session_headers(request.headers)
+            call = chat.Call(upstream, poster, payload, req.model, prompt, req.stop_sequences, parser, forwarded)
             if req.stream:
                 return await self._stream(call, outcome, release)
             message = await unless_disconnected(request, chat.collect(call, self.options))
