@@ -49,7 +49,8 @@ def translate_messages(req: CountTokensRequest, strip_billing: bool = True) -> l
     started = False
     for i, msg in enumerate(req.messages):
         if msg.role == "system":
-            text = "\n\n".join(plain_text(msg.content, f"messages.{i}.content"))
+            content = strip_billing_header(msg.content) if strip_billing else msg.content
+            text = "\n\n".join(plain_text(content, f"messages.{i}.content"))
             if not started:
                 system_parts.append(text)
             elif out and out[-1]["role"] == "user":
