@@ -5,6 +5,7 @@ backend call's outcome to the gate exactly once (a half-open breaker waits for t
 from __future__ import annotations
 
 import asyncio
+import fnmatch
 import logging
 from typing import Any
 
@@ -206,8 +207,17 @@ class Handlers:
         data = self.models()
         return json_response({"data": data, "has_more": False, "first_id": data[0]["id"], "last_id": data[-1]["id"]})
 
+    def serves(self, model_id: str) -> bool:
+        """Whether a request for `model_id` is answered: an id `/v1/models` lists, one a configured pattern
+        matches, or a Claude model id (what Claude Code asks for; the backend's model answers it)."""
+        if model_id.startswith("claude-") or model_id in (m["id"] for m in self.models()):
+            return True
+        return any(any(ch in p for ch in "*?[") and fnmatch.fnmatchcase(model_id, p) for p in self.options.models)
+
     async def get_model(self, request: Request) -> Response:
         wanted = request.path_params["model_id"]
+        if not self.serves(wanted):
+            return error_response(ApiError(404, f"model: {wanted} is not served here (see GET /v1/models)"))
         entry = {"type": "model", "id": wanted, "display_name": wanted, "created_at": "2025-01-01T00:00:00Z"}
         return json_response(entry)
 

@@ -222,3 +222,30 @@ def test_a_silent_backend_still_times_out_before_its_first_token(backend: tuple[
             stream.get_final_message()
     finally:
         proxy.stop()
+
+
+# ----- models and request ids
+
+
+def test_unknown_model_id_is_404_not_found(client: anthropic.Anthropic) -> None:
+    assert client.models.retrieve("claude-sonnet-4-5").id == "claude-sonnet-4-5"  # what Claude Code asks for
+    with pytest.raises(anthropic.NotFoundError) as caught:
+        client.models.retrieve("gpt-4o")
+    assert caught.value.body["error"]["type"] == "not_found_error"  # type: ignore[index]
+
+
+def test_every_response_carries_a_request_id(client: anthropic.Anthropic, proxy: ServerThread) -> None:
+    raw = client.messages.with_raw_response.create(
+        model="m", max_tokens=9, messages=[{"role": "user", "content": "hi"}]
+    )
+    assert raw.headers["request-id"].startswith("req_")
+    with client.messages.with_streaming_response.create(
+        model="m", max_tokens=9, stream=True, messages=[{"role": "user", "content": "hi"}]
+    ) as streamed:
+        assert streamed.headers["request-id"].startswith("req_")
+    with pytest.raises(anthropic.BadRequestError) as caught:
+        client.messages.create(model="m", max_tokens=9, messages=[])
+    assert caught.value.request_id and caught.value.request_id.startswith("req_")
+    refused = httpx.get(proxy.url + "/v1/models", headers={"host": "evil.example"})  # refused before routing
+    assert refused.status_code == 403 and refused.headers["request-id"].startswith("req_")
+    assert raw.headers["request-id"] != streamed.headers["request-id"]
