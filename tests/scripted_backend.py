@@ -91,6 +91,12 @@ SCRIPTS: dict[str, list[Chunk]] = {
     ],
     "cached": [chunk({"content": "ok"}), chunk(finish="stop"), usage(1000, 1, cached=900)],
     "stopseq": [chunk({"content": "one two"}), chunk(finish="stop", stop_reason="END"), usage(5, 2)],
+    # SGLang names the matched stop string `matched_stop`; `stop_reason` may be there and null.
+    "stopseq_sglang": [
+        chunk({"content": "one two"}),
+        chunk(finish="stop", stop_reason=None, matched_stop="END"),
+        usage(5, 2),
+    ],
     "length": [chunk({"content": "cut"}), chunk(finish="length"), usage(5, 1)],
     "nousage": [chunk({"content": "a"}), chunk({"content": "b"}), chunk(finish="stop")],
     # Ollama 0.20: every parallel call has index 0, told apart only by its id (ollama/ollama#15457).
@@ -188,6 +194,12 @@ class Backend:
                 "code": "context_length_exceeded",
             }
             return JSONResponse({"error": error}, status_code=400)
+        if name == "novision" and _has_image(body):
+            # What a server with a text-only model answers to image parts (our MLX server does).
+            error = {"message": "this model does not accept images", "type": "invalid_request_error", "code": 400}
+            return JSONResponse({"error": error}, status_code=400)
+        if name == "novision":
+            name = "text"
         if name == "json":
             message = {"role": "assistant", "content": "whole"}
             return JSONResponse({"choices": [{"index": 0, "message": message, "finish_reason": "stop"}]})
@@ -273,6 +285,15 @@ class Backend:
 
     async def last_body(self, request: Request) -> Response:
         return JSONResponse(self.last)
+
+
+def _has_image(body: Any) -> bool:
+    return any(
+        isinstance(part, dict) and part.get("type") == "image_url"
+        for message in body.get("messages") or []
+        if isinstance(message.get("content"), list)
+        for part in message["content"]
+    )
 
 
 def _event(value: Chunk) -> bytes:

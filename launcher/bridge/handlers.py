@@ -21,7 +21,7 @@ from launcher.bridge.guard import too_large
 from launcher.bridge.leaks import make_text_parser
 from launcher.bridge.models import MessagesRequest, parse_count_tokens_request, parse_messages_request
 from launcher.bridge.options import ProxyOptions
-from launcher.bridge.request import Prepared, build_body, prepare
+from launcher.bridge.request import Prepared, build_body, has_images, prepare
 from launcher.bridge.upstream import BackendGate, BackendUnavailable, ClientPool, Upstream
 
 log = logging.getLogger("anyclaude.proxy")
@@ -145,6 +145,10 @@ class Handlers:
             raise
 
     async def _chat(self, request: Request, upstream: Upstream, req: MessagesRequest, prepared: Prepared) -> Response:
+        if upstream.accepts_images is False and has_images(prepared.messages):
+            raise invalid_request(
+                f"this model does not accept images (backend {upstream.name} serves a text-only model)"
+            )
         outcome = Outcome(self.gate)
         client = self.pool.checkout(upstream)
         release = once(lambda: self.pool.checkin(upstream))

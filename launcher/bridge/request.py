@@ -155,6 +155,16 @@ def translate_tool_choice(choice: dict[str, Any] | None) -> tuple[Any, bool]:
     raise invalid_request(f"tool_choice.type: unknown value {kind!r} (auto, any, tool, none)")
 
 
+def has_images(messages: list[dict[str, Any]]) -> bool:
+    """Whether translated messages carry an image part."""
+    return any(
+        isinstance(part, dict) and part.get("type") == "image_url"
+        for message in messages
+        if isinstance(message.get("content"), list)
+        for part in message["content"]
+    )
+
+
 @dataclass(frozen=True)
 class Prepared:
     """The model-independent part of a translation, done before a backend is chosen."""

@@ -249,3 +249,47 @@ def test_every_response_carries_a_request_id(client: anthropic.Anthropic, proxy:
     refused = httpx.get(proxy.url + "/v1/models", headers={"host": "evil.example"})  # refused before routing
     assert refused.status_code == 403 and refused.headers["request-id"].startswith("req_")
     assert raw.headers["request-id"] != streamed.headers["request-id"]
+
+
+# ----- stop sequences and images
+
+
+@pytest.mark.parametrize("script", ["stopseq", "stopseq_sglang"])
+def test_the_stop_sequence_that_ended_the_text_is_reported(client: anthropic.Anthropic, script: str) -> None:
+    for message in both(client, script, stop_sequences=["END", "STOP"]):
+        assert (message.stop_reason, message.stop_sequence) == ("stop_sequence", "END")
+
+
+PICTURE = {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": "iVBORw0KGgo="}}
+
+
+def test_an_image_refused_by_the_backend_is_an_invalid_request(client: anthropic.Anthropic) -> None:
+    content = [PICTURE, {"type": "text", "text": "[script:novision] what is this?"}]
+    for stream in (False, True):
+        with pytest.raises(anthropic.BadRequestError) as caught:
+            if stream:
+                with client.messages.stream(
+                    model="m", max_tokens=9, messages=[{"role": "user", "content": content}]
+                ) as answer:
+                    answer.get_final_message()
+            else:
+                client.messages.create(model="m", max_tokens=9, messages=[{"role": "user", "content": content}])
+        assert caught.value.body["error"]["type"] == "invalid_request_error"  # type: ignore[index]
+        assert "does not accept images" in caught.value.body["error"]["message"]  # type: ignore[index]
+
+
+def test_images_for_a_text_only_model_are_refused_before_the_backend(backend: tuple[Backend, ServerThread]) -> None:
+    upstream = Upstream("mlx-lm", backend[1].url + "/v1", ApiKind.OPENAI, accepts_images=False)
+    with ServerThread(create_proxy_app(StaticGate(upstream), ProxyOptions())) as proxy:
+        client = anthropic.Anthropic(base_url=proxy.url, api_key="k", max_retries=0)
+        before = backend[0].requests
+        result = {"type": "tool_result", "tool_use_id": "toolu_1", "content": [PICTURE]}
+        messages: list[Any] = [
+            {"role": "user", "content": "look"},
+            {"role": "assistant", "content": [{"type": "tool_use", "id": "toolu_1", "name": "Read", "input": {}}]},
+            {"role": "user", "content": [result]},
+        ]
+        with pytest.raises(anthropic.BadRequestError, match="does not accept images"):
+            client.messages.create(model="m", max_tokens=9, messages=messages)
+        assert backend[0].requests == before
+        assert client.messages.create(model="m", max_tokens=9, messages=[{"role": "user", "content": "hi"}]).content
