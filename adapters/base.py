@@ -201,11 +201,11 @@ def local_server_spec(
         from adapters.openblas import openblas_env
 
         merged |= openblas_env(merged.get("LD_PRELOAD", ""))
+    extra.setdefault("base_url", entry.base_url or local_url(entry, port, "/v1"))
     return LaunchSpec(
         name=name,
         kind=kind,
         argv=tuple(argv),
-        base_url=entry.base_url or local_url(entry, port, "/v1"),
         api=api,
         readiness=readiness or liveness,
         liveness=liveness,

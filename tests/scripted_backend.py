@@ -146,6 +146,29 @@ SCRIPTS: dict[str, list[Chunk]] = {
 }
 
 
+# Errors llama-server 11434 answered on /v1/messages, as measured (a text-only model; a 512-token context).
+LLAMA_ERRORS: dict[str, tuple[int, dict[str, Any]]] = {
+    "llama_image": (
+        500,
+        {
+            "code": 500,
+            "message": "image input is not supported - hint: if this is unexpected, you may need to provide the mmproj",
+            "type": "server_error",
+        },
+    ),
+    "llama_context": (
+        400,
+        {
+            "code": 400,
+            "message": "request (2031 tokens) exceeds the available context size (512 tokens), try increasing it",
+            "type": "exceed_context_size_error",
+            "n_prompt_tokens": 2031,
+            "n_ctx": 512,
+        },
+    ),
+}
+
+
 class Backend:
     """The scripted backend's state: the default script and what it last received."""
 
@@ -256,6 +279,10 @@ class Backend:
         self.last = await request.json()
         self.last_headers = {k: v for k, v in request.headers.items() if k not in ("authorization", "x-api-key")}
         self.last_headers["has-x-api-key"] = str("x-api-key" in request.headers)
+        name = self._script(request, self.last)
+        if name in LLAMA_ERRORS:  # llama-server answers its /v1/messages errors in OpenAI's shape
+            status, error = LLAMA_ERRORS[name]
+            return JSONResponse({"error": error}, status_code=status)
         message = {
             "id": "msg_1",
             "type": "message",

@@ -71,3 +71,27 @@ def test_local_anthropic_backend_gets_billing_line_stripped_and_model_mapped(
     assert scripted.last["system"][1]["cache_control"] == {"type": "ephemeral"}
     assert scripted.last["tools"] == body["tools"]
     assert scripted.last_headers["has-x-api-key"] == "True"
+
+
+def test_a_local_anthropic_backend_errors_reach_the_client_in_anthropic_shape(
+    chain: tuple[Backend, ServerThread, ServerThread, StaticGate],
+) -> None:
+    """llama-server answers errors on /v1/messages in OpenAI's shape, an image to a text-only model as a 500."""
+    _, backend, _, _ = chain
+    gate = StaticGate(Upstream("llama", backend.url + "/anthropic", ApiKind.ANTHROPIC))
+    with ServerThread(create_proxy_app(gate, ProxyOptions())) as proxy:
+        client = anthropic.Anthropic(base_url=proxy.url, api_key="k", max_retries=0)
+        with pytest.raises(anthropic.BadRequestError) as caught:
+            client.messages.create(
+                model="m", max_tokens=9, messages=[{"role": "user", "content": "[script:llama_image]"}]
+            )
+        assert caught.value.body == {  # type: ignore[comparison-overlap]
+            "type": "error",
+            "error": {"type": "invalid_request_error", "message": caught.value.body["error"]["message"]},  # type: ignore[index]
+        }
+        assert "does not accept images" in caught.value.message
+        with pytest.raises(anthropic.BadRequestError, match=r"prompt is too long: 2031 tokens > 512 maximum"):
+            client.messages.create(
+                model="m", max_tokens=9, messages=[{"role": "user", "content": "[script:llama_context]"}]
+            )
+    assert gate.reports == [True, True]  # the request's fault: never counted against the backend

@@ -194,7 +194,8 @@ def test_llama_cpp_argv_and_anthropic_api(tmp_path: Path) -> None:
         *(str(binary), "-m", "/g/smol.gguf", "--host", "127.0.0.1", "--port", "8090"),
         *("-c", "32768", "-t", "1", "--jinja"),
     )
-    assert (spec.api, spec.base_url) == (ApiKind.ANTHROPIC, "http://127.0.0.1:8090/v1")
+    # The API root: the proxy appends the client's /v1/messages (a /v1 base made every request a 404).
+    assert (spec.api, spec.base_url) == (ApiKind.ANTHROPIC, "http://127.0.0.1:8090")
     assert spec.readiness == Probe("http://127.0.0.1:8090/health")
 
 

@@ -10,6 +10,7 @@ import pytest
 from launcher.bridge.failures import backend_status_error
 from launcher.bridge.guard import host_name
 from launcher.bridge.hygiene import strip_billing_header
+from launcher.bridge.passthrough import upstream_url
 from launcher.bridge.sse import Comment, OpenAIEvents, TornStream, encode, iter_lines
 
 
@@ -84,3 +85,22 @@ def test_prefill_report_is_read_from_a_comment_line() -> None:
     report = Comment('prefill {"prompt_tokens": 3000, "cached_tokens": 1024, "processed": 1536}').prefill()
     assert report == {"prompt_tokens": 3000, "cached_tokens": 1024, "processed": 1536}
     assert Comment("keep-alive").prefill() is None and Comment("prefill {torn").prefill() is None
+
+
+@pytest.mark.parametrize(
+    ("base", "path", "query", "url"),
+    [
+        ("http://127.0.0.1:8080", "/v1/messages", "", "http://127.0.0.1:8080/v1/messages"),  # llama-cpp
+        ("http://127.0.0.1:8080/v1", "/v1/messages", "beta=true", "http://127.0.0.1:8080/v1/messages?beta=true"),
+        (
+            "https://api.anthropic.com/",
+            "/v1/messages/count_tokens",
+            "",
+            "https://api.anthropic.com/v1/messages/count_tokens",
+        ),
+        ("https://api.anthropic.com/v1/", "/v1/messages", "", "https://api.anthropic.com/v1/messages"),
+        ("https://gateway.example/anthropic", "/v1/messages", "", "https://gateway.example/anthropic/v1/messages"),
+    ],
+)
+def test_pass_through_url_join_never_doubles_v1(base: str, path: str, query: str, url: str) -> None:
+    assert upstream_url(base, path, query) == url
