@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from launcher.bridge.leaks import MarkerWatch
@@ -169,3 +170,24 @@ def test_whole_json_completion_is_translated() -> None:
     body = {"choices": [{"message": {"role": "assistant", "content": "whole"}, "finish_reason": "stop"}]}
     message = fold(run([completion_as_chunk(body)]))
     assert message["content"] == [{"type": "text", "text": "whole"}]
+
+
+def test_backend_ids_outside_the_api_charset_are_replaced() -> None:
+    message = fold(run([tc(0, "functions.Read:0", "Read", "{}"), chunk(finish="tool_calls")]))
+    assert re.fullmatch(r"[A-Za-z0-9_-]+", message["content"][0]["id"])
+
+
+def test_unambiguous_argument_flaws_are_repaired_and_a_cut_string_is_not() -> None:
+    message = fold(
+        run(
+            [
+                tc(0, "a", "Read", '{"flag": True, "skip": None, "paths": ["/a",],}'),
+                tc(1, "b", "Bash", '{"command": "rm -rf /tmp/fo'),  # cut mid-string: never guessed
+                chunk(finish="length"),
+            ]
+        )
+    )
+    calls = [b for b in message["content"] if b["type"] == "tool_use"]
+    assert [c["input"] for c in calls] == [{"flag": True, "skip": None, "paths": ["/a"]}, {}]
+    notes = [b["text"] for b in message["content"] if b["type"] == "text"]
+    assert len(notes) == 1 and '{"command": "rm -rf /tmp/fo' in notes[0]
