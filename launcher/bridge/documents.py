@@ -86,3 +86,43 @@ def pdf_text(data: str, where: str) -> str:
 
 def _cannot(where: str, why: str) -> ApiError:
     return invalid_request(f"{where}: this PDF cannot be given to a local model: {why}")
+
+
+def inline_documents(messages: Any) -> Any:
+    """Anthropic `messages` with each `document` block (in a user turn or a tool_result) replaced by a text
+    block of its text, for an Anthropic-speaking backend that ignores documents (llama-server drops them
+    without a word). Messages without documents are returned as they are, so their bytes do not change.
+    Raises ApiError (400) for a document without readable text."""
+    if not isinstance(messages, list) or not any(
+        _has_document(m.get("content")) for m in messages if isinstance(m, dict)
+    ):
+        return messages
+    return [_inline_message(message, f"messages.{i}") for i, message in enumerate(messages)]
+
+
+def _has_document(blocks: Any) -> bool:
+    if not isinstance(blocks, list):
+        return False
+    return any(
+        isinstance(b, dict)
+        and (b.get("type") == "document" or (b.get("type") == "tool_result" and _has_document(b.get("content"))))
+        for b in blocks
+    )
+
+
+def _inline_message(message: Any, where: str) -> Any:
+    if not isinstance(message, dict) or not isinstance(message.get("content"), list):
+        return message
+    return {**message, "content": _inline_blocks(message["content"], f"{where}.content")}
+
+
+def _inline_blocks(blocks: list[Any], where: str) -> list[Any]:
+    out: list[Any] = []
+    for j, block in enumerate(blocks):
+        if isinstance(block, dict) and block.get("type") == "document":
+            out.append({"type": "text", "text": document_text(block, f"{where}.{j}")})
+        elif isinstance(block, dict) and block.get("type") == "tool_result" and isinstance(block.get("content"), list):
+            out.append({**block, "content": _inline_blocks(block["content"], f"{where}.{j}.content")})
+        else:
+            out.append(block)
+    return out

@@ -133,10 +133,10 @@ class Handlers:
         return json_response({"input_tokens": counted.tokens})
 
     async def _relay(self, request: Request, upstream: Upstream, body: Any) -> Response:
+        raw = passthrough.relay_body(request.state.raw, body, upstream, self.options)
         outcome = Outcome(self.gate)
         client = self.pool.checkout(upstream)
         release = once(lambda: self.pool.checkin(upstream))
-        raw = passthrough.relay_body(request.state.raw, body, upstream, self.options)
         try:
             return await passthrough.relay(request, client, upstream, raw, self.options, outcome, release)
         except ApiError as exc:

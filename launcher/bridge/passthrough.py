@@ -2,7 +2,8 @@
 
 `passthrough` (the real API): headers and body go through untouched, bytes are relayed as they come,
 errors included. A local Anthropic-speaking server (llama-server) gets the cache hygiene and the model
-mapping, and its errors are given Anthropic's shape (it writes OpenAI's).
+mapping, documents as text (it drops document blocks), and its errors are given Anthropic's shape (it
+writes OpenAI's).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from starlette.responses import Response
 from launcher.bridge import sse
 from launcher.bridge.asgi import ClosingStreamingResponse
 from launcher.bridge.codec import dumps
+from launcher.bridge.documents import inline_documents
 from launcher.bridge.errors import ApiError, invalid_request
 from launcher.bridge.failures import backend_status_error, connect_failure
 from launcher.bridge.hygiene import clean_anthropic_body
@@ -100,10 +102,15 @@ async def _local_error(response: httpx.Response, upstream: Upstream) -> ApiError
 
 
 def relay_body(raw: bytes, parsed: Any, upstream: Upstream, options: ProxyOptions) -> bytes:
+    """The body for the backend: the client's bytes for the real API; for a local server, the cache hygiene,
+    the model mapping and documents as text. Raises ApiError (400) for a document without readable text."""
     if upstream.passthrough or not isinstance(parsed, dict):
         return raw
     model = options.backend_model(str(parsed.get("model", "")), upstream.model)
-    return dumps(clean_anthropic_body(parsed, model, options.strip_billing_header))
+    body = clean_anthropic_body(parsed, model, options.strip_billing_header)
+    if "messages" in body:
+        body["messages"] = inline_documents(body["messages"])
+    return dumps(body)
 
 
 async def relay(
