@@ -60,6 +60,9 @@ class LaunchSpec:
     model_name: str | None = None  # the `model` to send; None omits it (a local server knows its model)
     context_length: int | None = None
     tokenize_url: str | None = None  # counts tokens with the model's own tokenizer (count_tokens, limits)
+    # False: the model cannot see images and the server would drop them, so the proxy refuses them;
+    # None: the backend decides (answers with an error of its own, or sees them).
+    accepts_images: bool | None = None
     in_process: bool = False  # embedded: served inside the proxy's process, nothing spawned
 
     @property
@@ -198,11 +201,11 @@ def local_server_spec(
         from adapters.openblas import openblas_env
 
         merged |= openblas_env(merged.get("LD_PRELOAD", ""), ld_library_path=merged.get("LD_LIBRARY_PATH", ""))
+    extra.setdefault("base_url", entry.base_url or local_url(entry, port, "/v1"))
     return LaunchSpec(
         name=name,
         kind=kind,
         argv=tuple(argv),
-        base_url=entry.base_url or local_url(entry, port, "/v1"),
         api=api,
         readiness=readiness or liveness,
         liveness=liveness,
@@ -251,6 +254,20 @@ def entry_secrets(entry: BackendConfig) -> tuple[str, ...]:
     found = [entry.api_key.get_secret_value()] if entry.api_key else []
     found += [value for key, value in entry.env.items() if is_secret_name(key) and value]
     return tuple(s for s in found if s)
+
+
+def model_has_vision(model: str | None) -> bool | None:
+    """Whether a local model folder's config.json describes a vision tower (`vision_config`); None if unreadable."""
+    import json
+    from pathlib import Path
+
+    if not model:
+        return None
+    try:
+        data = json.loads((Path(model).expanduser() / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return bool(data.get("vision_config")) if isinstance(data, dict) else None
 
 
 def model_context_length(model: str | None) -> int | None:

@@ -17,6 +17,7 @@ from adapters.base import (
     CheckStatus,
     LaunchSpec,
     local_server_spec,
+    local_url,
     require_port,
 )
 from adapters.checks import binary_check, find_binary, model_memory_check, model_path_check, port_check
@@ -48,9 +49,17 @@ class LlamaCppAdapter:
         if entry.threads is not None:
             argv += ["-t", str(entry.threads)]
         argv += ["--jinja", *entry.args]
-        # It speaks Anthropic's API itself: the proxy passes requests through.
+        # It speaks Anthropic's API itself: the proxy passes requests through, to the API root (the
+        # client's path, /v1/messages, is appended to it).
         return local_server_spec(
-            name, self.kind, entry, port, argv, health_path=DEFAULT_HEALTH_PATH, api=ApiKind.ANTHROPIC
+            name,
+            self.kind,
+            entry,
+            port,
+            argv,
+            health_path=DEFAULT_HEALTH_PATH,
+            api=ApiKind.ANTHROPIC,
+            base_url=entry.base_url or local_url(entry, port),
         )
 
     def checks(self, name: str, entry: BackendConfig, config: Config) -> list[Check]:

@@ -20,6 +20,7 @@ from adapters.base import (
     Probe,
     local_server_spec,
     local_url,
+    model_has_vision,
     require_port,
 )
 from adapters.checks import (
@@ -118,6 +119,8 @@ class MlxLmAdapter:
             env=hf_env(entry),
             preload_blas=True,
             readiness=completion,
+            # mlx_lm.server drops the images of a request to a text-only model without a word.
+            accepts_images=model_has_vision(entry.model),
         )
 
     def checks(self, name: str, entry: BackendConfig, config: Config) -> list[Check]:

@@ -188,9 +188,15 @@ class Config(_Model):
     max_body_bytes: int = Field(32 * 1024 * 1024, ge=1024, description="Larger request bodies get 413.")
     cors_origins: list[str] = Field(default_factory=list, description="Origins allowed by CORS (none by default).")
     # A cold prefill of a 20k-token prompt on a CPU takes minutes: the first byte may be late.
-    first_byte_timeout: Millis = Field(600_000, description="ms to wait for a backend's first byte.")
-    stream_idle_timeout: Millis = Field(120_000, description="ms without output before a stream is failed.")
-    ping_interval: Millis = Field(5_000, description="ms between pings while the backend is silent.")
+    first_byte_timeout: Millis = Field(
+        600_000,
+        description="ms a backend may stay silent before its first token (any line it sends, prefill progress "
+        "included, restarts the wait).",
+    )
+    stream_idle_timeout: Millis = Field(
+        120_000, description="ms without output, once tokens flow, before a stream is failed."
+    )
+    ping_interval: Millis = Field(5_000, description="ms between pings while the client would otherwise hear nothing.")
     parse_tool_calls_from_text: bool = Field(True, description="Turn tool-call markup leaked as text into tool calls.")
     strip_billing_header: bool = Field(True, description="Drop Claude Code's per-conversation billing line.")
     # The request log (launcher/observe): `anyclaude requests`, `usage`, the dashboard.

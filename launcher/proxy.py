@@ -23,6 +23,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
+from launcher.bridge.asgi import RequestId
 from launcher.bridge.errors import ApiError
 from launcher.bridge.guard import Guard
 from launcher.bridge.handlers import Handlers, error_response
@@ -71,8 +72,9 @@ def create_proxy_app(
         log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
         return error_response(ApiError(500, "internal error in the proxy; see the anyclaude log"))
 
-    # Outermost first: the guard refuses foreign hosts and missing keys before anything else runs.
-    middleware = [Middleware(Guard, options=options)]
+    # Outermost first: every answer gets a request id; the guard refuses foreign hosts and missing keys
+    # before anything else runs.
+    middleware = [Middleware(RequestId), Middleware(Guard, options=options)]
     if options.cors_origins:
         middleware.append(
             Middleware(

@@ -42,8 +42,9 @@ def usage(prompt: int, completion: int, cached: int | None = None) -> Chunk:
     return {"id": "chatcmpl-1", "object": "chat.completion.chunk", "choices": [], "usage": u}
 
 
-def tc(index: int, id: str | None = None, name: str | None = None, args: str | None = None) -> Chunk:
-    call: dict[str, Any] = {"index": index}
+def tc(index: int | None, id: str | None = None, name: str | None = None, args: str | None = None) -> Chunk:
+    """A tool-call delta; `index=None` leaves the index out, as some servers do."""
+    call: dict[str, Any] = {} if index is None else {"index": index}
     if id:
         call["id"], call["type"] = id, "function"
     function: dict[str, Any] = {}
@@ -90,8 +91,81 @@ SCRIPTS: dict[str, list[Chunk]] = {
     ],
     "cached": [chunk({"content": "ok"}), chunk(finish="stop"), usage(1000, 1, cached=900)],
     "stopseq": [chunk({"content": "one two"}), chunk(finish="stop", stop_reason="END"), usage(5, 2)],
+    # SGLang names the matched stop string `matched_stop`; `stop_reason` may be there and null.
+    "stopseq_sglang": [
+        chunk({"content": "one two"}),
+        chunk(finish="stop", stop_reason=None, matched_stop="END"),
+        usage(5, 2),
+    ],
     "length": [chunk({"content": "cut"}), chunk(finish="length"), usage(5, 1)],
     "nousage": [chunk({"content": "a"}), chunk({"content": "b"}), chunk(finish="stop")],
+    # Ollama 0.20: every parallel call has index 0, told apart only by its id (ollama/ollama#15457).
+    "same_index": [
+        chunk({"role": "assistant", "content": ""}),
+        tc(0, "call_a", "Read", '{"file_path": "/a"}'),
+        tc(0, "call_b", "Grep", '{"pattern": "x"}'),
+        chunk(finish="tool_calls"),
+        usage(20, 10),
+    ],
+    # Calls without an index: an id starts a call, fragments without one continue the open call.
+    "no_index": [
+        tc(None, "call_a", "Read", '{"file_path":'),
+        tc(None, args=' "/a"}'),
+        tc(None, "call_b", "Grep", '{"pattern": "x"}'),
+        chunk(finish="tool_calls"),
+        usage(20, 10),
+    ],
+    # Arguments as small models write them: a missing closer, unquoted keys, then a valid call.
+    "bad_args": [
+        chunk({"content": "Working."}),
+        tc(0, "call_a", "Read", '{"file_path": "/a"'),
+        tc(1, "call_b", "Bash", "{command: ls}"),
+        tc(2, "call_c", "Grep", '{"pattern": "ok"}'),
+        chunk(finish="tool_calls"),
+        usage(20, 10),
+    ],
+    # A reasoning backend, and text that arrives in the same delta as a tool call.
+    "think_then_call": [
+        chunk({"role": "assistant", "reasoning_content": "I should read it."}),
+        chunk(
+            {
+                "content": "Reading.",
+                "tool_calls": [
+                    {
+                        "index": 0,
+                        "id": "call_r",
+                        "type": "function",
+                        "function": {"name": "Read", "arguments": '{"file_path": "/r"}'},
+                    }
+                ],
+            }
+        ),
+        chunk(finish="tool_calls"),
+        usage(15, 8),
+    ],
+}
+
+
+# Errors llama-server 11434 answered on /v1/messages, as measured (a text-only model; a 512-token context).
+LLAMA_ERRORS: dict[str, tuple[int, dict[str, Any]]] = {
+    "llama_image": (
+        500,
+        {
+            "code": 500,
+            "message": "image input is not supported - hint: if this is unexpected, you may need to provide the mmproj",
+            "type": "server_error",
+        },
+    ),
+    "llama_context": (
+        400,
+        {
+            "code": 400,
+            "message": "request (2031 tokens) exceeds the available context size (512 tokens), try increasing it",
+            "type": "exceed_context_size_error",
+            "n_prompt_tokens": 2031,
+            "n_ctx": 512,
+        },
+    ),
 }
 
 
@@ -143,6 +217,12 @@ class Backend:
                 "code": "context_length_exceeded",
             }
             return JSONResponse({"error": error}, status_code=400)
+        if name == "novision" and _has_image(body):
+            # What a server with a text-only model answers to image parts (our MLX server does).
+            error = {"message": "this model does not accept images", "type": "invalid_request_error", "code": 400}
+            return JSONResponse({"error": error}, status_code=400)
+        if name == "novision":
+            name = "text"
         if name == "json":
             message = {"role": "assistant", "content": "whole"}
             return JSONResponse({"choices": [{"index": 0, "message": message, "finish_reason": "stop"}]})
@@ -170,6 +250,22 @@ class Backend:
             yield _event(chunk({"content": "partial"}))
             yield b'data: {"choices": [{"delta": {"content": "tor'
             raise ConnectionAbortedError("scripted drop")  # the server closes the connection mid-event
+        if name in ("prefill_quiet", "prefill_progress"):
+            # Our MLX server's protocol: a prefill report when admitted, a role-only chunk, then the first
+            # token after a long prefill: in silence, or with a progress report every 0.1 s (for 3 x delay).
+            yield _prefill(0)
+            yield _event(chunk({"role": "assistant", "content": ""}))
+            if name == "prefill_quiet":
+                await asyncio.sleep(self.delay)
+            else:
+                for step in range(int(self.delay * 30)):
+                    await asyncio.sleep(0.1)
+                    yield _prefill(step)
+            for item in (chunk({"content": "Hello"}), chunk({"content": " world"}), chunk(finish="stop")):
+                yield _event(item)
+            yield _event(usage(1000, 2, cached=900))
+            yield b"data: [DONE]\n\n"
+            return
         if name == "midstream_error":
             yield _event(chunk({"content": "x"}))
             yield _event({"error": {"message": "out of memory"}})
@@ -183,6 +279,10 @@ class Backend:
         self.last = await request.json()
         self.last_headers = {k: v for k, v in request.headers.items() if k not in ("authorization", "x-api-key")}
         self.last_headers["has-x-api-key"] = str("x-api-key" in request.headers)
+        name = self._script(request, self.last)
+        if name in LLAMA_ERRORS:  # llama-server answers its /v1/messages errors in OpenAI's shape
+            status, error = LLAMA_ERRORS[name]
+            return JSONResponse({"error": error}, status_code=status)
         message = {
             "id": "msg_1",
             "type": "message",
@@ -214,8 +314,22 @@ class Backend:
         return JSONResponse(self.last)
 
 
+def _has_image(body: Any) -> bool:
+    return any(
+        isinstance(part, dict) and part.get("type") == "image_url"
+        for message in body.get("messages") or []
+        if isinstance(message.get("content"), list)
+        for part in message["content"]
+    )
+
+
 def _event(value: Chunk) -> bytes:
     return b"data: " + json.dumps(value).encode() + b"\n\n"
+
+
+def _prefill(step: int) -> bytes:
+    report = {"prompt_tokens": 1000, "cached_tokens": 900, "processed": min(1000, 900 + step)}
+    return b": prefill " + json.dumps(report).encode() + b"\n"
 
 
 class ServerThread:
@@ -286,7 +400,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0] if __doc__ else None)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8081)
-    parser.add_argument("--script", default="text", choices=sorted([*SCRIPTS, "drop", "hang", "slow", "error500"]))
+    parser.add_argument(
+        "--script",
+        default="text",
+        choices=sorted([*SCRIPTS, "drop", "hang", "slow", "error500", "prefill_quiet", "prefill_progress"]),
+    )
     parser.add_argument("--delay", type=float, default=0.5, help="seconds of silence for the slow scripts")
     parser.add_argument("--ready-after", type=float, default=0.0, help="/health answers 503 until then")
     args = parser.parse_args()

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import secrets
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, TypeVar
 
 from starlette.requests import Request
 from starlette.responses import StreamingResponse
-from starlette.types import Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 T = TypeVar("T")
 
@@ -73,3 +74,30 @@ async def unless_disconnected(request: Request, work: Coroutine[Any, Any, T]) ->
     if task.cancelled():
         raise ClientGone()
     return task.result()
+
+
+class RequestId:
+    """Gives every response a `request-id` header, as the Messages API does (`req_…`): clients show it in
+    their errors, and the SDK exposes it as `request_id`. A response relayed from the real API keeps its own.
+
+    A pure ASGI middleware placed outermost, so answers the guard refuses before routing carry one too.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        request_id = b"req_" + secrets.token_hex(12).encode()
+
+        async def send_with_id(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = list(message.get("headers", []))
+                if not any(name.lower() == b"request-id" for name, _ in headers):
+                    headers.append((b"request-id", request_id))
+                message = {**message, "headers": headers}
+            await send(message)
+
+        await self.app(scope, receive, send_with_id)

@@ -1,9 +1,16 @@
 """Anthropic content blocks → OpenAI message parts, one block type at a time.
 
-Blocks that are structurally wrong (no `type`, a text block without text, a tool_use without id)
-raise a 400 naming the block. Block types a local backend has no use for (`thinking`, server tool
-results, block kinds newer than this code) are dropped with one log line per kind: refusing them
-would break real Claude Code traffic for no gain.
+The block types accepted are exactly those Claude Code sends (RELIABILITY 17). Seen in 2.1.197's requests:
+`text` (with `citations` and `cache_control`), `image` inside `tool_result` (Read on a picture), `document`
+(Read on a PDF), `tool_use`, `tool_result`; and in the history of a conversation begun on the real API,
+which anyclaude can swap to a local backend underneath a running Claude Code: `thinking`,
+`redacted_thinking`, and the web search tool's `server_tool_use` / `web_search_tool_result`
+(`web_fetch_tool_result` likewise). Those history blocks mean nothing to a local backend and are dropped
+without a word. Any other type, or a type in a place the API does not allow it (a `tool_use` from the
+user), is a 400 naming it: a silent drop let a model answer about content it never saw.
+
+Blocks that are structurally wrong (a text block without text, a tool_use with an empty id or name)
+are a 400 naming the block too.
 """
 
 from __future__ import annotations
@@ -12,25 +19,36 @@ import logging
 from typing import Any
 
 from launcher.bridge.codec import dumps_str
+from launcher.bridge.documents import document_text
 from launcher.bridge.errors import invalid_request
 
 log = logging.getLogger("anyclaude.bridge")
 
-_SILENT = frozenset({"thinking", "redacted_thinking"})
-_logged: set[str] = set()
+USER_BLOCKS = frozenset({"text", "image", "document", "tool_result"})
+# History from the real API: kept by the client, meaningless to a local backend, dropped.
+HISTORY_ONLY = frozenset(
+    {"thinking", "redacted_thinking", "server_tool_use", "web_search_tool_result", "web_fetch_tool_result"}
+)
+ASSISTANT_BLOCKS = frozenset({"text", "tool_use"}) | HISTORY_ONLY
+TOOL_RESULT_BLOCKS = frozenset({"text", "image", "document"})
 
 
-def _drop(kind: str, where: str) -> None:
-    if kind not in _SILENT and kind not in _logged:
-        _logged.add(kind)
-        log.info("dropping %s blocks (first at %s): the backend cannot use them", kind, where)
-
-
-def _kind(block: dict[str, Any], where: str) -> str:
+def _kind(block: dict[str, Any], where: str, allowed: frozenset[str]) -> str:
     kind = block.get("type")
     if not isinstance(kind, str):
         raise invalid_request(f"{where}.type: each content block needs a string type")
+    if kind not in allowed:
+        raise invalid_request(
+            f"{where}.type: {kind!r} blocks are not accepted here (accepted: {', '.join(sorted(allowed))})"
+        )
     return kind
+
+
+def _non_empty(block: dict[str, Any], key: str, where: str, what: str) -> str:
+    value = block.get(key)
+    if not isinstance(value, str) or not value:
+        raise invalid_request(f"{where}.{key}: {what} needs a non-empty string {key}")
+    return value
 
 
 def _text(block: dict[str, Any], where: str) -> str:
@@ -41,7 +59,7 @@ def _text(block: dict[str, Any], where: str) -> str:
 
 
 def plain_text(content: Any, where: str) -> list[str]:
-    """The text of a string or of a list of blocks; other block kinds are skipped."""
+    """The text of a string or of a list of text blocks (a system prompt takes nothing else)."""
     if isinstance(content, str):
         return [content]
     if not isinstance(content, list):
@@ -50,8 +68,8 @@ def plain_text(content: Any, where: str) -> list[str]:
     for j, block in enumerate(content):
         if not isinstance(block, dict):
             raise invalid_request(f"{where}.{j}: a content block must be an object")
-        if _kind(block, f"{where}.{j}") == "text":
-            out.append(_text(block, f"{where}.{j}"))
+        _kind(block, f"{where}.{j}", frozenset({"text"}))
+        out.append(_text(block, f"{where}.{j}"))
     return out
 
 
@@ -69,34 +87,28 @@ def image_part(block: dict[str, Any], where: str) -> dict[str, Any]:
     raise invalid_request(f"{where}.source.type: expected 'base64' or 'url'")
 
 
-def _document_text(block: dict[str, Any]) -> str | None:
-    source = block.get("source")
-    if isinstance(source, dict) and source.get("type") == "text" and isinstance(source.get("data"), str):
-        return str(source["data"])
-    return None
-
-
 def _tool_result(block: dict[str, Any], where: str, error_prefix: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """(the `tool` message, image parts the result carried: those travel in the next user turn)."""
-    call_id = block.get("tool_use_id")
-    if not isinstance(call_id, str):
-        raise invalid_request(f"{where}.tool_use_id: a tool_result needs the id of its tool_use")
-    content = block.get("content", "")
+    call_id = _non_empty(block, "tool_use_id", where, "a tool_result")
+    # `null` content is read as no content: unambiguous, and refusing it would refuse every later turn
+    # of a conversation that holds one.
+    content = block.get("content") if block.get("content") is not None else ""
     texts: list[str] = []
     images: list[dict[str, Any]] = []
     if isinstance(content, str):
         texts.append(content)
     elif isinstance(content, list):
         for j, inner in enumerate(content):
+            at = f"{where}.content.{j}"
             if not isinstance(inner, dict):
-                raise invalid_request(f"{where}.content.{j}: a content block must be an object")
-            kind = _kind(inner, f"{where}.content.{j}")
+                raise invalid_request(f"{at}: a content block must be an object")
+            kind = _kind(inner, at, TOOL_RESULT_BLOCKS)
             if kind == "text":
-                texts.append(_text(inner, f"{where}.content.{j}"))
+                texts.append(_text(inner, at))
             elif kind == "image":
-                images.append(image_part(inner, f"{where}.content.{j}"))
+                images.append(image_part(inner, at))
             else:
-                _drop(kind, f"{where}.content.{j}")
+                texts.append(document_text(inner, at))
     else:
         raise invalid_request(f"{where}.content: a tool_result's content must be a string or a list")
     text = "\n".join(texts)
@@ -113,7 +125,7 @@ def convert_user(content: Any, where: str, error_prefix: str) -> tuple[list[dict
     parts: list[dict[str, Any]] = []
     for j, block in enumerate(content):
         at = f"{where}.{j}"
-        kind = _kind(block, at)
+        kind = _kind(block, at, USER_BLOCKS)
         if kind == "text":
             parts.append({"type": "text", "text": _text(block, at)})
         elif kind == "tool_result":
@@ -122,10 +134,8 @@ def convert_user(content: Any, where: str, error_prefix: str) -> tuple[list[dict
             parts.extend(images)
         elif kind == "image":
             parts.append(image_part(block, at))
-        elif kind == "document" and (doc := _document_text(block)) is not None:
-            parts.append({"type": "text", "text": doc})
         else:
-            _drop(kind, at)
+            parts.append({"type": "text", "text": document_text(block, at)})
     return results, parts
 
 
@@ -137,15 +147,15 @@ def convert_assistant(content: Any, where: str) -> tuple[str, list[dict[str, Any
     calls: list[dict[str, Any]] = []
     for j, block in enumerate(content):
         at = f"{where}.{j}"
-        kind = _kind(block, at)
+        kind = _kind(block, at, ASSISTANT_BLOCKS)
         if kind == "text":
             texts.append(_text(block, at))
         elif kind == "tool_use":
-            call_id, name = block.get("id"), block.get("name")
-            if not isinstance(call_id, str) or not isinstance(name, str):
-                raise invalid_request(f"{at}: a tool_use block needs string id and name")
-            arguments = dumps_str(block.get("input", {}))
+            call_id = _non_empty(block, "id", at, "a tool_use block")
+            name = _non_empty(block, "name", at, "a tool_use block")
+            tool_input = block.get("input", {})
+            if not isinstance(tool_input, dict):
+                raise invalid_request(f"{at}.input: a tool_use block's input must be an object")
+            arguments = dumps_str(tool_input)
             calls.append({"id": call_id, "type": "function", "function": {"name": name, "arguments": arguments}})
-        else:
-            _drop(kind, at)
     return "".join(texts), calls

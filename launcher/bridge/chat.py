@@ -3,21 +3,25 @@
 The backend is always asked to stream. A streaming client gets Anthropic events as chunks arrive
 (with pings during a long prefill); a non-streaming client gets the folded message. Failures before
 the first byte are real HTTP errors; after it, an `error` event ends the stream cleanly.
+
+Timing: until the first token (text, thinking or a tool call; a role-only chunk is none) only
+`first_byte_timeout` applies, and any line from the backend, SSE comments included, proves it alive;
+after it, `idle_timeout`. A prefill of a long prompt on a CPU is never taken for a hung backend.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from launcher.bridge import sse
 from launcher.bridge.codec import DecodeError, loads
 from launcher.bridge.errors import ApiError
 from launcher.bridge.failures import backend_status_error, connect_failure
-from launcher.bridge.heartbeat import Ping, StreamTimeout, paced
+from launcher.bridge.heartbeat import PING_MARK, Ping, StreamTimeout, paced
 from launcher.bridge.leaks import TextToolParser
 from launcher.bridge.options import ProxyOptions
 from launcher.bridge.response import MessageAssembler, completion_as_chunk
@@ -41,11 +45,21 @@ class Call:
     prompt_tokens: int
     stop_sequences: list[str] | None
     parser: TextToolParser | None
+    forwarded: dict[str, str] = field(default_factory=dict)  # the client's headers a backend may use
+
+
+# Claude Code's session and subagent ids: our MLX server keeps each agent's prompt-cache slot apart by them.
+SESSION_HEADERS = ("x-claude-code-session-id", "x-claude-code-agent-id", "x-claude-code-parent-agent-id")
+
+
+def session_headers(headers: Mapping[str, str]) -> dict[str, str]:
+    """The client's headers that travel on to an OpenAI-style backend."""
+    return {name: value for name in SESSION_HEADERS if (value := headers.get(name))}
 
 
 async def open_stream(call: Call) -> Answer:
     """Send the request and wait for the response headers. Raises ApiError for a failed call."""
-    headers = {"content-type": "application/json", "accept": "text/event-stream"}
+    headers = {**call.forwarded, "content-type": "application/json", "accept": "text/event-stream"}
     if call.upstream.api_key:
         headers["authorization"] = f"Bearer {call.upstream.api_key}"
     url = call.upstream.base_url.rstrip("/") + "/chat/completions"
@@ -67,13 +81,14 @@ async def open_stream(call: Call) -> Answer:
 
 
 async def _events(
-    call: Call, response: Answer, options: ProxyOptions, waited: float
+    call: Call, response: Answer, options: ProxyOptions, waited: float, started: bool = False
 ) -> AsyncIterator[list[Event] | Ping]:
-    """Anthropic events of one backend response, one non-empty batch per backend chunk, with ping
-    marks. Raises ApiError on a failure.
+    """Anthropic events of one backend response in non-empty batches (one per backend chunk), with ping
+    marks. Raises ApiError on a failure. `started`: the client already has a `message_start`.
 
     Batches let the streaming path write all events of a chunk at once: one socket write (and one
-    TCP segment, the sockets are NODELAY) instead of one per event.
+    TCP segment, the sockets are NODELAY) instead of one per event. `message_start` goes out with the
+    first events or the first ping, so a prefill report that came before carries the true usage split.
     """
     translator = StreamTranslator(call.model, call.prompt_tokens, call.stop_sequences, call.parser)
     if "text/event-stream" not in response.headers.get("content-type", "text/event-stream"):
@@ -83,19 +98,48 @@ async def _events(
         except DecodeError:
             raise sse.TornStream("the backend answered with something that is neither SSE nor JSON") from None
         chunk = completion_as_chunk(whole) if isinstance(whole, dict) else {}
-        yield translator.start() + translator.feed(chunk) + translator.finish()
+        whole_events = translator.feed(chunk) + translator.finish()
+        yield whole_events if started else translator.start() + whole_events
         return
-    yield translator.start()
+    loop = asyncio.get_running_loop()
     upstream_events = sse.OpenAIEvents(sse.iter_lines(response.aiter_bytes()))
-    first_timeout = max(0.001, options.first_byte_timeout - waited)
-    async for item in paced(upstream_events.__aiter__(), options.ping_interval, first_timeout, options.idle_timeout):
+    heard = False  # any line from the backend yet
+    first_wait = max(0.001, options.first_byte_timeout - waited)
+
+    def limit() -> tuple[float, bool]:
+        if translator.generating:
+            return options.idle_timeout, False
+        return (options.first_byte_timeout if heard else first_wait), True
+
+    last_out = loop.time()
+    async for item in paced(upstream_events.__aiter__(), options.ping_interval, limit):
         if isinstance(item, Ping):
-            yield item
-        elif events := translator.feed(item):
+            events: list[Event] = []
+        elif isinstance(item, sse.Comment):
+            heard = True
+            if (report := item.prefill()) is not None and not started:
+                translator.prefill(report)
+            events = []
+        else:
+            heard = True
+            events = translator.feed(item)
+        if events:
+            if not started:
+                started, events = True, translator.start() + events
             yield events
+            last_out = loop.time()
+        elif isinstance(item, Ping) or loop.time() - last_out >= options.ping_interval:
+            # Lines that produce no event (prefill reports, tool calls being collected) send the client
+            # nothing: without a ping it would take a working backend for a dead one.
+            if not started:
+                started = True
+                yield translator.start()
+            yield PING_MARK
+            last_out = loop.time()
     if not upstream_events.done and not translator.finished:
         raise sse.TornStream("the backend closed the stream before the response was complete")
-    yield translator.finish()
+    events = translator.finish()
+    yield events if started else translator.start() + events
 
 
 def _mid_stream_error(exc: BaseException) -> ApiError:
@@ -143,22 +187,19 @@ async def stream(
     try:
         while not pending.done():
             # A backend that sends headers only with its first token: keep the client alive meanwhile.
-            if not sent_start:
-                sent_start = True
-                yield sse.encode(_placeholder_start(call))
             if loop.time() - started > options.first_byte_timeout:
                 raise StreamTimeout(options.first_byte_timeout, True)
             await asyncio.wait((pending,), timeout=options.ping_interval)
             if not pending.done():
+                if not sent_start:
+                    sent_start = True
+                    yield sse.encode(_placeholder_start(call))
                 yield sse.PING
         response = pending.result()
-        async for batch in _events(call, response, options, loop.time() - started):
+        async for batch in _events(call, response, options, loop.time() - started, sent_start):
             if isinstance(batch, Ping):
                 yield sse.PING
-                continue
-            if sent_start and batch[0]["type"] == "message_start":
-                batch = batch[1:]  # already sent before the headers arrived
-            if batch:
+            else:
                 yield b"".join([sse.encode(event) for event in batch])
         gate.report(True)
     except _FAILURES as exc:

@@ -5,6 +5,7 @@ backend call's outcome to the gate exactly once (a half-open breaker waits for t
 from __future__ import annotations
 
 import asyncio
+import fnmatch
 import logging
 from typing import Any
 
@@ -20,7 +21,7 @@ from launcher.bridge.guard import too_large
 from launcher.bridge.leaks import make_text_parser
 from launcher.bridge.models import MessagesRequest, parse_count_tokens_request, parse_messages_request
 from launcher.bridge.options import ProxyOptions
-from launcher.bridge.request import Prepared, build_body, prepare
+from launcher.bridge.request import Prepared, build_body, has_images, prepare
 from launcher.bridge.upstream import BackendGate, BackendUnavailable, ClientPool, Upstream
 from launcher.observe.hook import NO_OBSERVER, Observer
 
@@ -139,10 +140,10 @@ class Handlers:
         return json_response({"input_tokens": counted.tokens})
 
     async def _relay(self, request: Request, upstream: Upstream, body: Any) -> Response:
+        raw = passthrough.relay_body(request.state.raw, body, upstream, self.options)
         outcome = Outcome(self.gate)
         client = self.pool.checkout(upstream)
         release = once(lambda: self.pool.checkin(upstream))
-        raw = passthrough.relay_body(request.state.raw, body, upstream, self.options)
         try:
             return await passthrough.relay(request, client, upstream, raw, self.options, outcome, release)
         except ApiError as exc:
@@ -151,6 +152,10 @@ class Handlers:
             raise
 
     async def _chat(self, request: Request, upstream: Upstream, req: MessagesRequest, prepared: Prepared) -> Response:
+        if upstream.accepts_images is False and has_images(prepared.messages):
+            raise invalid_request(
+                f"this model does not accept images (backend {upstream.name} serves a text-only model)"
+            )
         outcome = Outcome(self.gate)
         client = self.pool.checkout(upstream)
         release = once(lambda: self.pool.checkin(upstream))
@@ -163,7 +168,8 @@ class Handlers:
             payload = dumps(build_body(req, prepared, model, max_tokens))
             parser = make_text_parser() if prepared.tools and self.options.parse_text_tool_calls else None
             poster = self.pool.poster(upstream)
-            call = chat.Call(upstream, poster, payload, req.model, prompt, req.stop_sequences, parser)
+            forwarded = chat.session_headers(request.headers)
+            call = chat.Call(upstream, poster, payload, req.model, prompt, req.stop_sequences, parser, forwarded)
             if req.stream:
                 return await self._stream(call, outcome, release)
             message = await unless_disconnected(request, chat.collect(call, self.options))
@@ -212,8 +218,17 @@ class Handlers:
         data = self.models()
         return json_response({"data": data, "has_more": False, "first_id": data[0]["id"], "last_id": data[-1]["id"]})
 
+    def serves(self, model_id: str) -> bool:
+        """Whether a request for `model_id` is answered: an id `/v1/models` lists, one a configured pattern
+        matches, or a Claude model id (what Claude Code asks for; the backend's model answers it)."""
+        if model_id.startswith("claude-") or model_id in (m["id"] for m in self.models()):
+            return True
+        return any(any(ch in p for ch in "*?[") and fnmatch.fnmatchcase(model_id, p) for p in self.options.models)
+
     async def get_model(self, request: Request) -> Response:
         wanted = request.path_params["model_id"]
+        if not self.serves(wanted):
+            return error_response(ApiError(404, f"model: {wanted} is not served here (see GET /v1/models)"))
         entry = {"type": "model", "id": wanted, "display_name": wanted, "created_at": "2025-01-01T00:00:00Z"}
         return json_response(entry)
 

@@ -1,14 +1,15 @@
 """Pacing an upstream stream: `ping` markers while it is silent, and timeouts when it stays silent.
 
-A cold prefill can take minutes before the first chunk; clients drop a connection that says nothing
-for long, so a marker is yielded every `ping_interval`. A backend that hangs must not hold a
-client forever, so silence past the first-byte or idle timeout raises.
+A cold prefill can take minutes before the first token; clients drop a connection that says nothing
+for long (Claude Code's stream watchdog: 90 s), so a marker is yielded every `ping_interval`. A backend
+that hangs must not hold a client forever, so silence past the limit the caller names raises: the
+first-byte timeout until the first token, the idle timeout after it.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import TypeVar
 
 T = TypeVar("T")
@@ -56,10 +57,15 @@ async def _read(source: AsyncIterator[T], queue: asyncio.Queue[T | _End | _Faile
     await queue.put(_END)
 
 
-async def paced(
-    source: AsyncIterator[T], ping_interval: float, first_timeout: float, idle_timeout: float
-) -> AsyncIterator[T | Ping]:
+# The allowed silence before the next item, and whether the first token is still awaited.
+Limit = Callable[[], tuple[float, bool]]
+
+
+async def paced(source: AsyncIterator[T], ping_interval: float, limit: Limit) -> AsyncIterator[T | Ping]:
     """Items of `source`, with PING_MARK during silences. Raises StreamTimeout, or what `source` raised.
+
+    `limit` is asked before each wait how long the source may stay silent, and whether that wait is for
+    the first token (for the timeout's message).
 
     One reader task per stream fills a queue and the consumer waits on the queue with a timer: a task
     and an `asyncio.wait` per item cost two loop turns per chunk, and lines that arrived in one TCP
@@ -69,18 +75,17 @@ async def paced(
     loop = asyncio.get_running_loop()
     queue: asyncio.Queue[T | _End | _Failed] = asyncio.Queue(READ_AHEAD)
     reader = asyncio.ensure_future(_read(source, queue))
-    first = True
     try:
         while True:
             if not queue.empty():
                 item = queue.get_nowait()
             else:
-                limit = first_timeout if first else idle_timeout
-                deadline = loop.time() + limit
+                allowed, first = limit()
+                deadline = loop.time() + allowed
                 while True:
                     remaining = deadline - loop.time()
                     if remaining <= 0:
-                        raise StreamTimeout(limit, first)
+                        raise StreamTimeout(allowed, first)
                     try:
                         async with asyncio.timeout(min(ping_interval, remaining)):
                             item = await queue.get()
@@ -91,7 +96,6 @@ async def paced(
                 return
             if isinstance(item, _Failed):
                 raise item.error
-            first = False
             yield item
     finally:
         # Stop reading when the consumer goes away or times out: a read left running keeps the

@@ -4,6 +4,8 @@ Claude Code writes `x-anthropic-billing-header: cc_version=â€¦; cc_entrypoint=â€
 block, with a suffix derived from each conversation's first prompt. It sits before the ~20k-token
 system prompt and tool list, so left in place every new conversation and every subagent misses a
 backend's prefix cache and pays a full cold prefill. Nothing downstream of the real API reads it.
+Claude Code can also put the line in a `role: system` message inside the conversation; it is stripped
+there too.
 """
 
 from __future__ import annotations
@@ -40,11 +42,21 @@ def strip_billing_header(system: Any) -> Any:
     return cleaned
 
 
+def _strip_message(message: Any) -> Any:
+    if isinstance(message, dict) and message.get("role") == "system" and "content" in message:
+        content = strip_billing_header(message["content"])
+        if content != message["content"]:
+            return {**message, "content": content}
+    return message
+
+
 def clean_anthropic_body(body: dict[str, Any], model: str | None, strip: bool = True) -> dict[str, Any]:
     """The body relayed to a local Anthropic-speaking backend: billing line stripped, model mapped."""
     out = dict(body)
     if strip and "system" in out:
         out["system"] = strip_billing_header(out["system"])
+    if strip and isinstance(out.get("messages"), list):
+        out["messages"] = [_strip_message(message) for message in out["messages"]]
     if model is not None:
         out["model"] = model
     return out

@@ -1,17 +1,24 @@
 """The Anthropic Messages request, validated at the edge.
 
-Lenient by design: Claude Code adds fields faster than any proxy learns them (`output_config`,
-`context_management`, new `thinking` kinds), so unknown fields are accepted and dropped, never a
-400. Content blocks and tool schemas stay plain dicts: validating a 76 KB body's nested JSON Schema
-with pydantic would cost milliseconds per request and buy nothing; `request.py` checks each block
-it uses and raises a 400 that names it.
+Strict where the Messages API is strict: field types are not coerced (`"max_tokens": "100"` is a 400, as
+the API answers), `messages` may not be empty, tool names may not be empty, and a `thinking` config must
+be well formed (`enabled` needs an integer `budget_tokens` of at least 1024 and below `max_tokens`).
+
+Lenient only where Claude Code needs it: unknown top-level fields are accepted and dropped, never a 400
+(Claude Code adds them faster than any proxy learns them: `output_config`, `context_management`), and so
+are `thinking` kinds newer than this code (`adaptive` arrived that way; 2.1.197 sends it). A `system`
+role inside `messages` is accepted: Claude Code sends one mid-conversation.
+
+Content blocks and tool schemas stay plain dicts: validating a 76 KB body's nested JSON Schema with
+pydantic would cost milliseconds per request and buy nothing; `blocks.py` checks each block and raises a
+400 that names it.
 """
 
 from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr, ValidationError
 
 from launcher.bridge.errors import ApiError, invalid_request
 
@@ -27,7 +34,7 @@ class Message(_Lenient):
 
 
 class Tool(_Lenient):
-    name: str
+    name: str = Field(min_length=1)
     description: str | None = None
     input_schema: dict[str, Any] | None = None
     # Anthropic's server tools (`web_search_20250305`, ...) carry a type and no schema.
@@ -36,7 +43,7 @@ class Tool(_Lenient):
 
 class CountTokensRequest(_Lenient):
     model: str
-    messages: list[Message]
+    messages: list[Message] = Field(min_length=1)
     system: str | list[dict[str, Any]] | None = None
     tools: list[Tool] | None = None
     tool_choice: dict[str, Any] | None = None
@@ -44,13 +51,35 @@ class CountTokensRequest(_Lenient):
 
 
 class MessagesRequest(CountTokensRequest):
-    max_tokens: int = Field(ge=1)
-    stream: bool = False
-    stop_sequences: list[str] | None = None
-    temperature: float | None = None
-    top_p: float | None = None
-    top_k: int | None = None
+    max_tokens: StrictInt = Field(ge=1)
+    stream: StrictBool = False
+    stop_sequences: list[StrictStr] | None = None
+    temperature: float | None = Field(None, strict=True)
+    top_p: float | None = Field(None, strict=True)
+    top_k: StrictInt | None = None
     metadata: dict[str, Any] | None = None
+
+
+# The API's floor for an extended-thinking budget.
+MIN_THINKING_BUDGET = 1024
+
+
+def check_thinking(thinking: dict[str, Any] | None, max_tokens: int | None) -> None:
+    """Raise ApiError (400) for a `thinking` config the API would refuse; newer kinds pass (see the module)."""
+    if thinking is None:
+        return
+    kind = thinking.get("type")
+    if not isinstance(kind, str):
+        raise invalid_request("thinking.type: a string is required (enabled, disabled or adaptive)")
+    if kind != "enabled":
+        return
+    budget = thinking.get("budget_tokens")
+    if not isinstance(budget, int) or isinstance(budget, bool):
+        raise invalid_request("thinking.budget_tokens: an integer is required when thinking.type is 'enabled'")
+    if budget < MIN_THINKING_BUDGET:
+        raise invalid_request(f"thinking.budget_tokens: must be at least {MIN_THINKING_BUDGET}")
+    if max_tokens is not None and budget >= max_tokens:
+        raise invalid_request("thinking.budget_tokens: must be less than max_tokens")
 
 
 def _describe(exc: ValidationError) -> str:
@@ -66,9 +95,11 @@ def parse_messages_request(raw: Any) -> MessagesRequest:
     if not isinstance(raw, dict):
         raise invalid_request("the request body must be a JSON object")
     try:
-        return MessagesRequest.model_validate(raw)
+        request = MessagesRequest.model_validate(raw)
     except ValidationError as exc:
         raise invalid_request(_describe(exc)) from None
+    check_thinking(request.thinking, request.max_tokens)
+    return request
 
 
 def parse_count_tokens_request(raw: Any) -> CountTokensRequest:
@@ -76,9 +107,11 @@ def parse_count_tokens_request(raw: Any) -> CountTokensRequest:
     if not isinstance(raw, dict):
         raise invalid_request("the request body must be a JSON object")
     try:
-        return CountTokensRequest.model_validate(raw)
+        request = CountTokensRequest.model_validate(raw)
     except ValidationError as exc:
         raise invalid_request(_describe(exc)) from None
+    check_thinking(request.thinking, None)
+    return request
 
 
 __all__ = [

@@ -1,12 +1,15 @@
 """Relaying to a backend that speaks Anthropic itself.
 
-`passthrough` (the real API): headers and body go through untouched, bytes are relayed as they come.
-A local Anthropic-speaking server (llama-server) gets only the cache hygiene and the model mapping.
+`passthrough` (the real API): headers and body go through untouched, bytes are relayed as they come,
+errors included. A local Anthropic-speaking server (llama-server) gets the cache hygiene and the model
+mapping, documents as text (it drops document blocks), and its errors are given Anthropic's shape (it
+writes OpenAI's).
 """
 
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -17,8 +20,9 @@ from starlette.responses import Response
 from launcher.bridge import sse
 from launcher.bridge.asgi import ClosingStreamingResponse
 from launcher.bridge.codec import dumps
-from launcher.bridge.errors import ApiError
-from launcher.bridge.failures import connect_failure
+from launcher.bridge.documents import inline_documents
+from launcher.bridge.errors import ApiError, invalid_request
+from launcher.bridge.failures import backend_status_error, connect_failure
 from launcher.bridge.hygiene import clean_anthropic_body
 from launcher.bridge.options import ProxyOptions
 from launcher.bridge.upstream import Reporter, Upstream
@@ -63,11 +67,50 @@ def forward_headers(request: Request, upstream: Upstream, options: ProxyOptions)
     return out
 
 
+def upstream_url(base_url: str, path: str, query: str = "") -> str:
+    """The backend's URL for the client's `path`: the base URL is the API root (`http://127.0.0.1:8080`,
+    `https://api.anthropic.com`), and a base that already ends in `/v1` (how OpenAI-style base URLs are
+    written) does not double it: `/v1/v1/messages` was a 404 for every llama-server request."""
+    base = base_url.rstrip("/")
+    if base.endswith("/v1") and (path == "/v1" or path.startswith("/v1/")):
+        base = base[: -len("/v1")]
+    return f"{base}{path}?{query}" if query else f"{base}{path}"
+
+
+# llama-server's answer to an image for a model without a vision projector (a 500, though the request is at fault).
+_NO_VISION = re.compile(r"image input is not supported", re.I)
+# An error body larger than this is not an error message worth reading.
+_ERROR_BODY_LIMIT = 64 * 1024
+
+
+async def _local_error(response: httpx.Response, upstream: Upstream) -> ApiError:
+    """A local Anthropic-speaking server's error as an Anthropic error: llama-server writes OpenAI's shape,
+    and its "exceeds the available context size" must read "prompt is too long" for Claude Code to compact."""
+    try:
+        body = b""
+        async for chunk in response.aiter_raw():
+            body += chunk
+            if len(body) > _ERROR_BODY_LIMIT:
+                break
+    except httpx.HTTPError:
+        pass
+    finally:
+        await response.aclose()
+    if _NO_VISION.search(body[:_ERROR_BODY_LIMIT].decode(errors="replace")):
+        return invalid_request(f"this model does not accept images (backend {upstream.name} has no vision support)")
+    return backend_status_error(response.status_code, body[:_ERROR_BODY_LIMIT], upstream.context_length, 0)
+
+
 def relay_body(raw: bytes, parsed: Any, upstream: Upstream, options: ProxyOptions) -> bytes:
+    """The body for the backend: the client's bytes for the real API; for a local server, the cache hygiene,
+    the model mapping and documents as text. Raises ApiError (400) for a document without readable text."""
     if upstream.passthrough or not isinstance(parsed, dict):
         return raw
     model = options.backend_model(str(parsed.get("model", "")), upstream.model)
-    return dumps(clean_anthropic_body(parsed, model, options.strip_billing_header))
+    body = clean_anthropic_body(parsed, model, options.strip_billing_header)
+    if "messages" in body:
+        body["messages"] = inline_documents(body["messages"])
+    return dumps(body)
 
 
 async def relay(
@@ -80,9 +123,7 @@ async def relay(
     on_close: Callable[[], Awaitable[None]],
 ) -> Response:
     """Send the request on and relay the answer. Raises ApiError when the backend is unreachable."""
-    url = upstream.base_url.rstrip("/") + request.url.path
-    if request.url.query:
-        url += "?" + request.url.query
+    url = upstream_url(upstream.base_url, request.url.path, request.url.query)
     outgoing = client.build_request(
         request.method, url, headers=forward_headers(request, upstream, options), content=body or None
     )
@@ -90,6 +131,8 @@ async def relay(
         response = await client.send(outgoing, stream=True)
     except httpx.HTTPError as exc:
         raise connect_failure(upstream.name, type(exc).__name__) from None
+    if response.status_code >= 400 and not upstream.passthrough:
+        raise await _local_error(response, upstream)
     headers = {k: v for k, v in response.headers.items() if k.lower() not in HOP_BY_HOP}
     plain_sse = "text/event-stream" in response.headers.get("content-type", "") and not response.headers.get(
         "content-encoding"

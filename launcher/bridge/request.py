@@ -49,7 +49,8 @@ def translate_messages(req: CountTokensRequest, strip_billing: bool = True) -> l
     started = False
     for i, msg in enumerate(req.messages):
         if msg.role == "system":
-            text = "\n\n".join(plain_text(msg.content, f"messages.{i}.content"))
+            content = strip_billing_header(msg.content) if strip_billing else msg.content
+            text = "\n\n".join(plain_text(content, f"messages.{i}.content"))
             if not started:
                 system_parts.append(text)
             elif out and out[-1]["role"] == "user":
@@ -152,6 +153,16 @@ def translate_tool_choice(choice: dict[str, Any] | None) -> tuple[Any, bool]:
             raise invalid_request("tool_choice.name: a tool name is required when tool_choice.type is 'tool'")
         return {"type": "function", "function": {"name": name}}, no_parallel
     raise invalid_request(f"tool_choice.type: unknown value {kind!r} (auto, any, tool, none)")
+
+
+def has_images(messages: list[dict[str, Any]]) -> bool:
+    """Whether translated messages carry an image part."""
+    return any(
+        isinstance(part, dict) and part.get("type") == "image_url"
+        for message in messages
+        if isinstance(message.get("content"), list)
+        for part in message["content"]
+    )
 
 
 @dataclass(frozen=True)

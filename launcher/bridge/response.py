@@ -36,6 +36,8 @@ class MessageAssembler:
                 block["text"] += delta["text"]
             elif delta["type"] == "thinking_delta":
                 block["thinking"] += delta["thinking"]
+            elif delta["type"] == "signature_delta":
+                block["signature"] = delta["signature"]
             elif delta["type"] == "input_json_delta":
                 self._json.setdefault(event["index"], []).append(delta["partial_json"])
         elif kind == "content_block_stop":
@@ -58,8 +60,7 @@ class MessageAssembler:
             value = None
         if isinstance(value, dict):
             block["input"] = value
-        else:
-            # Torn arguments: the tool then reports the missing fields to the model, which can retry.
+        else:  # the translator sends only JSON objects; kept so a fold can never raise
             log.warning("tool call %s had arguments that are not a JSON object; sending {}", block["name"])
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from typing import Any
 
 from launcher.bridge.codec import DecodeError, dumps, loads
@@ -56,8 +57,29 @@ class TornStream(Exception):
     """The upstream stream ended inside an event or carried something that is not JSON."""
 
 
+PREFILL = "prefill "
+
+
+@dataclass(frozen=True)
+class Comment:
+    """An SSE comment line (`: text`). Proof that the backend is alive; our MLX server also reports its
+    prefill in them: `: prefill {"prompt_tokens": 3000, "cached_tokens": 1024, "processed": 1536}`."""
+
+    text: str
+
+    def prefill(self) -> dict[str, Any] | None:
+        """The prefill report this comment carries, or None."""
+        if not self.text.startswith(PREFILL):
+            return None
+        try:
+            value = loads(self.text[len(PREFILL) :])
+        except DecodeError:
+            return None
+        return value if isinstance(value, dict) else None
+
+
 class OpenAIEvents:
-    """Iterates the JSON payloads of an OpenAI chat-completions stream.
+    """Iterates the JSON payloads of an OpenAI chat-completions stream, and its comment lines.
 
     `done` becomes True when the `[DONE]` marker arrived, so the caller can tell a finished stream
     from one cut off between events.
@@ -67,13 +89,17 @@ class OpenAIEvents:
         self._lines = lines
         self.done = False
 
-    def __aiter__(self) -> AsyncIterator[dict[str, Any]]:
+    def __aiter__(self) -> AsyncIterator[dict[str, Any] | Comment]:
         return self._iterate()
 
-    async def _iterate(self) -> AsyncIterator[dict[str, Any]]:
+    async def _iterate(self) -> AsyncIterator[dict[str, Any] | Comment]:
         data: list[str] = []
         async for raw in self._lines:
             line = raw.rstrip("\r\n")
+            if line.startswith(":"):
+                if not self.done:
+                    yield Comment(line[1:].strip())
+                continue
             if not line:
                 if data:
                     payload = "\n".join(data)
@@ -87,7 +113,7 @@ class OpenAIEvents:
                 continue
             if line.startswith("data:"):
                 data.append(line[6:] if line.startswith("data: ") else line[5:])
-            # `event:`, `id:`, `retry:` and `:` comment lines carry nothing the bridge needs.
+            # `event:`, `id:` and `retry:` lines carry nothing the bridge needs.
         if data:
             # A last event without its blank line is complete only if it parses.
             payload = "\n".join(data)

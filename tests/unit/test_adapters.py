@@ -194,7 +194,8 @@ def test_llama_cpp_argv_and_anthropic_api(tmp_path: Path) -> None:
         *(str(binary), "-m", "/g/smol.gguf", "--host", "127.0.0.1", "--port", "8090"),
         *("-c", "32768", "-t", "1", "--jinja"),
     )
-    assert (spec.api, spec.base_url) == (ApiKind.ANTHROPIC, "http://127.0.0.1:8090/v1")
+    # The API root: the proxy appends the client's /v1/messages (a /v1 base made every request a 404).
+    assert (spec.api, spec.base_url) == (ApiKind.ANTHROPIC, "http://127.0.0.1:8090")
     assert spec.readiness == Probe("http://127.0.0.1:8090/health")
 
 
@@ -340,3 +341,13 @@ def test_package_check() -> None:
 @pytest.mark.parametrize(("text", "parsed"), [("0.30.7", (0, 30, 7)), ("0.31.0rc1", (0, 31, 0)), ("1.2.dev3", (1, 2))])
 def test_version_tuple(text: str, parsed: tuple[int, ...]) -> None:
     assert ch.version_tuple(text) == parsed
+
+
+def test_mlx_lm_says_whether_its_model_can_see_images(tmp_path: Path) -> None:
+    text_only, vision = tmp_path / "text", tmp_path / "vision"
+    for folder, config_json in ((text_only, {"model_type": "llama"}), (vision, {"vision_config": {"depth": 2}})):
+        folder.mkdir()
+        (folder / "config.json").write_text(json.dumps(config_json))
+    assert launch(MlxLmAdapter(), {"port": 8081, "model": str(text_only)}).accepts_images is False
+    assert launch(MlxLmAdapter(), {"port": 8081, "model": str(vision)}).accepts_images is True
+    assert launch(MlxLmAdapter(), {"port": 8081, "model": "/no/such/model"}).accepts_images is None

@@ -10,7 +10,8 @@ import pytest
 from launcher.bridge.failures import backend_status_error
 from launcher.bridge.guard import host_name
 from launcher.bridge.hygiene import strip_billing_header
-from launcher.bridge.sse import OpenAIEvents, TornStream, encode, iter_lines
+from launcher.bridge.passthrough import upstream_url
+from launcher.bridge.sse import Comment, OpenAIEvents, TornStream, encode, iter_lines
 
 
 def test_billing_line_is_removed_from_blocks_and_strings() -> None:
@@ -48,13 +49,13 @@ async def _lines(*items: str) -> AsyncIterator[str]:
         yield item
 
 
-async def _collect(events: OpenAIEvents) -> list[dict[str, object]]:
+async def _collect(events: OpenAIEvents) -> list[dict[str, object] | Comment]:
     return [e async for e in events]
 
 
 def test_sse_reader_handles_spacing_done_and_torn_events() -> None:
     events = OpenAIEvents(_lines('data:{"a":1}', "", ": comment", 'data: {"b":2}', "", "data: [DONE]", "", "junk"))
-    assert asyncio.run(_collect(events)) == [{"a": 1}, {"b": 2}]
+    assert asyncio.run(_collect(events)) == [{"a": 1}, Comment("comment"), {"b": 2}]
     assert events.done
     with pytest.raises(TornStream):
         asyncio.run(_collect(OpenAIEvents(_lines('data: {"a":', ""))))
@@ -78,3 +79,28 @@ def test_stream_with_raw_line_separator_in_content_is_not_torn() -> None:
     lines = asyncio.run(collect())
     assert lines[0] == 'data: {"choices": [{"delta": {"content": "a\u2028b\u0085c\u000bd"}}]}'
     assert lines[1:] == [""]
+
+
+def test_prefill_report_is_read_from_a_comment_line() -> None:
+    report = Comment('prefill {"prompt_tokens": 3000, "cached_tokens": 1024, "processed": 1536}').prefill()
+    assert report == {"prompt_tokens": 3000, "cached_tokens": 1024, "processed": 1536}
+    assert Comment("keep-alive").prefill() is None and Comment("prefill {torn").prefill() is None
+
+
+@pytest.mark.parametrize(
+    ("base", "path", "query", "url"),
+    [
+        ("http://127.0.0.1:8080", "/v1/messages", "", "http://127.0.0.1:8080/v1/messages"),  # llama-cpp
+        ("http://127.0.0.1:8080/v1", "/v1/messages", "beta=true", "http://127.0.0.1:8080/v1/messages?beta=true"),
+        (
+            "https://api.anthropic.com/",
+            "/v1/messages/count_tokens",
+            "",
+            "https://api.anthropic.com/v1/messages/count_tokens",
+        ),
+        ("https://api.anthropic.com/v1/", "/v1/messages", "", "https://api.anthropic.com/v1/messages"),
+        ("https://gateway.example/anthropic", "/v1/messages", "", "https://gateway.example/anthropic/v1/messages"),
+    ],
+)
+def test_pass_through_url_join_never_doubles_v1(base: str, path: str, query: str, url: str) -> None:
+    assert upstream_url(base, path, query) == url

@@ -112,9 +112,9 @@ def test_tool_choice_mapping() -> None:
     assert named["parallel_tool_calls"] is False
 
 
-def test_thinking_blocks_and_unknown_blocks_are_dropped_not_refused() -> None:
+def test_thinking_blocks_are_dropped_not_refused() -> None:
     messages = [
-        {"role": "user", "content": [{"type": "text", "text": "q"}, {"type": "future_block", "x": 1}]},
+        {"role": "user", "content": [{"type": "text", "text": "q"}]},
         {
             "role": "assistant",
             "content": [
