@@ -77,6 +77,7 @@ class BatchRunner:
         from mlx_lm.generate import BatchGenerator
 
         self.model = loaded.model
+        self.alias = loaded.alias
         self._store = store
         self._config = config
         self._gen = BatchGenerator(

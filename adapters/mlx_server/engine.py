@@ -73,7 +73,9 @@ class Engine:
         self._calls: deque[_Call] = deque()
         self._cond = threading.Condition()
         self._thread: threading.Thread | None = None
-        self._runners: dict[str, BatchRunner] = {}  # by model alias; generation thread only
+        # One per loaded model object (a model reloaded after an eviction gets a new one while the old one's
+        # requests finish); generation thread only.
+        self._runners: dict[int, BatchRunner] = {}
         self._running = 0  # jobs admitted and not finished (a snapshot for `submit`, under the lock)
         self._prefilling = 0
         self._stopping = False
@@ -229,9 +231,15 @@ class Engine:
 
     def _runner(self, job: Job) -> BatchRunner:
         loaded = job.request.model
-        runner = self._runners.get(loaded.alias)
-        if runner is None or runner.model is not loaded.model:
-            runner = self._runners[loaded.alias] = BatchRunner(loaded, self._cache_store, self._config, self._stream)
+        runner = self._runners.get(id(loaded.model))
+        if runner is None:
+            runner = self._runners[id(loaded.model)] = BatchRunner(
+                loaded, self._cache_store, self._config, self._stream
+            )
+            # An idle runner of an earlier copy of this model holds its weights: let them go.
+            for key, other in list(self._runners.items()):
+                if other is not runner and other.alias == loaded.alias and not other.running:
+                    del self._runners[key]
         return runner
 
     def _admit(self, job: Job) -> None:
@@ -256,15 +264,17 @@ class Engine:
         self._finished([job])
 
     def _step_batches(self) -> None:
-        for alias, runner in list(self._runners.items()):
+        for key, runner in list(self._runners.items()):
             if not runner.running:
                 continue
             try:
                 result = runner.step()
             except Exception as exc:
-                log.exception("the batch of %s failed; its requests fail, the next ones start a new batch", alias)
+                log.exception(
+                    "the batch of %s failed; its requests fail, the next ones start a new batch", runner.alias
+                )
                 self._finished(runner.fail_all(f"generation failed: {exc}"))
-                del self._runners[alias]
+                del self._runners[key]
                 continue
             self._finished(result.finished)
             # The first text goes out before the next step is queued (see solo.FIRST_TEXT_HANDOFF_S).

@@ -236,3 +236,32 @@ def test_a_seeded_request_is_reproducible_beside_other_requests(server: ServerPr
         assert seeded.result() == expected
         for future in noise:
             future.result()
+
+
+def test_a_reply_finishes_when_its_model_is_evicted_and_loaded_again(tiny_model: Path, tmp_path: Path) -> None:  # noqa: F811
+    # Room for one tiny model's weights (~0.5 MB): loading the other evicts the first.
+    args = ["--alias", "a", "--extra-model", f"b={tiny_model}", "--memory-limit", "0.0007"]
+    pool = start_server(tiny_model, tmp_path, args)
+    try:
+        finished: list[dict[str, Any]] = []
+        first_token = threading.Event()
+
+        def long_reply() -> None:
+            body = {**LONG, "model": "a", "stream": True, "stream_options": {"include_usage": True}}
+            with httpx.stream("POST", pool.url + "/v1/chat/completions", json=body, timeout=120) as response:
+                for line in response.iter_lines():
+                    if '"content":"' in line:
+                        first_token.set()
+                    if '"usage"' in line:
+                        finished.append(json.loads(line.removeprefix("data: "))["usage"])
+
+        reader = threading.Thread(target=long_reply)
+        reader.start()
+        assert first_token.wait(30)
+        for model in ("b", "a"):  # b evicts a; a comes back as a new copy
+            short = {"messages": [{"role": "user", "content": "Hi"}], "max_tokens": 2, "model": model}
+            assert httpx.post(pool.url + "/v1/chat/completions", json=short, timeout=60).status_code == 200
+        reader.join(120)
+        assert finished and finished[0]["completion_tokens"] == LONG["max_tokens"], finished
+    finally:
+        stop_server(pool)
