@@ -40,11 +40,21 @@ class ReasoningSplitter:
         end: the tag that closes it.
         starts_in_reasoning: the chat template already opened the start tag in the prompt, so the output
             begins inside reasoning and only contains the end tag.
+        exits: markers that end reasoning without an end tag and stay in the output, e.g. a tool call's start
+            marker (some models call a tool straight from their thinking; mlx-lm's reply state machine does
+            the same switch): the call then reaches the tool-call parser instead of staying in the reasoning.
     """
 
-    def __init__(self, start: str = "<think>", end: str = "</think>", starts_in_reasoning: bool = False) -> None:
+    def __init__(
+        self,
+        start: str = "<think>",
+        end: str = "</think>",
+        starts_in_reasoning: bool = False,
+        exits: tuple[str, ...] = (),
+    ) -> None:
         self._start = start
         self._end = end
+        self._exits = tuple(marker for marker in exits if marker)
         self._inside = starts_in_reasoning
         self._buf = ""
         self._events: list[ReasoningEvent] = []
@@ -58,15 +68,17 @@ class ReasoningSplitter:
         """Consume a piece of generated text; return the events that are now certain."""
         self._buf += delta
         while True:
-            tag = self._end if self._inside else self._start
-            index = self._buf.find(tag)
-            if index < 0:
-                safe = len(self._buf) - _partial_tag_len(self._buf, tag)
+            tags = ((self._end, True), *((marker, False) for marker in self._exits)) if self._inside else ()
+            tags = tags or ((self._start, True),)
+            found = [(index, tag, consumed) for tag, consumed in tags if (index := self._buf.find(tag)) >= 0]
+            if not found:
+                safe = len(self._buf) - max(_partial_tag_len(self._buf, tag) for tag, _ in tags)
                 self._route(self._buf[:safe])
                 self._buf = self._buf[safe:]
                 return self._take()
+            index, tag, consumed = min(found)
             self._route(self._buf[:index])
-            self._buf = self._buf[index + len(tag) :]
+            self._buf = self._buf[index + len(tag) :] if consumed else self._buf[index:]
             self._switch()
 
     def finish(self) -> list[ReasoningEvent]:

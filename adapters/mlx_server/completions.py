@@ -65,10 +65,8 @@ class CompletionRoutes:
             job = self._submit(loaded, prompt, body, owner_of(request), namespace)
         except RequestError as refused:
             return refused.response
-        assembler = OutputAssembler(
-            reasoning_splitter_for(loaded, prompt.starts_in_reasoning),
-            tool_stream_for(loaded, body.tools, self._runtime.config.tool_parser),
-        )
+        tools = tool_stream_for(loaded, body.tools, self._runtime.config.tool_parser)
+        assembler = OutputAssembler(reasoning_splitter_for(loaded, prompt.starts_in_reasoning, tools), tools)
         if body.stream:
             return _streaming(self._chat_stream(job, loaded.alias, assembler, body.include_usage), job)
         events = await collect_until_disconnect(request, job)

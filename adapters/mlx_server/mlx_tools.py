@@ -106,6 +106,11 @@ class MlxToolStream:
         name = str(getattr(parse, "__module__", "mlx-lm")).rpartition(".")[2]
         return cls(start, end if isinstance(end, str) else "", parse, tools, name=name)
 
+    @property
+    def start_marker(self) -> str:
+        """The text that opens a tool-call block in this format."""
+        return self._start
+
     def feed(self, delta: str) -> list[StreamEvent]:
         """Consume a piece of generated text; return the text and the calls that are now certain."""
         self._buffer += delta

@@ -99,13 +99,23 @@ class _WithoutMarkers:
         return [TextDelta(text)] if text else []
 
 
-def reasoning_splitter_for(loaded: LoadedModel, starts_in_reasoning: bool) -> ReasoningSplitter | None:
-    """A `<think>` splitter when the tokenizer knows reasoning markers, else None."""
+def reasoning_splitter_for(
+    loaded: LoadedModel, starts_in_reasoning: bool, tools: _ToolStream | None = None
+) -> ReasoningSplitter | None:
+    """A `<think>` splitter when the tokenizer knows reasoning markers, else None.
+
+    With a tool stream whose format has a start marker, that marker also ends the reasoning: a model that
+    calls a tool straight from its thinking gets the call parsed, not shown as thoughts.
+    """
     tokenizer = loaded.tokenizer
     if not getattr(tokenizer, "has_thinking", False):
         return None
+    marker = getattr(tools, "start_marker", None)
     return ReasoningSplitter(
-        start=tokenizer.think_start, end=tokenizer.think_end, starts_in_reasoning=starts_in_reasoning
+        start=tokenizer.think_start,
+        end=tokenizer.think_end,
+        starts_in_reasoning=starts_in_reasoning,
+        exits=(marker,) if isinstance(marker, str) and marker else (),
     )
 
 

@@ -172,6 +172,17 @@ def test_assembler_splits_reasoning_then_parses_tools() -> None:
     assert [c.name for c in out.tool_calls] == ["ls"]
 
 
+@pytest.mark.parametrize("size", [1, 2, 3, 7, 100])
+def test_a_tool_call_straight_from_the_thinking_is_parsed_not_shown_as_thoughts(size: int) -> None:
+    tools = MlxToolStream("<tool_call>", "</tool_call>", fake_parse, tools=None)
+    assembler = OutputAssembler(ReasoningSplitter(starts_in_reasoning=True, exits=(tools.start_marker,)), tools)
+    text = 'I need the listing.\n<tool_call>{"name": "ls"}</tool_call>'
+    out = feed_all(assembler, [text[i : i + size] for i in range(0, len(text), size)])
+    assert out.reasoning == "I need the listing."
+    assert out.content == ""
+    assert [c.name for c in out.tool_calls] == ["ls"]
+
+
 def test_assembler_without_tools_or_reasoning_is_plain_text() -> None:
     assembler = OutputAssembler(None, None)
     assert assembler.feed("<tool_call>x") == [TextDelta("<tool_call>x")]
