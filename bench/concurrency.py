@@ -22,7 +22,6 @@ Prints the tables and writes `bench/out/concurrency.png`.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import sys
@@ -36,7 +35,7 @@ from typing import Any
 
 import httpx
 from preload import ensure_openblas, openblas_env
-from prompt_cache import REPO, SETTLE_S, Floor, Server
+from prompt_cache import REPO, SETTLE_S, Floor, Server, chat_chunks
 
 SIDE_SYSTEM = "You write short titles for conversations. Reply with a title of at most five words."
 FIRST_ASKS = [
@@ -78,22 +77,16 @@ def stream_chat(server: Server, messages: list[dict[str, str]], max_tokens: int,
     first: float | None = None
     usage: dict[str, Any] = {}
     reply: list[str] = []
-    with server.client.stream("POST", server.url + "/v1/chat/completions", json=body) as response:
-        if response.status_code != 200:
-            raise RuntimeError(f"{server.name}: HTTP {response.status_code}: {response.read()[:300]!r}")
-        for line in response.iter_lines():
-            if not line.startswith("data: ") or line.strip() == "data: [DONE]":
-                continue
-            chunk = json.loads(line.removeprefix("data: "))
-            for choice in chunk.get("choices") or []:
-                text = (choice.get("delta") or {}).get("content")
-                if text:
-                    reply.append(text)
-                    if first is None:
-                        first = time.perf_counter()
-                        if on_token is not None:
-                            on_token()
-            usage = chunk.get("usage") or usage
+    for chunk in chat_chunks(server, body):
+        for choice in chunk.get("choices") or []:
+            text = (choice.get("delta") or {}).get("content")
+            if text:
+                reply.append(text)
+                if first is None:
+                    first = time.perf_counter()
+                    if on_token is not None:
+                        on_token()
+        usage = chunk.get("usage") or usage
     details = usage.get("prompt_tokens_details") or {}
     return Timed(
         (first or time.perf_counter()) - started,

@@ -32,7 +32,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
@@ -286,19 +286,23 @@ def ttft(server: Server, messages: list[dict[str, str]], max_tokens: int) -> tup
     started = time.perf_counter()
     first: float | None = None
     cached: int | None = None
+    for chunk in chat_chunks(server, body):
+        if first is None and any((c.get("delta") or {}).get("content") for c in chunk.get("choices") or []):
+            first = time.perf_counter()
+        usage = chunk.get("usage") or {}
+        if usage.get("prompt_tokens_details"):
+            cached = usage["prompt_tokens_details"].get("cached_tokens")
+    return (first or time.perf_counter()) - started, cached
+
+
+def chat_chunks(server: Server, body: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    """The JSON chunks of one streamed chat completion; raises RuntimeError for an HTTP error."""
     with server.client.stream("POST", server.url + "/v1/chat/completions", json=body) as response:
         if response.status_code != 200:
             raise RuntimeError(f"{server.name}: HTTP {response.status_code}: {response.read()[:300]!r}")
         for line in response.iter_lines():
-            if not line.startswith("data: ") or line.strip() == "data: [DONE]":
-                continue
-            chunk = json.loads(line.removeprefix("data: "))
-            if first is None and any((c.get("delta") or {}).get("content") for c in chunk.get("choices") or []):
-                first = time.perf_counter()
-            usage = chunk.get("usage") or {}
-            if usage.get("prompt_tokens_details"):
-                cached = usage["prompt_tokens_details"].get("cached_tokens")
-    return (first or time.perf_counter()) - started, cached
+            if line.startswith("data: ") and line.strip() != "data: [DONE]":
+                yield json.loads(line.removeprefix("data: "))
 
 
 @dataclass
