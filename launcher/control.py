@@ -66,7 +66,7 @@ def stop(home: Home, name: str | None = None, timeout: float = 30.0) -> list[str
                 )
             done.append(f"stopped {record.name} (anyclaude pid {record.launcher_pid})")
         elif entry.backend and record.pid is not None:
-            asyncio.run(terminate_group(record.pid, 10.0, MonotonicClock()))
+            asyncio.run(terminate_group(record.pid, 10.0, MonotonicClock(), watchdog=record.watchdog))
             done.append(f"stopped orphaned {record.name} (pid {record.pid})")
         else:
             done.append(f"removed stale state of {record.name} (nothing was running)")

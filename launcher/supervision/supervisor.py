@@ -106,8 +106,8 @@ class Supervisor:
             state=str(self.state),
             port=spec.port,
             base_url=spec.base_url,
-            argv_hash=statefile.argv_hash(spec.argv),
             launcher_create_time=statefile.process_create_time(os.getpid()),
+            launcher_argv_hash=statefile.process_argv_hash(os.getpid()),
             config_path=config_path,
             log_path=str(self.log.path),
         )
@@ -234,7 +234,7 @@ class Supervisor:
             if statefile.backend_alive(record) and record.pid is not None:
                 log.warning("stopping stale backend %s (pid %s) left by an earlier run", self.spec.name, record.pid)
                 self.log.note(f"stopping stale pid {record.pid} left by an earlier run")
-                await terminate_group(record.pid, self.timings.stop_timeout, self.clock)
+                await terminate_group(record.pid, self.timings.stop_timeout, self.clock, watchdog=record.watchdog)
         if self.spec.port is None:
             return
         holder = port_holder(self.spec.host, self.spec.port)
@@ -248,7 +248,9 @@ class Supervisor:
         read_fd, write_fd = os.pipe()
         env = {**os.environ, **self.spec.env}
         try:
-            self._proc = await spawn(self.spec.argv, env, self.spec.cwd, write_fd, self.parent_death_signal)
+            self._proc, command = await spawn(
+                self.spec.argv, env, self.spec.cwd, write_fd, self.parent_death_signal, self.timings.stop_timeout
+            )
         except OSError as exc:
             os.close(read_fd)
             raise BackendStartError(
@@ -261,6 +263,9 @@ class Supervisor:
         self._pump = Pump(read_fd, self.log)
         self._pump.start()
         self._record.pid = self._proc.pid
+        # The watchdog's command line is what runs under this pid: ownership is proved against it.
+        self._record.argv_hash = statefile.argv_hash(command)
+        self._record.watchdog = True
         self._record.create_time = statefile.process_create_time(self._proc.pid)
         self._record.started_at = self.clock.now()
         self._save()
@@ -346,16 +351,23 @@ class Supervisor:
 
     # ------------------------------------------------------------------ stopping
 
-    async def _kill(self, why: str) -> None:
+    async def _kill(self, why: str, force: bool = False) -> None:
+        """Stop the backend's tree; `force` sends SIGKILL at once (a hung process cannot act on SIGTERM)."""
         if self._proc is None:
             return
         if self._proc.returncode is None:
-            self.log.note(f"stopping: {why}")
+            self.log.note(f"stopping: {why}" + (" (SIGKILL)" if force else ""))
             timeout = 0.0 if self._immediate else self.timings.stop_timeout
             killed = await terminate_group(
-                self._proc.pid, timeout, self.clock, reap=self._exited, hurry=lambda: self._immediate
+                self._proc.pid,
+                timeout,
+                self.clock,
+                reap=self._exited,
+                hurry=lambda: self._immediate,
+                watchdog=True,
+                force=force,
             )
-            if killed and not self._immediate:
+            if killed and not (self._immediate or force):
                 self.log.note(f"did not stop within {timeout:.0f} s of SIGTERM; sent SIGKILL")
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._proc.wait(), 5.0)

@@ -18,7 +18,7 @@ import psutil
 import pytest
 
 from launcher.supervision.ports import free_port, port_holder
-from tests.harness import Serve, alive, anyclaude, start_serve, wait_until
+from tests.harness import Serve, alive, anyclaude, launch_serve, start_serve, wait_until
 
 StartServe = Callable[..., Serve]
 
@@ -305,3 +305,78 @@ def test_a_port_held_by_an_outgoing_connection_names_that_connection() -> None:
             holder = port_holder("127.0.0.1", port)
             assert holder is not None and holder.pid == os.getpid() and not holder.listening
             assert holder.describe().startswith(f"a connection of pid {os.getpid()} (")
+
+
+# ----------------------------------------------------------------------------- issue 13: what a backend leaves
+
+
+def _tree(pid: int) -> list[psutil.Process]:
+    root = psutil.Process(pid)
+    return [root, *root.children(recursive=True)]
+
+
+def test_killed_launcher_leaves_nothing_its_backend_started(tmp_path: Path) -> None:
+    """A `.sh` serverScript that runs its server without `exec`, a forked worker and a child that called setsid:
+    after SIGKILL of the launcher none of them is left, and the next serve gets the port."""
+    marker = tmp_path / "tree.marks"
+    script = tmp_path / "server.sh"
+    script.write_text(
+        f'"{sys.executable}" -m tests.fault_backend --port "$PORT" --marker "{marker}" '
+        "--grandchild --escaped-grandchild --ignore-sigterm\n"
+    )
+    port = free_port()
+    entry = {"serverScript": str(script), "port": port, "healthInterval": 200, "stopTimeout": 1000}
+    config = tmp_path / ".anyclauderc.json"
+    config.write_text(json.dumps({"port": free_port(), "backend": "sh", "backends": {"sh": entry}}))
+    first = launch_serve(config, "sh", marker, port)
+    second: Serve | None = None
+    try:
+        first.wait_state("READY")
+        wait_until(lambda: len(first.marks("GRANDCHILD")) >= 2, 10, what="both grandchildren")
+        tree = _tree(first.backend_pid())
+        assert len(tree) >= 4, [p.cmdline() for p in tree]  # shell, server, worker, escaped child
+        first.proc.kill()
+        first.proc.wait()
+        for proc in tree:
+            wait_until(lambda proc=proc: not alive(proc.pid), 10, what=f"{proc.pid} to be gone")
+        second = launch_serve(config, "sh", marker, port)
+        second.wait_state("READY")
+    finally:
+        first.close()
+        if second is not None:
+            second.close()
+
+
+def test_a_stop_sends_one_sigterm(serve: StartServe) -> None:
+    s = serve("--ignore-sigterm", entry={"stopTimeout": 1500})
+    s.wait_state("READY")
+    s.interrupt()
+    assert s.wait_exit(timeout=15) == 0
+    assert len(s.marks("SIGTERM-IGNORED")) == 1, s.marks()
+
+
+def test_state_file_matching_an_unrelated_process_by_pid_and_create_time_never_signals_it(tmp_path: Path) -> None:
+    """A forged record may copy a live process's pid and create time; its command line still does not match."""
+    bystander = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        home = Path(os.environ["ANYCLAUDE_HOME"])
+        (home / "run").mkdir(parents=True)
+        create_time = psutil.Process(bystander.pid).create_time()
+        record = {
+            "name": "fault",
+            "kind": "command",
+            "state": "READY",
+            "pid": bystander.pid,
+            "create_time": create_time,
+            "argv_hash": "0123456789abcdef",
+            "launcher_pid": bystander.pid,
+            "launcher_create_time": create_time,
+        }
+        (home / "run" / "fault.json").write_text(json.dumps(record))
+        result = anyclaude("stop", "fault")
+        assert result.returncode == 0, result.stderr
+        assert "nothing was running" in result.stdout
+        assert bystander.poll() is None, "an unrelated process was signalled"
+    finally:
+        bystander.kill()
+        bystander.wait()
