@@ -105,6 +105,7 @@ class Backend:
         self.last: Any = None
         self.last_headers: dict[str, str] = {}
         self.requests = 0
+        self.health_hits = 0  # liveness probes answered: lets a test wait for one between two requests
         self.active = 0  # streams being sent now: a client that left must bring this back to 0
         self.peers: list[int] = []  # the client port of each chat request, oldest first
         self.app = Starlette(
@@ -203,12 +204,13 @@ class Backend:
         return JSONResponse({"object": "list", "data": [{"id": "scripted", "object": "model"}]})
 
     async def health(self, request: Request) -> Response:
+        self.health_hits += 1
         if time.monotonic() < self.ready_at:
             return JSONResponse({"status": "loading"}, status_code=503)
         return JSONResponse({"status": "ok"})
 
     async def stats(self, request: Request) -> Response:
-        return JSONResponse({"requests": self.requests, "active": self.active})
+        return JSONResponse({"requests": self.requests, "active": self.active, "health": self.health_hits})
 
     async def last_body(self, request: Request) -> Response:
         return JSONResponse(self.last)

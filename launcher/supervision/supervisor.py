@@ -334,7 +334,7 @@ class Supervisor:
                 if woke or liveness is None:
                     continue
                 result = await probe(client, liveness)
-                self.breaker.record(result.ok)
+                self.breaker.record_probe(result.ok)
                 if result.ok:
                     misses = 0
                     if self.state is S.DEGRADED:

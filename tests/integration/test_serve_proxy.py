@@ -168,3 +168,21 @@ def test_embedded_mlx_server_streams_through_the_proxy_in_process(serve: StartSe
     assert final.stop_reason == ("max_tokens" if final.usage.output_tokens == 6 else "end_turn")
     assert len(deltas) >= 2, "the embedded backend must stream, not answer in one piece"
     assert (s.record() or {}).get("pid") is None, "nothing is spawned for an embedded backend"
+
+
+def test_breaker_opens_on_failing_requests_while_health_answers(serve: StartServe) -> None:
+    """Liveness probes that pass between failed requests must not wipe the requests' evidence."""
+    s = serve({**scripted(), "breakerFailures": 3, "breakerResetTimeout": 30000, "healthInterval": 100})
+    s.wait_state("READY")
+    c = client(s, timeout=10)
+    stats = f"http://127.0.0.1:{s.port}/_stats"
+    for _ in range(3):
+        probes = httpx.get(stats).json()["health"]
+        with pytest.raises(anthropic.APIStatusError) as failed:
+            ask(c, "[script:error500]")
+        assert failed.value.status_code == 500
+        wait_until(lambda probes=probes: httpx.get(stats).json()["health"] >= probes + 2, 10, what="passing probes")
+    with pytest.raises(anthropic.APIStatusError) as refused:
+        ask(c, "[script:error500]")
+    assert refused.value.status_code == 529, "three failed requests in a row must open the breaker"
+    assert httpx.get(stats).json()["requests"] == 3
