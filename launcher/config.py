@@ -176,6 +176,11 @@ class Config(_Model):
     first_byte_timeout: Millis = Field(600_000, description="ms to wait for a backend's first byte.")
     stream_idle_timeout: Millis = Field(120_000, description="ms without output before a stream is failed.")
     ping_interval: Millis = Field(5_000, description="ms between pings while the backend is silent.")
+    # A long local answer (a cold prefill, then a few thousand tokens on a CPU) takes minutes; a backend
+    # switch or a Ctrl-C lets it finish rather than cut a running Claude Code turn.
+    drain_timeout: Millis = Field(
+        300_000, description="ms requests running on a replaced or stopping backend get to finish."
+    )
     parse_tool_calls_from_text: bool = Field(True, description="Turn tool-call markup leaked as text into tool calls.")
     strip_billing_header: bool = Field(True, description="Drop Claude Code's per-conversation billing line.")
 

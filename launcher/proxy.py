@@ -146,6 +146,7 @@ class ProxyServer:
         return f"http://{host}:{self.port}"
 
     async def stop(self, grace: float = 5.0) -> None:
+        """Stop accepting connections, let open responses finish (up to `grace` s), then close."""
         self._server.should_exit = True
         try:
             await asyncio.wait_for(asyncio.shield(self.task), grace)
@@ -154,6 +155,11 @@ class ProxyServer:
             await self.task
         finally:
             self._sock.close()
+
+    def force(self) -> None:
+        """End a `stop` that is waiting for open responses now (a second Ctrl-C)."""
+        self._server.should_exit = True
+        self._server.force_exit = True
 
     async def wait(self) -> None:
         await self.task

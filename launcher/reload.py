@@ -72,29 +72,40 @@ async def _swap_blue_green(stack: Stack, new: Settings, say: Say) -> Outcome:
     fresh = build_backend(new, resolve_spec(new))
     say(f"Starting {fresh.spec.name} ({fresh.spec.kind}) next to {old.spec.name} …", "")
     await stack.launch(fresh)
-    error = await wait_started(fresh)
+    error = await wait_started(fresh, first_failure=True)
     if error is not None:
         await fresh.stop(immediate=True)
         old.supervisor.save_state()
         return Outcome(False, f"{fresh.spec.name} failed its start; {old.spec.name} keeps serving. {error.message}")
     stack.install(fresh, new)
-    await old.stop()
+    # Requests already running on the old backend finish there; it stops after the last one.
+    running, _ = stack.retire(old)
     fresh.supervisor.save_state()
-    return Outcome(True, f"Switched to {fresh.spec.name}; {old.spec.name} stopped.")
+    if not running:
+        return Outcome(True, f"Switched to {fresh.spec.name}; {old.spec.name} stopped.")
+    return Outcome(
+        True,
+        f"Switched to {fresh.spec.name}; {old.spec.name} stops once its {running} running request(s) finish"
+        f" (at most {stack.drain_timeout:.0f} s).",
+    )
 
 
 async def _swap_in_place(stack: Stack, new: Settings, say: Say) -> Outcome:
-    """The new backend needs the old one's port: stop old, start new, start old again if new fails."""
+    """The new backend needs the old one's port: drain and stop old, start new, start old again if new fails."""
     old, old_settings = stack.backend, stack.settings
-    say(f"Stopping {old.spec.name} to start the new {new.mode} on port {old.spec.port} …", "")
     fresh = build_backend(new, resolve_spec(new))
-    stack.install(fresh, new)  # requests now wait for the new backend instead of failing
-    await old.stop()
+    stack.install(fresh, new)  # new requests now wait for the new backend instead of failing
+    running, retired = stack.retire(old)
+    waiting = f" once its {running} running request(s) finish" if running else ""
+    say(f"Stopping {old.spec.name}{waiting} to start the new {new.mode} on port {old.spec.port} …", "")
+    await asyncio.shield(retired)  # shielded: cancelling the watcher must not leave the old one half-stopped
     await stack.launch(fresh)
-    error = await wait_started(fresh)
+    # The first failed start rolls back: the old backend, not the new one's backoff, is what should serve.
+    error = await wait_started(fresh, first_failure=True)
     if error is None:
         return Outcome(True, f"Switched to {fresh.spec.name}.")
     await fresh.stop(immediate=True)
+    stack.gate.forget(fresh.upstream)
     revived = build_backend(old_settings, old.spec)
     stack.install(revived, old_settings)
     await stack.launch(revived)

@@ -1,7 +1,8 @@
 """The two ways anyclaude runs: `serve` (proxy + backend until Ctrl-C) and the main command (the same,
 with Claude Code in the terminal until it exits).
 
-Under `serve`: Ctrl-C (or SIGTERM) once stops everything in order; twice, at once. While Claude Code
+Under `serve`: Ctrl-C (or SIGTERM) once stops everything in order, letting running requests finish
+(up to `drainTimeout`); twice, at once. While Claude Code
 runs, Ctrl-C is Claude Code's; when it exits, everything stops and its exit code is ours.
 SIGUSR1 restarts the backend now (what `anyclaude restart` sends; it also clears FATAL).
 """
@@ -57,7 +58,13 @@ class _Signals:
     def on_stop(self, sig: signal.Signals) -> None:
         self.count += 1
         immediate = self.count > 1
-        self.ui.line("Stopping now." if immediate else f"{sig.name}: stopping (press Ctrl-C again to force).")
+        if immediate:
+            self.ui.line("Stopping now.")
+        else:
+            wait = f"{self.stack.drain_timeout:.0f}"
+            self.ui.line(
+                f"{sig.name}: stopping once running requests finish (at most {wait} s; press Ctrl-C again to force)."
+            )
         self.stack.request_stop(immediate=immediate)
 
     def on_restart(self) -> None:

@@ -6,15 +6,18 @@ wraps a streaming response (Starlette's BaseHTTPMiddleware would, and breaks dis
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hmac
 
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from launcher.bridge.errors import ApiError
 from launcher.bridge.options import LOOPBACK_HOSTS, ProxyOptions
 
 # Probes that carry no key: Claude Code's `HEAD /` at start, and health checks.
 OPEN_PATHS = frozenset({"/", "/health"})
+STOPPED_MESSAGE = "anyclaude stopped before the backend answered this request; retry once it runs again"
 
 
 def host_name(value: str) -> str:
@@ -39,7 +42,22 @@ class Guard:
         if error is not None:
             await send_error(send, error)
             return
-        await self.app(scope, receive, send)
+        started = False
+
+        async def watched(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, watched)
+        except asyncio.CancelledError:
+            # The server is being torn down under a request that has no answer yet (it was waiting for a
+            # backend, or for one's reply): the client gets an error it can parse, never a text/plain 500.
+            if not started:
+                with contextlib.suppress(Exception):
+                    await send_error(send, ApiError(503, STOPPED_MESSAGE))
+            raise
 
     def _check(self, scope: Scope) -> ApiError | None:
         headers = dict(scope["headers"])  # later duplicates win; none of these may legitimately repeat

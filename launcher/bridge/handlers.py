@@ -37,16 +37,18 @@ def error_response(error: ApiError) -> Response:
 
 
 class Outcome:
-    """Reports one backend call to the gate, once."""
+    """Reports one backend call to the gate, once, naming the upstream that served it (after a backend
+    switch the gate must charge the old backend's breaker, not the new one's)."""
 
-    def __init__(self, gate: BackendGate) -> None:
+    def __init__(self, gate: BackendGate, upstream: Upstream) -> None:
         self._gate = gate
+        self._upstream = upstream
         self.reported = False
 
     def report(self, ok: bool) -> None:
         if not self.reported:
             self.reported = True
-            self._gate.report(ok)
+            self._gate.report(ok, self._upstream)
 
 
 class Handlers:
@@ -122,7 +124,7 @@ class Handlers:
         upstream = await self._acquire()
         if upstream.api is ApiKind.ANTHROPIC:
             return await self._relay(request, upstream, body)
-        outcome = Outcome(self.gate)
+        outcome = Outcome(self.gate, upstream)
         client = self.pool.checkout(upstream)
         try:
             counted = await tokens.count(client, upstream, prepared.messages, prepared.tools)
@@ -132,7 +134,7 @@ class Handlers:
         return json_response({"input_tokens": counted.tokens})
 
     async def _relay(self, request: Request, upstream: Upstream, body: Any) -> Response:
-        outcome = Outcome(self.gate)
+        outcome = Outcome(self.gate, upstream)
         client = self.pool.checkout(upstream)
         release = once(lambda: self.pool.checkin(upstream))
         raw = passthrough.relay_body(request.state.raw, body, upstream, self.options)
@@ -144,7 +146,7 @@ class Handlers:
             raise
 
     async def _chat(self, request: Request, upstream: Upstream, req: MessagesRequest, prepared: Prepared) -> Response:
-        outcome = Outcome(self.gate)
+        outcome = Outcome(self.gate, upstream)
         client = self.pool.checkout(upstream)
         release = once(lambda: self.pool.checkin(upstream))
         try:

@@ -154,6 +154,11 @@ class Supervisor:
                 await asyncio.wait_for(changed.wait(), remaining)
         return True
 
+    @property
+    def changed(self) -> asyncio.Event:
+        """An event set at the next state change (a fresh one after each)."""
+        return self._changed
+
     def save_state(self) -> None:
         """Write the state file now (after a swap, so `status` shows the backend that serves)."""
         self._save()

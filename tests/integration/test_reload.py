@@ -151,3 +151,103 @@ def _backend_cmdline(s: Serve) -> str:
         return " ".join(psutil.Process(record["pid"]).cmdline())
     except psutil.Error:
         return ""
+
+
+# ----------------------------------------------------------------------------- issue 13.1: switching under load
+
+
+def _stream_all(url: str, prompts: list[str]) -> list[str | BaseException]:
+    """Run one streamed request per prompt at once; each result is the reply's text or the failure."""
+    import threading
+
+    import anthropic
+
+    results: list[str | BaseException] = [RuntimeError("did not finish")] * len(prompts)
+
+    def one(i: int, prompt: str) -> None:
+        c = anthropic.Anthropic(base_url=url, api_key="k", max_retries=0, timeout=60)
+        try:
+            with c.messages.stream(
+                model="claude-sonnet-4-6", max_tokens=16, messages=[{"role": "user", "content": prompt}]
+            ) as stream:
+                results[i] = stream.get_final_text()
+        except Exception as exc:  # the result the test looks at
+            results[i] = exc
+
+    threads = [threading.Thread(target=one, args=(i, p)) for i, p in enumerate(prompts)]
+    for thread in threads:
+        thread.start()
+    setattr(_stream_all, "threads", threads)  # noqa: B010  (joined by the caller)
+    return results
+
+
+def _join(results: list[str | BaseException]) -> None:
+    for thread in getattr(_stream_all, "threads", []):
+        thread.join(60)
+
+
+def held(port: int, release: Path, **extra: Any) -> dict[str, Any]:
+    entry = scripted(port, "held")
+    # --exit-on-sigterm: a stop cuts its streams, so only a drain lets them finish.
+    entry["command"] = [*entry["command"], "--release", str(release), "--exit-on-sigterm"]
+    return {**entry, **extra}
+
+
+def test_switch_drains_running_requests_and_blames_only_the_backend_that_served(tmp_path: Path) -> None:
+    """10 streams on a when the config switches to b: they finish on a, new requests go to b at once,
+    a stops after the last one, and the failures among them are charged to a, never to b."""
+    release = tmp_path / "release"
+    path = tmp_path / ".anyclauderc.json"
+    a, b = free_port(), free_port()
+    data: dict[str, Any] = {
+        "port": free_port(),
+        "backend": "a",
+        "backends": {"a": held(a, release), "b": {**scripted(b, "cached"), "breakerFailures": 1}},
+    }
+    path.write_text(json.dumps(data))
+    s = launch_serve(path, "a", tmp_path / "marks", a)
+    try:
+        s.wait_state("READY")
+        old_pid = s.backend_pid()
+        prompts = ["hold on"] * 8 + ["[script:held_fail] hold on"] * 2
+        results = _stream_all(s.proxy_url, prompts)
+        stats = f"http://127.0.0.1:{a}/_stats"
+        wait_until(lambda: httpx.get(stats).json()["active"] == 10, 20, what="10 streams running on a")
+        path.write_text(json.dumps({**data, "backend": "b"}))
+        wait_until(lambda: "Switched to b" in s.text(), 20, what="the switch")
+        assert answer(s) == "ok", "new requests go to b at once"
+        assert alive(old_pid), "a must keep serving its running requests"
+        release.touch()
+        _join(results)
+        texts = [r for r in results if isinstance(r, str)]
+        assert texts == ["partial Hello world"] * 8, results
+        wait_until(lambda: not alive(old_pid), 10, what="a to stop once drained")
+        assert answer(s) == "ok", "a's failures must not open b's breaker"
+        record = s.named("b").record()
+        assert record is not None and record["breaker"]["failures"] == 0, record
+    finally:
+        release.touch()
+        s.close()
+
+
+def test_ctrl_c_under_serve_lets_running_requests_finish(tmp_path: Path) -> None:
+    release = tmp_path / "release"
+    port = free_port()
+    path = tmp_path / ".anyclauderc.json"
+    path.write_text(json.dumps({"port": free_port(), "backend": "a", "backends": {"a": held(port, release)}}))
+    s = launch_serve(path, "a", tmp_path / "marks", port)
+    try:
+        s.wait_state("READY")
+        backend = s.backend_pid()
+        results = _stream_all(s.proxy_url, ["hold on"] * 3)
+        wait_until(lambda: httpx.get(f"http://127.0.0.1:{port}/_stats").json()["active"] == 3, 20, what="streams")
+        s.interrupt()
+        wait_until(lambda: "stopping" in s.text(), 10, what="the first Ctrl-C to be seen")
+        assert s.proc.poll() is None and alive(backend), "running requests must be let finish"
+        release.touch()
+        _join(results)
+        assert results == ["partial Hello world"] * 3, results
+        assert s.wait_exit(timeout=20) == 0
+    finally:
+        release.touch()
+        s.close()
