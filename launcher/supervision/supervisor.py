@@ -36,6 +36,9 @@ log = logging.getLogger("anyclaude.supervisor")
 S = ProcessState
 # Readiness is polled this often, so READY is seen within ~50 ms of the backend answering.
 READY_POLL = 0.05
+# Once a liveness probe failed, the next ones come this soon (not a whole healthInterval later): a hung
+# backend is then found within healthTimeout x healthFailures plus a second or two, not 30 s.
+DEGRADED_PROBE_INTERVAL = 1.0
 READY_PROBE_TIMEOUT = 2.0
 START_FAILURE_LINES = 20
 
@@ -325,7 +328,10 @@ class Supervisor:
         client = httpx.AsyncClient(timeout=self.timings.health_timeout, transport=self.transport, trust_env=False)
         async with client:
             while True:
-                woke = await self._pause(self.timings.health_interval, wake_on_exit=True)
+                interval = self.timings.health_interval
+                if misses:
+                    interval = min(interval, DEGRADED_PROBE_INTERVAL)
+                woke = await self._pause(interval, wake_on_exit=True)
                 if self._stop.is_set():
                     return _Outcome.STOP
                 if self._restart.is_set():
@@ -350,7 +356,8 @@ class Supervisor:
                     if self.state is not S.DEGRADED:
                         self._set_state(S.DEGRADED, f"liveness probe failed: {result.detail}")
                     continue
-                await self._kill(f"{misses} liveness probes failed")
+                # A hung process cannot act on SIGTERM; waiting stopTimeout for it only lengthens the outage.
+                await self._kill(f"{misses} liveness probes failed", force=True)
                 self.reason = f"{self.spec.name} stopped answering ({misses} probes failed: {result.detail})"
                 return _Outcome.FAILED
 

@@ -151,6 +151,21 @@ def test_hung_backend_is_found_by_liveness_probe_and_restarted(serve: StartServe
     assert "liveness probes failed" in log
 
 
+def test_backend_that_failed_its_liveness_probes_is_killed_at_once(serve: StartServe) -> None:
+    """A hung process cannot act on SIGTERM: waiting `stopTimeout` for it only lengthens the outage."""
+    entry = {"healthInterval": 200, "healthTimeout": 300, "healthFailures": 2, "stopTimeout": 30000}
+    s = serve("--hang-after", "1.0", "--ignore-sigterm", entry=entry)
+    s.wait_state("READY")
+    first_pid = s.backend_pid()
+    wait_until(lambda: len(s.marks("START")) >= 2, timeout=15, what="a restart well before stopTimeout")
+    assert not alive(first_pid)
+    assert not s.marks("SIGTERM-IGNORED"), "a backend that failed its liveness probes gets SIGKILL, not SIGTERM"
+    s.interrupt()  # the new one ignores SIGTERM too: stop it at once
+    wait_until(lambda: "press Ctrl-C again" in s.text(), 5)
+    s.interrupt()
+    s.wait_exit()
+
+
 def test_output_at_any_rate_stays_within_the_log_budget(serve: StartServe) -> None:
     s = serve("--spew", str(3_000_000), top={"logMaxBytes": 65536, "logBackups": 2})
     s.wait_state("READY", timeout=30)
