@@ -27,7 +27,9 @@ from launcher.supervision.states import ProcessState
 
 log = logging.getLogger("anyclaude.reload")
 # Editors save in bursts (write, rename, chmod); 300 ms of quiet means the file is done.
-DEBOUNCE_MS = 300
+QUIET_MS = 300
+# A file that never stops changing is still read this often (watchfiles groups changes at most this long).
+MAX_BATCH_MS = 3_000
 
 Say = Callable[[str, str], None]  # (message, style)
 
@@ -123,7 +125,10 @@ async def watch_config(stack: Stack, path: Path, mode: str | None, say: Say, sto
     def is_config(_: object, changed: str) -> bool:
         return Path(changed).resolve() == target
 
-    async for _ in awatch(target.parent, watch_filter=is_config, debounce=DEBOUNCE_MS, stop_event=stop, step=50):
+    # watchfiles yields a batch after `step` ms without a change (not after `debounce`, its upper bound):
+    # the quiet period must be `step`, or writes 50 ms apart are read as separate edits.
+    batches = awatch(target.parent, watch_filter=is_config, debounce=MAX_BATCH_MS, step=QUIET_MS, stop_event=stop)
+    async for _ in batches:
         # Only the file's latest content matters: a burst of writes is one change.
         try:
             new = load_settings(path, mode)

@@ -105,6 +105,26 @@ def test_failing_replacement_on_the_same_port_rolls_back_to_the_old_one(setup: t
     assert answer(s) == "Hello world"
 
 
+def test_failing_replacement_rolls_back_after_its_first_failed_start(setup: tuple[Setup, Serve]) -> None:
+    """Not after the replacement's whole backoff (1 + 2 + 4 + 8 + 16 s at the defaults)."""
+    config, s = setup
+    entry = {**config.data["backends"]["a"], "command": fault_command("--no-listen", "--exit-after", "0.2")}
+    entry["restartDelay"] = 1000  # the default: a full backoff would take ~31 s
+    edited = config.write(backends={**config.data["backends"], "a": entry})
+    wait_until(lambda: "rolled back" in s.text(), 12, what="the rollback after the first failed start")
+    assert "is serving again" in s.text()
+    assert time.monotonic() - edited < 12
+    assert answer(s) == "Hello world"
+
+
+def test_failing_new_backend_is_given_up_after_its_first_failed_start(setup: tuple[Setup, Serve]) -> None:
+    config, s = setup
+    broken = {"command": fault_command("--no-listen", "--exit-after", "0.2"), "port": free_port()}
+    config.write(backend="c", backends={**config.data["backends"], "c": broken})
+    wait_until(lambda: "c failed its start; a keeps serving" in s.text(), 12, what="the new backend given up")
+    assert answer(s) == "Hello world"
+
+
 def test_burst_of_writes_leads_to_at_most_one_restart(tmp_path: Path) -> None:
     marker = tmp_path / "marks"
     port = free_port()
@@ -126,6 +146,32 @@ def test_burst_of_writes_leads_to_at_most_one_restart(tmp_path: Path) -> None:
         wait_until(lambda: "Switched to f" in s.text(), 10)
         assert len(s.marks("START")) == 2, s.marks("START")
         assert s.text().count("Switched to f") == 1
+    finally:
+        s.close()
+
+
+def test_writes_20_ms_apart_lead_to_one_restart_per_burst(tmp_path: Path) -> None:
+    """An editor (or a script) saving five times, 20 ms apart: one restart, with the last version."""
+    marker = tmp_path / "marks"
+    port = free_port()
+    data: dict[str, Any] = {
+        "port": free_port(),
+        "backends": {"f": {"command": fault_command("--marker", str(marker)), "port": port, "healthInterval": 200}},
+    }
+    path = tmp_path / ".anyclauderc.json"
+    path.write_text(json.dumps({**data, "backend": "f"}))
+    s = launch_serve(path, "f", marker, port)
+    try:
+        s.wait_state("READY")
+        wait_until(lambda: "Serving the Anthropic API" in s.text(), 10)
+        for burst in range(3):
+            for i in range(5):
+                entry = {**data["backends"]["f"], "args": ["--model", f"b{burst}v{i}"]}
+                path.write_text(json.dumps({**data, "backend": "f", "backends": {"f": entry}}))
+                time.sleep(0.02)  # the pace of the burst, not a wait for a result
+            wait_until(lambda burst=burst: f"b{burst}v4" in _backend_cmdline(s), 20, what=f"burst {burst} applied")
+            wait_until(lambda burst=burst: s.text().count("Switched to f") == burst + 1, 10, what="the switch line")
+            assert len(s.marks("START")) == burst + 2, (burst, s.marks("START"))
     finally:
         s.close()
 
