@@ -33,7 +33,11 @@ def config_secrets(config: Config) -> list[str]:
 
 def setup_logging(home: Home, config: Config, level: int = logging.INFO) -> logging.Handler:
     handler = PrivateRotatingFileHandler(
-        home.logs / "anyclaude.log", maxBytes=config.log_max_bytes, backupCount=config.log_backups, encoding="utf-8"
+        home.logs / "anyclaude.log",
+        maxBytes=config.log_max_bytes,
+        backupCount=config.log_backups,
+        encoding="utf-8",
+        what="the anyclaude log",
     )
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     handler.addFilter(RedactingFilter(config_secrets(config)))

@@ -12,10 +12,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from launcher.config import Settings
+from launcher.diskfull import TROUBLE
 from launcher.errors import AnyclaudeError
 from launcher.paths import Home, private_dir, write_private
 
 KEEP = 20
+WHAT = "config history"
 
 
 @dataclass(frozen=True)
@@ -47,9 +49,23 @@ def snapshots(home: Home) -> list[Snapshot]:
 
 
 def record_applied(settings: Settings) -> Snapshot | None:
-    """Keep the config text `settings` was loaded from, unless it equals the newest snapshot."""
+    """Keep the config text `settings` was loaded from, unless it equals the newest snapshot.
+
+    Never raises for a full disk (history is a convenience; the config that runs is what matters):
+    the failure is reported once to `diskfull.TROUBLE` and None is returned.
+    """
     if settings.path is None or not settings.text:
         return None
+    try:
+        snapshot = _record(settings)
+    except OSError as exc:
+        TROUBLE.failed(WHAT, history_dir(settings.home), exc)
+        return None
+    TROUBLE.ok(WHAT)
+    return snapshot
+
+
+def _record(settings: Settings) -> Snapshot:
     digest = hashlib.sha256(settings.text.encode()).hexdigest()[:12]
     existing = snapshots(settings.home)
     if existing and existing[0].digest == digest:

@@ -129,22 +129,29 @@ async def watch_config(stack: Stack, path: Path, mode: str | None, say: Say, sto
     # the quiet period must be `step`, or writes 50 ms apart are read as separate edits.
     batches = awatch(target.parent, watch_filter=is_config, debounce=MAX_BATCH_MS, step=QUIET_MS, stop_event=stop)
     async for _ in batches:
-        # Only the file's latest content matters: a burst of writes is one change.
         try:
-            new = load_settings(path, mode)
-        except AnyclaudeError as exc:
-            say(f"Config edit not applied: {exc.message}", "red")
-            continue
-        if new.config == stack.settings.config and new.mode == stack.settings.mode:
-            continue
-        try:
-            outcome = await apply_change(stack, new, say)
-        except Exception as exc:  # a bug here must not end the watcher, nor the serve around it
-            log.exception("applying the config edit failed")
-            outcome = Outcome(False, f"Config edit not applied: {type(exc).__name__}: {exc} (see the anyclaude log)")
-        say(outcome.message, "green" if outcome.applied else "red")
-        if outcome.applied:
-            record_applied(new)
+            await _apply_latest(stack, path, mode, say)
+        except Exception:  # nothing one edit does may end the watcher: every later edit must still apply
+            log.exception("handling a config edit failed")
+
+
+async def _apply_latest(stack: Stack, path: Path, mode: str | None, say: Say) -> None:
+    # Only the file's latest content matters: a burst of writes is one change.
+    try:
+        new = load_settings(path, mode)
+    except AnyclaudeError as exc:
+        say(f"Config edit not applied: {exc.message}", "red")
+        return
+    if new.config == stack.settings.config and new.mode == stack.settings.mode:
+        return
+    try:
+        outcome = await apply_change(stack, new, say)
+    except Exception as exc:  # a bug here must not end the watcher, nor the serve around it
+        log.exception("applying the config edit failed")
+        outcome = Outcome(False, f"Config edit not applied: {type(exc).__name__}: {exc} (see the anyclaude log)")
+    say(outcome.message, "green" if outcome.applied else "red")
+    if outcome.applied:
+        record_applied(new)  # a full disk is reported there, never raised
 
 
 def start_watching(stack: Stack, mode: str | None, say: Say) -> tuple[asyncio.Task[None], asyncio.Event] | None:

@@ -22,6 +22,7 @@ from pathlib import Path
 from launcher.applog import setup_logging
 from launcher.config import Settings
 from launcher.control import find_proxy
+from launcher.diskfull import TROUBLE
 from launcher.history import record_applied
 from launcher.loop import add_signal_handler, remove_signal_handler
 from launcher.progress import Progress
@@ -97,6 +98,12 @@ async def started_stack(
     """The stack, started and ready (or raising the start error), watching its config; stopped on exit."""
     settings.home.ensure()
     handler = setup_logging(settings.home, settings.config)
+
+    def disk_trouble(message: str) -> None:
+        log.warning("%s", message)
+        ui.line(f"! {message}", style="yellow")
+
+    TROUBLE.add_sink(disk_trouble)
     stack = Stack(settings, on_state=announce(ui))
     loop = asyncio.get_running_loop()
     signals = _Signals(stack, ui)
@@ -121,6 +128,7 @@ async def started_stack(
         signals.uninstall(loop)
         logging.getLogger("anyclaude").removeHandler(handler)
         handler.close()
+        TROUBLE.remove_sink(disk_trouble)
 
 
 async def serve(settings: Settings, ui: Progress, cli_mode: str | None = None) -> int:

@@ -19,6 +19,7 @@ from typing import Any
 import httpx
 
 from adapters.base import LaunchSpec
+from launcher.diskfull import TROUBLE
 from launcher.errors import AnyclaudeError, BackendFatalError, BackendStartError, PortInUseError
 from launcher.paths import Home
 from launcher.supervision import statefile
@@ -478,10 +479,13 @@ class Supervisor:
         self._record.reason = self.reason
         self._record.restarts = self.restarts
         self._record.breaker = self.breaker.snapshot()
+        what = f"the state file of {self.spec.name}"
         try:
             statefile.write_record(self.home, self._record)
-        except OSError as exc:  # a full disk must not take the supervisor down
-            log.warning("cannot write state file: %s", exc)
+        except OSError as exc:  # a full disk must not take the supervisor down, nor flood the log
+            TROUBLE.failed(what, statefile.record_path(self.home, self.spec.name), exc)
+        else:
+            TROUBLE.ok(what)
 
     @property
     def serving(self) -> bool:
