@@ -59,6 +59,7 @@ class _Signals:
     def on_stop(self, sig: signal.Signals) -> None:
         self.count += 1
         immediate = self.count > 1
+        log.info("%s: %s", sig.name, "stopping now" if immediate else "stopping once running requests finish")
         if immediate:
             self.ui.line("Stopping now.")
         else:
@@ -69,6 +70,7 @@ class _Signals:
         self.stack.request_stop(immediate=immediate)
 
     def on_restart(self) -> None:
+        log.info("SIGUSR1: restart requested")
         self.ui.line("Restart requested.")
         self.stack.request_restart()
 
@@ -91,6 +93,19 @@ def announce(ui: Progress) -> Callable[[Supervisor, ProcessState, ProcessState, 
     return on_state
 
 
+def config_say(stack: Stack, ui: Progress) -> Callable[[str, str], None]:
+    """How a config edit's outcome is told: the log and `status` always, the terminal unless it is Claude Code's."""
+
+    def say(message: str, style: str) -> None:
+        failed = style == "red"
+        log.log(logging.WARNING if failed else logging.INFO, "%s", message)
+        if style in ("green", "red"):  # an outcome, not a progress line
+            stack.note_config_event(message, applied=not failed)
+        ui.line(message, style=style)
+
+    return say
+
+
 @contextlib.asynccontextmanager
 async def started_stack(
     settings: Settings, ui: Progress, cli_mode: str | None, stop_signals: Sequence[signal.Signals]
@@ -110,7 +125,7 @@ async def started_stack(
     signals.install(loop, stop_signals)
     try:
         await stack.start()  # binds the proxy first: a taken port fails here with nothing started
-        watcher = start_watching(stack, cli_mode, lambda message, style: ui.line(message, style=style))
+        watcher = start_watching(stack, cli_mode, config_say(stack, ui))
         try:
             error = await wait_started(stack.backend, ui)
             if error is not None:
@@ -190,7 +205,9 @@ async def _claude_session(settings: Settings, ui: Progress, path: str, args: Seq
             interactive=sys.stdin.isatty(),
             confirm=_confirm,
         )
-    return await claude.run_claude(path, args, env)
+    # From here the terminal is Claude Code's: anyclaude prints nothing until it exits (all goes to the log).
+    with ui.silenced():
+        return await claude.run_claude(path, args, env)
 
 
 def _confirm(question: str) -> bool:

@@ -7,8 +7,10 @@ The proxy is bound before any backend starts, so a taken port fails fast with no
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
+import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -27,6 +29,9 @@ from launcher.supervision.supervisor import Supervisor, Timings
 log = logging.getLogger("anyclaude.stack")
 S = ProcessState
 TICK = 0.1
+# `status` shows this many of the latest config edits, each cut to this many characters.
+CONFIG_EVENTS_KEPT = 10
+EVENT_CHARS = 600
 # How often a drain looks at the requests still running on a backend.
 DRAIN_POLL = 0.05
 
@@ -176,6 +181,7 @@ class Stack:
         self.immediate = False
         self._stop_requested = asyncio.Event()
         self._retiring: dict[asyncio.Task[None], Backend] = {}  # replaced backends, draining then stopping
+        self.config_events: collections.deque[dict[str, Any]] = collections.deque(maxlen=CONFIG_EVENTS_KEPT)
 
     @property
     def drain_timeout(self) -> float:
@@ -210,7 +216,12 @@ class Stack:
         self.backend, self.settings = backend, settings
         self.gate.switch(backend.supervisor, backend.upstream, backend.wait_timeout)
         self.set_options(proxy_options(settings))
-        backend.supervisor.save_state()
+        backend.supervisor.save_state(list(self.config_events))
+
+    def note_config_event(self, message: str, applied: bool) -> None:
+        """Keep a config edit's outcome where `anyclaude status` reads it (the current backend's state file)."""
+        self.config_events.append({"at": time.time(), "applied": applied, "message": message[:EVENT_CHARS]})
+        self.backend.supervisor.save_state(list(self.config_events))
 
     def set_options(self, options: ProxyOptions) -> None:
         """Apply proxy settings that need no restart (model map, timeouts, log settings)."""

@@ -48,6 +48,8 @@ class BackendRecord:
     started_at: float | None = None
     updated_at: float = field(default_factory=time.time)
     breaker: dict[str, Any] = field(default_factory=dict)
+    # The launcher's latest config edits, newest last: {"at": epoch seconds, "applied": bool, "message": str}.
+    config_events: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def proxy_port(self) -> int | None:

@@ -163,8 +163,11 @@ class Supervisor:
         """An event set at the next state change (a fresh one after each)."""
         return self._changed
 
-    def save_state(self) -> None:
-        """Write the state file now (after a swap, so `status` shows the backend that serves)."""
+    def save_state(self, config_events: list[dict[str, Any]] | None = None) -> None:
+        """Write the state file now (after a swap, so `status` shows the backend that serves), with the
+        launcher's latest config edits when given."""
+        if config_events is not None:
+            self._record.config_events = config_events
         self._save()
 
     def snapshot(self) -> dict[str, object]:
