@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from adapters.base import LaunchSpec
+from launcher import exposure
 from launcher.config import Settings, load_settings
 from launcher.errors import AnyclaudeError
 from launcher.history import record_applied
@@ -57,6 +58,10 @@ async def apply_change(stack: Stack, new: Settings, say: Say) -> Outcome:
         return Outcome(False, f"Config not applied: {exc.message}")
     if (old.config.host, old.port) != (new.config.host, new.port):
         say("The proxy's host/port changed; restart anyclaude to move it (Claude Code keeps the old one).", "yellow")
+    before = set(exposure.warnings(old, stack.backend.spec))
+    for warning in exposure.warnings(new, new_spec):
+        if warning not in before and warning.startswith("backends."):  # the proxy itself does not move
+            say(f"! {warning}", "yellow")
     if not _needs_new_backend(old, stack.backend.spec, new, new_spec):
         stack.settings = new
         stack.set_options(proxy_options(new))

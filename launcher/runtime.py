@@ -19,6 +19,7 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from launcher import exposure
 from launcher.applog import setup_logging
 from launcher.config import Settings
 from launcher.control import find_proxy
@@ -125,6 +126,9 @@ async def started_stack(
     signals.install(loop, stop_signals)
     try:
         await stack.start()  # binds the proxy first: a taken port fails here with nothing started
+        for warning in exposure.warnings(settings, stack.backend.spec):
+            log.warning("%s", warning)
+            ui.line(f"! {warning}", style="yellow")
         watcher = start_watching(stack, cli_mode, config_say(stack, ui))
         try:
             error = await wait_started(stack.backend, ui)
