@@ -176,6 +176,9 @@ class Config(_Model):
     first_byte_timeout: Millis = Field(600_000, description="ms to wait for a backend's first byte.")
     stream_idle_timeout: Millis = Field(120_000, description="ms without output before a stream is failed.")
     ping_interval: Millis = Field(5_000, description="ms between pings while the backend is silent.")
+    # Request headers are a few KB, sent at once by every real client; a connection still sending them after
+    # 10 s is a slowloris or a dead peer holding a socket. (nginx allows 60 s on the open internet.)
+    header_timeout: Millis = Field(10_000, description="ms a client gets to send its request headers; 0: no limit.")
     # A long local answer (a cold prefill, then a few thousand tokens on a CPU) takes minutes; a backend
     # switch or a Ctrl-C lets it finish rather than cut a running Claude Code turn.
     drain_timeout: Millis = Field(

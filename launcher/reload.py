@@ -58,6 +58,8 @@ async def apply_change(stack: Stack, new: Settings, say: Say) -> Outcome:
         return Outcome(False, f"Config not applied: {exc.message}")
     if (old.config.host, old.port) != (new.config.host, new.port):
         say("The proxy's host/port changed; restart anyclaude to move it (Claude Code keeps the old one).", "yellow")
+    if (old.config.log_max_bytes, old.config.log_backups) != (new.config.log_max_bytes, new.config.log_backups):
+        say("logMaxBytes/logBackups apply to logs opened from now on (the next backend start).", "yellow")
     before = set(exposure.warnings(old, stack.backend.spec))
     for warning in exposure.warnings(new, new_spec):
         if warning not in before and warning.startswith("backends."):  # the proxy itself does not move

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import dataclasses
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
@@ -198,7 +199,12 @@ class Stack:
 
     async def start(self) -> None:
         """Bind the proxy (PortInUseError: nothing started), then start the backend."""
-        self.proxy = await serve_proxy(self.app, self.settings.config.host, self.settings.port)
+        self.proxy = await serve_proxy(
+            self.app,
+            self.settings.config.host,
+            self.settings.port,
+            header_timeout=lambda: self.settings.config.header_timeout / 1000,
+        )
         await self.launch(self.backend)
 
     async def launch(self, backend: Backend) -> None:
@@ -224,8 +230,13 @@ class Stack:
         self.backend.supervisor.save_state(list(self.config_events))
 
     def set_options(self, options: ProxyOptions) -> None:
-        """Apply proxy settings that need no restart (model map, timeouts, log settings)."""
-        self.app.state.handlers.options = options
+        """Apply proxy settings that need no restart (key, origins, model map, timeouts, body size).
+
+        The host stays the one the proxy is bound to: its checks (loopback Host names) must describe
+        the socket that really listens, not one a config edit names but only a restart would bind.
+        """
+        bound = self.app.state.handlers.options.host
+        self.app.state.handlers.options = dataclasses.replace(options, host=bound)
 
     def retire(self, old: Backend) -> tuple[int, asyncio.Task[None]]:
         """Drain a backend that `install` replaced, then stop it, in a task of its own.
