@@ -190,8 +190,11 @@ def local_server_spec(
 
     Probes go to the entry's `healthPath` or the kind's `health_path` (readiness may differ, e.g. a
     1-token completion); the environment is the kind's `env`, then the entry's `env`, then, for MLX
-    kinds on Linux, the system OpenBLAS preloaded (merged with any LD_PRELOAD already set).
+    kinds on Linux, the system OpenBLAS preloaded (merged with any LD_PRELOAD already set). The
+    entry's `contextLength` (else the model folder's own) reaches the proxy's prompt-size check for
+    every kind, unless the kind passes a `context_length` of its own.
     """
+    extra.setdefault("context_length", entry.context_length or model_context_length(entry.model))
     liveness = Probe(local_url(entry, port, entry.health_path or health_path))
     merged = {**(env or {}), **entry.env}
     if preload_blas:

@@ -264,3 +264,14 @@ def test_request_waiting_for_a_starting_backend_gets_an_anthropic_error_when_ser
         s.wait_exit(timeout=30)
     finally:
         s.close()
+
+
+def test_context_length_of_a_command_backend_refuses_a_prompt_that_cannot_fit(serve: StartServe) -> None:
+    """`contextLength` on any kind (here `command`) gives "prompt is too long", which makes Claude Code compact."""
+    s = serve({**scripted(), "contextLength": 200})
+    s.wait_state("READY")
+    with pytest.raises(anthropic.BadRequestError) as refused:
+        ask(client(s), "word " * 2000)
+    assert "prompt is too long" in refused.value.message
+    assert httpx.get(f"http://127.0.0.1:{s.port}/_stats").json()["requests"] == 0, "it must not be forwarded"
+    assert ask(client(s), "short") == "Hello world"
