@@ -79,12 +79,17 @@ class CheckStatus(StrEnum):
 
 @dataclass(frozen=True)
 class Check:
-    """One doctor finding: a distinct name, what was found, and how to fix it when it is not OK."""
+    """One doctor finding: a distinct name, what was found, and how to fix it when it is not OK.
+
+    `key` is set on a failure no restart can fix (a model path that does not exist): the entry key to
+    edit. Such a check is run before the backend is started, and stops the start with that key named.
+    """
 
     name: str
     status: CheckStatus
     finding: str
     fix: str | None = None
+    key: str | None = None
 
 
 class Adapter(Protocol):

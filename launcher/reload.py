@@ -23,6 +23,7 @@ from launcher import exposure
 from launcher.config import Settings, load_settings
 from launcher.errors import AnyclaudeError
 from launcher.history import record_applied
+from launcher.preflight import preflight
 from launcher.stack import Backend, Stack, build_backend, proxy_options, resolve_spec, wait_started
 from launcher.supervision.states import ProcessState
 
@@ -64,11 +65,17 @@ async def apply_change(stack: Stack, new: Settings, say: Say) -> Outcome:
     for warning in exposure.warnings(new, new_spec):
         if warning not in before and warning.startswith("backends."):  # the proxy itself does not move
             say(f"! {warning}", "yellow")
+    restart = stack.backend.supervisor.state is ProcessState.FATAL  # a config edit clears FATAL
+    if restart or _needs_new_backend(old, stack.backend.spec, new, new_spec):
+        try:
+            preflight(new)  # a model path that does not exist is refused here, not retried through a backoff
+        except AnyclaudeError as exc:
+            return Outcome(False, f"Config not applied: {exc.message} {exc.hint or ''}".rstrip())
     if not _needs_new_backend(old, stack.backend.spec, new, new_spec):
         stack.settings = new
         stack.set_options(proxy_options(new))
-        if stack.backend.supervisor.state is ProcessState.FATAL:
-            stack.backend.supervisor.request_restart()  # a config edit clears FATAL
+        if restart:
+            stack.backend.supervisor.request_restart()
             return Outcome(True, f"Config applied; restarting {new.mode}, which was FATAL.")
         return Outcome(True, "Config applied without a restart.")
     if new_spec.port is not None and new_spec.port == stack.backend.spec.port:

@@ -26,6 +26,7 @@ from launcher.control import find_proxy
 from launcher.diskfull import TROUBLE
 from launcher.history import record_applied
 from launcher.loop import add_signal_handler, remove_signal_handler
+from launcher.preflight import preflight
 from launcher.progress import Progress
 from launcher.reload import start_watching
 from launcher.stack import Stack, wait_started
@@ -112,6 +113,7 @@ async def started_stack(
     settings: Settings, ui: Progress, cli_mode: str | None, stop_signals: Sequence[signal.Signals]
 ) -> AsyncIterator[Stack]:
     """The stack, started and ready (or raising the start error), watching its config; stopped on exit."""
+    preflight(settings)  # what no restart can fix fails here, once, before anything starts
     settings.home.ensure()
     handler = setup_logging(settings.home, settings.config)
 
@@ -133,6 +135,9 @@ async def started_stack(
         try:
             error = await wait_started(stack.backend, ui)
             if error is not None:
+                # serve ends here, so `anyclaude restart` would find nothing to restart: say what works.
+                name = stack.backend.spec.name
+                error.hint = f"Fix the cause (`anyclaude logs {name}` shows it), then start anyclaude again."
                 raise error
             record_applied(settings)
             yield stack

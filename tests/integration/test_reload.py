@@ -297,3 +297,16 @@ def test_ctrl_c_under_serve_lets_running_requests_finish(tmp_path: Path) -> None
     finally:
         release.touch()
         s.close()
+
+
+def test_edit_to_a_missing_model_is_refused_at_once_and_the_old_backend_keeps_serving(
+    setup: tuple[Setup, Serve], tmp_path: Path
+) -> None:
+    config, s = setup
+    missing = tmp_path / "gone-model"
+    broken = {"type": "mlx-server", "model": str(missing), "port": free_port()}
+    config.write(backend="m", backends={**config.data["backends"], "m": broken})
+    wait_until(lambda: "Config not applied" in s.text(), 10, what="the refusal")
+    assert "backends.m.model" in s.text() and str(missing) in s.text()
+    assert "Starting m" not in s.text(), "nothing may be started for a model that is not there"
+    assert answer(s) == "Hello world"
