@@ -99,7 +99,9 @@ class BackendConfig(_Model):
     stable_after: Millis = Field(30_000, description="Uptime after which the restart backoff resets.")
     breaker_failures: int = Field(5, ge=1, description="Consecutive failed calls that open the circuit breaker.")
     breaker_reset_timeout: Millis = Field(30_000, description="ms the breaker stays open before one probe.")
-    context_length: int | None = Field(None, ge=1, description="The model's context window in tokens, if known.")
+    context_length: int | None = Field(
+        None, ge=1, description='The model\'s context window in tokens; longer prompts get "prompt is too long".'
+    )
     max_output_tokens: int | None = Field(None, ge=1, description="Cap on max_tokens sent to this backend.")
 
     # --- keys of the backend kinds (adapters/*.py) ---
