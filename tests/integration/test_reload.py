@@ -202,34 +202,35 @@ def _backend_cmdline(s: Serve) -> str:
 # ----------------------------------------------------------------------------- issue 13.1: switching under load
 
 
-def _stream_all(url: str, prompts: list[str]) -> list[str | BaseException]:
-    """Run one streamed request per prompt at once; each result is the reply's text or the failure."""
-    import threading
+class Streams:
+    """One streamed request per prompt, all at once, each in a thread; `results` holds each reply's text
+    or its failure once `join` returns."""
 
-    import anthropic
+    def __init__(self, url: str, prompts: list[str]) -> None:
+        import threading
 
-    results: list[str | BaseException] = [RuntimeError("did not finish")] * len(prompts)
+        self.url = url
+        self.results: list[str | BaseException] = [RuntimeError("did not finish")] * len(prompts)
+        self.threads = [threading.Thread(target=self._one, args=(i, p)) for i, p in enumerate(prompts)]
+        for thread in self.threads:
+            thread.start()
 
-    def one(i: int, prompt: str) -> None:
-        c = anthropic.Anthropic(base_url=url, api_key="k", max_retries=0, timeout=60)
+    def _one(self, i: int, prompt: str) -> None:
+        import anthropic
+
+        c = anthropic.Anthropic(base_url=self.url, api_key="k", max_retries=0, timeout=60)
         try:
             with c.messages.stream(
                 model="claude-sonnet-4-6", max_tokens=16, messages=[{"role": "user", "content": prompt}]
             ) as stream:
-                results[i] = stream.get_final_text()
+                self.results[i] = stream.get_final_text()
         except Exception as exc:  # the result the test looks at
-            results[i] = exc
+            self.results[i] = exc
 
-    threads = [threading.Thread(target=one, args=(i, p)) for i, p in enumerate(prompts)]
-    for thread in threads:
-        thread.start()
-    setattr(_stream_all, "threads", threads)  # noqa: B010  (joined by the caller)
-    return results
-
-
-def _join(results: list[str | BaseException]) -> None:
-    for thread in getattr(_stream_all, "threads", []):
-        thread.join(60)
+    def join(self) -> list[str | BaseException]:
+        for thread in self.threads:
+            thread.join(60)
+        return self.results
 
 
 def held(port: int, release: Path, **extra: Any) -> dict[str, Any]:
@@ -256,7 +257,7 @@ def test_switch_drains_running_requests_and_blames_only_the_backend_that_served(
         s.wait_state("READY")
         old_pid = s.backend_pid()
         prompts = ["hold on"] * 8 + ["[script:held_fail] hold on"] * 2
-        results = _stream_all(s.proxy_url, prompts)
+        streams = Streams(s.proxy_url, prompts)
         stats = f"http://127.0.0.1:{a}/_stats"
         wait_until(lambda: httpx.get(stats).json()["active"] == 10, 20, what="10 streams running on a")
         path.write_text(json.dumps({**data, "backend": "b"}))
@@ -264,7 +265,7 @@ def test_switch_drains_running_requests_and_blames_only_the_backend_that_served(
         assert answer(s) == "ok", "new requests go to b at once"
         assert alive(old_pid), "a must keep serving its running requests"
         release.touch()
-        _join(results)
+        results = streams.join()
         texts = [r for r in results if isinstance(r, str)]
         assert texts == ["partial Hello world"] * 8, results
         wait_until(lambda: not alive(old_pid), 10, what="a to stop once drained")
@@ -285,13 +286,13 @@ def test_ctrl_c_under_serve_lets_running_requests_finish(tmp_path: Path) -> None
     try:
         s.wait_state("READY")
         backend = s.backend_pid()
-        results = _stream_all(s.proxy_url, ["hold on"] * 3)
+        streams = Streams(s.proxy_url, ["hold on"] * 3)
         wait_until(lambda: httpx.get(f"http://127.0.0.1:{port}/_stats").json()["active"] == 3, 20, what="streams")
         s.interrupt()
         wait_until(lambda: "stopping" in s.text(), 10, what="the first Ctrl-C to be seen")
         assert s.proc.poll() is None and alive(backend), "running requests must be let finish"
         release.touch()
-        _join(results)
+        results = streams.join()
         assert results == ["partial Hello world"] * 3, results
         assert s.wait_exit(timeout=20) == 0
     finally:
@@ -310,3 +311,26 @@ def test_edit_to_a_missing_model_is_refused_at_once_and_the_old_backend_keeps_se
     assert "backends.m.model" in s.text() and str(missing) in s.text()
     assert "Starting m" not in s.text(), "nothing may be started for a model that is not there"
     assert answer(s) == "Hello world"
+
+
+def test_a_second_ctrl_c_cuts_the_drain(tmp_path: Path) -> None:
+    release = tmp_path / "release"
+    port = free_port()
+    path = tmp_path / ".anyclauderc.json"
+    path.write_text(json.dumps({"port": free_port(), "backend": "a", "backends": {"a": held(port, release)}}))
+    s = launch_serve(path, "a", tmp_path / "marks", port)
+    try:
+        s.wait_state("READY")
+        streams = Streams(s.proxy_url, ["hold on"] * 2)
+        wait_until(lambda: httpx.get(f"http://127.0.0.1:{port}/_stats").json()["active"] == 2, 20, what="streams")
+        s.interrupt()
+        wait_until(lambda: "press Ctrl-C again" in s.text(), 10)
+        started = time.monotonic()
+        s.interrupt()
+        assert s.wait_exit(timeout=20) == 0
+        assert time.monotonic() - started < 10, "a second Ctrl-C must not wait for the running requests"
+        results = streams.join()
+        assert all(isinstance(r, BaseException) or r != "partial Hello world" for r in results), results
+    finally:
+        release.touch()
+        s.close()
