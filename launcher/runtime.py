@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from launcher import exposure
-from launcher.applog import setup_logging
+from launcher.applog import setup_logging, teardown_logging
 from launcher.config import Settings
 from launcher.control import find_proxy
 from launcher.diskfull import TROUBLE
@@ -150,8 +150,7 @@ async def started_stack(
     finally:
         await stack.stop(immediate=stack.immediate)
         signals.uninstall(loop)
-        logging.getLogger("anyclaude").removeHandler(handler)
-        handler.close()
+        teardown_logging(handler)
         TROUBLE.remove_sink(disk_trouble)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -55,6 +56,13 @@ def test_config_edits_while_claude_code_runs_go_to_status_and_the_log_not_the_te
         as_json = json.loads(anyclaude("status", "--json").stdout)["backends"][0]
         messages = [event["message"] for event in as_json["config_events"]]
         assert any("Config applied" in m for m in messages) and any("invalid JSON" in m for m in messages)
+
+        # A client sending garbage makes the HTTP server log a warning: into the log, not onto the screen.
+        with socket.create_connection(("127.0.0.1", data["port"]), timeout=10) as conn:
+            conn.sendall(b"GARBAGE\r\n\r\n")
+            assert conn.recv(100).startswith(b"HTTP/1.1 400")
+        log_file = Path(os.environ["ANYCLAUDE_HOME"]) / "logs" / "anyclaude.log"
+        wait_until(lambda: "Invalid HTTP request" in log_file.read_text(), 10, what="the warning in the log")
 
         release.touch()
         assert proc.wait(30) == 0
