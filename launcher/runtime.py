@@ -24,6 +24,7 @@ from launcher.applog import setup_logging, teardown_logging
 from launcher.config import Settings
 from launcher.control import find_proxy
 from launcher.diskfull import TROUBLE
+from launcher.errors import BackendFatalError
 from launcher.history import record_applied
 from launcher.loop import add_signal_handler, remove_signal_handler
 from launcher.preflight import preflight
@@ -135,9 +136,10 @@ async def started_stack(
         try:
             error = await wait_started(stack.backend, ui)
             if error is not None:
-                # serve ends here, so `anyclaude restart` would find nothing to restart: say what works.
-                name = stack.backend.spec.name
-                error.hint = f"Fix the cause (`anyclaude logs {name}` shows it), then start anyclaude again."
+                if isinstance(error, BackendFatalError):
+                    # serve ends here, so `anyclaude restart` would find nothing to restart: say what works.
+                    name = stack.backend.spec.name
+                    error.hint = f"Fix the cause (`anyclaude logs {name}` shows it), then start anyclaude again."
                 raise error
             record_applied(settings)
             yield stack

@@ -46,7 +46,9 @@ def watchdog_argv(argv: tuple[str, ...], grace: float, parent_death_signal: bool
     """The command line that runs `argv` under the watchdog (what the state file records and proves)."""
     watch = () if parent_death_signal else ("--no-parent-watch",)
     # -E: the backend's PYTHONPATH/PYTHONHOME (meant for its own Python) must not change this one.
-    head = (sys.executable, "-E", str(WATCHDOG), "--parent", str(os.getpid()), "--grace", f"{grace:g}")
+    # -S on Linux: no site-packages to scan (tens of ms before the backend starts); it needs none there.
+    flags = ("-E", "-S") if sys.platform.startswith("linux") else ("-E",)
+    head = (sys.executable, *flags, str(WATCHDOG), "--parent", str(os.getpid()), "--grace", f"{grace:g}")
     return (*head, *watch, "--", *argv)
 
 

@@ -16,20 +16,18 @@ as its only child, in a process group of its own, and:
 - when the backend exits by itself, stops what it left behind the same way, then exits the way the
   backend did (same code, same signal), so the supervisor sees the backend's own exit.
 
-Standard library only at start (psutil is imported when a tree has to be stopped), so it costs a
-few milliseconds per backend start. It is run by path, never imported by the launcher.
+It is run by path (`python -E -S` on Linux: no site-packages, so the backend starts a few tens of
+milliseconds sooner) and never imported by the launcher: standard library only, descendants read from
+/proc on Linux and through psutil elsewhere.
 """
 
 from __future__ import annotations
 
-import argparse
 import contextlib
-import ctypes
 import os
 import signal
 import sys
 import time
-from typing import Any
 
 PR_SET_PDEATHSIG = 1
 PR_SET_CHILD_SUBREAPER = 36
@@ -53,7 +51,7 @@ class _State:
     interruptible = False
 
 
-def _on_sigterm(signum: int, frame: Any) -> None:
+def _on_sigterm(signum: int, frame: object) -> None:
     _State.stop_requested = True
     if _State.interruptible:
         _State.interruptible = False
@@ -61,7 +59,9 @@ def _on_sigterm(signum: int, frame: Any) -> None:
 
 
 def _prctl(option: int, value: int) -> None:
-    with contextlib.suppress(OSError, AttributeError):
+    import ctypes
+
+    with contextlib.suppress(OSError, AttributeError):  # not Linux: the caller's polling takes over
         ctypes.CDLL(None, use_errno=True).prctl(option, value, 0, 0, 0)
 
 
@@ -86,12 +86,41 @@ def _start(argv: list[str]) -> int:
             os.write(2, f"anyclaude: cannot run {argv[0]}: {exc.strerror}\n".encode(errors="replace"))
         os._exit(127)
     # Both sides set the group: whichever runs first, a signal to the group can never miss the child.
-    with contextlib.suppress(OSError):
+    with contextlib.suppress(OSError):  # the child set it already, or has exec'd (then it did)
         os.setpgid(pid, pid)
     return pid
 
 
-def _descendants() -> list[Any]:
+def _descendants() -> list[int]:
+    """The live (not zombie) descendants of this process."""
+    if not os.path.isdir("/proc/self"):
+        return _descendants_psutil()
+    children: dict[int, list[int]] = {}
+    zombies: set[int] = set()
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as fh:
+                stat = fh.read()
+        except OSError:
+            continue  # gone meanwhile
+        fields = stat[stat.rfind(b")") + 2 :].split()  # after "pid (comm) ": state, ppid, ...
+        if len(fields) < 2:
+            continue
+        pid = int(entry)
+        children.setdefault(int(fields[1]), []).append(pid)
+        if fields[0] == b"Z":
+            zombies.add(pid)
+    found, todo = [], list(children.get(os.getpid(), []))
+    while todo:
+        pid = todo.pop()
+        found.append(pid)
+        todo.extend(children.get(pid, []))
+    return [pid for pid in found if pid not in zombies]
+
+
+def _descendants_psutil() -> list[int]:
     import psutil
 
     try:
@@ -100,9 +129,11 @@ def _descendants() -> list[Any]:
         return []
     alive = []
     for proc in found:
-        with contextlib.suppress(psutil.Error):
+        try:
             if proc.status() != psutil.STATUS_ZOMBIE:
-                alive.append(proc)
+                alive.append(proc.pid)
+        except psutil.Error:
+            continue
     return alive
 
 
@@ -121,12 +152,14 @@ def _reap(child: int, status: int | None) -> int | None:
 
 def _signal_tree(child: int, sig: signal.Signals) -> None:
     """`sig` once to the backend's group, and once to each live descendant that left that group."""
-    with contextlib.suppress(OSError):
+    with contextlib.suppress(OSError):  # the group is empty already
         os.killpg(child, sig)
-    for proc in _descendants():
-        with contextlib.suppress(Exception):
-            if os.getpgid(proc.pid) != child:
-                proc.send_signal(sig)
+    for pid in _descendants():
+        try:
+            if os.getpgid(pid) != child:
+                os.kill(pid, sig)
+        except OSError:  # gone meanwhile
+            continue
 
 
 def _stop_tree(child: int, status: int | None, grace: float) -> int | None:
@@ -188,28 +221,40 @@ def _exit_like(status: int | None) -> None:
     os._exit(os.waitstatus_to_exitcode(status))
 
 
+def _parse(argv: list[str]) -> tuple[int, float, bool, list[str]]:
+    """`--parent PID --grace S [--no-parent-watch] -- ARGV...` (no argparse: it costs start-up time)."""
+    parent, grace, watch = 0, 10.0, True
+    i = 0
+    while i < len(argv) and argv[i] != "--":
+        flag = argv[i]
+        if flag == "--parent":
+            parent, i = int(argv[i + 1]), i + 2
+        elif flag == "--grace":
+            grace, i = float(argv[i + 1]), i + 2
+        elif flag == "--no-parent-watch":
+            watch, i = False, i + 1
+        else:
+            raise SystemExit(f"anyclaude watchdog: unknown option {flag}")
+    command = argv[i + 1 :]
+    if not command or not parent:
+        raise SystemExit("usage: watchdog.py --parent PID [--grace S] [--no-parent-watch] -- ARGV...")
+    return parent, grace, watch, command
+
+
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="anyclaude-watchdog")
-    parser.add_argument("--parent", type=int, required=True)
-    parser.add_argument("--grace", type=float, default=10.0)
-    parser.add_argument("--no-parent-watch", dest="watch_parent", action="store_false")
-    parser.add_argument("command", nargs=argparse.REMAINDER)
-    args = parser.parse_args(argv)
-    command = args.command[1:] if args.command[:1] == ["--"] else args.command
-    if not command:
-        parser.error("no command given")
+    parent, grace, watch_parent, command = _parse(sys.argv[1:] if argv is None else argv)
     signal.signal(signal.SIGTERM, _on_sigterm)
     if LINUX:
         _prctl(PR_SET_CHILD_SUBREAPER, 1)
-        if args.watch_parent:
+        if watch_parent:
             _prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
     # The launcher may have died before the parent-death signal was armed: nobody would ever stop us.
-    if args.watch_parent and os.getppid() != args.parent:
+    if watch_parent and os.getppid() != parent:
         os._exit(1)
     child = _start(command)
-    status = _wait(child, args.parent, args.watch_parent)
+    status = _wait(child, parent, watch_parent)
     # From here on a second SIGTERM (the launcher dying during a stop) changes nothing: one stop is running.
-    status = _stop_tree(child, status, args.grace)
+    status = _stop_tree(child, status, grace)
     _exit_like(status)
 
 

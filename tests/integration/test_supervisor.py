@@ -44,7 +44,15 @@ def test_slow_backend_is_ready_within_one_poll_of_answering(serve: StartServe) -
     s = serve("--ready-after", "1.5")
     record = s.wait_state("READY")
     answered_after = float(re.search(r"after ([\d.]+) s", record["reason"]).group(1))  # type: ignore[union-attr]
-    assert 1.5 <= answered_after < 1.5 + 0.25, record["reason"]
+    assert answered_after >= 1.5, record["reason"]
+    # READY is seen within one poll of the backend's first 200 (both clocks are this machine's wall
+    # clock; the time the processes took to start, which a busy machine stretches, is not counted).
+    answered = s.marks("ANSWERED")[0][2]
+    log = (s.home / "logs" / "anyclaude.log").read_text()
+    stamp = re.search(r"^(\S+ \S+),(\d{3}) INFO anyclaude.supervisor: fault: STARTING -> READY", log, re.M)
+    assert stamp is not None, log
+    ready = time.mktime(time.strptime(stamp.group(1), "%Y-%m-%d %H:%M:%S")) + int(stamp.group(2)) / 1000
+    assert -0.01 <= ready - answered < 0.25, (ready - answered, record["reason"])
     wait_until(lambda: "is ready" in s.text(), 5, what="the ready line")
 
 
@@ -60,6 +68,8 @@ def test_backend_exiting_during_start_is_reported_at_once_with_its_log(serve: St
     assert "exited with code 3 while starting" in out
     assert "fault backend pid" in out  # the last lines of its log are shown
     assert elapsed < 10, "reported after the start timeout instead of at once"
+    assert "anyclaude restart" not in out, "serve has ended: a restart command would find nothing to restart"
+    assert "then start anyclaude again" in out
 
 
 def test_backend_that_keeps_dying_backs_off_then_goes_fatal_and_restart_clears_it(
