@@ -82,12 +82,17 @@ class CheckStatus(StrEnum):
 
 @dataclass(frozen=True)
 class Check:
-    """One doctor finding: a distinct name, what was found, and how to fix it when it is not OK."""
+    """One doctor finding: a distinct name, what was found, and how to fix it when it is not OK.
+
+    `key` is set on a failure no restart can fix (a model path that does not exist): the entry key to
+    edit. Such a check is run before the backend is started, and stops the start with that key named.
+    """
 
     name: str
     status: CheckStatus
     finding: str
     fix: str | None = None
+    key: str | None = None
 
 
 class Adapter(Protocol):
@@ -193,8 +198,11 @@ def local_server_spec(
 
     Probes go to the entry's `healthPath` or the kind's `health_path` (readiness may differ, e.g. a
     1-token completion); the environment is the kind's `env`, then the entry's `env`, then, for MLX
-    kinds on Linux, OpenBLAS preloaded (merged with any LD_PRELOAD and LD_LIBRARY_PATH already set).
+    kinds on Linux, OpenBLAS preloaded (merged with any LD_PRELOAD and LD_LIBRARY_PATH already set). The
+    entry's `contextLength` (else the model folder's own) reaches the proxy's prompt-size check for
+    every kind, unless the kind passes a `context_length` of its own.
     """
+    extra.setdefault("context_length", entry.context_length or model_context_length(entry.model))
     liveness = Probe(local_url(entry, port, entry.health_path or health_path))
     merged = {**(env or {}), **entry.env}
     if preload_blas:

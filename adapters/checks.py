@@ -32,14 +32,14 @@ def model_path_check(kind: str, path: str | None, *, hf_cache: Path | None = Non
     """A model folder (config.json + *.safetensors), a .gguf file, or a HF id in the local cache."""
     name = f"{kind}.model"
     if not path:
-        return Check(name, CheckStatus.FAIL, "no model is set", 'Set the backend\'s "model" to a folder or file.')
+        fix = 'Set the backend\'s "model" to a folder or file.'
+        return Check(name, CheckStatus.FAIL, "no model is set", fix, key="model")
     local = Path(path).expanduser()
     if local.is_file():
         if local.suffix.lower() == ".gguf":
             return Check(name, CheckStatus.OK, f"GGUF file {local} ({_gib(local.stat().st_size)})")
-        return Check(
-            name, CheckStatus.FAIL, f"{local} is a file but not a .gguf", "Point to a model folder or a .gguf."
-        )
+        fix = "Point to a model folder or a .gguf."
+        return Check(name, CheckStatus.FAIL, f"{local} is a file but not a .gguf", fix, key="model")
     if local.is_dir():
         missing = [pattern for pattern in ("config.json", "*.safetensors") if not any(local.glob(pattern))]
         if missing:
@@ -48,6 +48,7 @@ def model_path_check(kind: str, path: str | None, *, hf_cache: Path | None = Non
                 CheckStatus.FAIL,
                 f"{local} has no {' and no '.join(missing)}",
                 "Point to a converted model folder (mlx_lm.convert writes one) or a .gguf file.",
+                key="model",
             )
         return Check(name, CheckStatus.OK, f"model folder {local} ({_gib(_size_on_disk(local))})")
     if _HF_ID.match(path) and not path.startswith((".", "~")):
@@ -60,6 +61,10 @@ def model_path_check(kind: str, path: str | None, *, hf_cache: Path | None = Non
             f"{path} is not in the local Hugging Face cache ({hf_cache_dir(hf_cache)})",
             f"Download it first (hf download {path}) or give a local path.",
         )
+    if path.startswith((".", "~", "/")) or local.is_absolute():
+        # A local path that is not there: no restart will make it appear.
+        fix = "Point it at a model folder (config.json + *.safetensors) or a .gguf file."
+        return Check(name, CheckStatus.FAIL, f"{local} does not exist", fix, key="model")
     return Check(name, CheckStatus.FAIL, f"{local} does not exist", 'Fix the backend\'s "model" path.')
 
 

@@ -129,12 +129,58 @@ class MlxLmAdapter:
         found += version_checks(installed_version("mlx-lm"), entry)
         found += [model_path_check(self.kind, entry.model), model_memory_check(entry.model, name="mlx-lm.memory")]
         found.append(port_check(entry.host, entry.port, name="mlx-lm.port"))
+        sharding = distributed_check(name, entry)
+        if sharding is not None:
+            found.append(sharding)
         cache = Path(hf_env(entry)["HF_HUB_CACHE"])
         if not cache.is_dir():
             missing = f"{cache} does not exist, so /v1/models answers an empty body"
             found.append(Check("mlx-lm.hf-cache", CheckStatus.WARN, missing, f"mkdir -p {cache}"))
         blas = openblas_check(self.kind)
         return found + ([blas] if blas else [])
+
+
+def sharding_support(model: str) -> tuple[str, bool, bool] | None:
+    """(model type, can pipeline, can tensor-parallel) as mlx-lm's `sharded_load` decides them, from a lazily
+    built model (no weights read); None when mlx-lm cannot be imported here or cannot build the model."""
+    folder = Path(model).expanduser()
+    try:
+        model_type = str(json.loads((folder / "config.json").read_text(encoding="utf-8")).get("model_type", "?"))
+        from mlx_lm.utils import load_model
+
+        built, _ = load_model(folder, lazy=True, strict=False)
+    except Exception:  # a check must never crash doctor or a start: "cannot tell" is its answer
+        return None
+    return model_type, hasattr(built, "model") and hasattr(built.model, "pipeline"), hasattr(built, "shard")
+
+
+def distributed_check(name: str, entry: BackendConfig) -> Check | None:
+    """Whether mlx-lm can shard this model the way `distributed.pipeline` asks (every rank dies at load if not)."""
+    if not entry.distributed or not entry.model or not Path(entry.model).expanduser().is_dir():
+        return None
+    pipeline = entry.distributed.get("pipeline", True) is not False
+    field = f"backends.{name}.distributed.pipeline"
+    support = sharding_support(entry.model)
+    if support is None:
+        finding = "cannot tell which distributed mode the model supports (mlx-lm cannot build it here)"
+        fix = "Run doctor with the Python that runs the server."
+        return Check("mlx-lm.distributed", CheckStatus.WARN, finding, fix)
+    model_type, can_pipeline, can_tensor = support
+    if pipeline and not can_pipeline:
+        other = f"set {field} to false: it supports tensor parallelism" if can_tensor else "run it on one machine"
+        finding = f"mlx-lm cannot pipeline {model_type} models (every rank would stop at load)"
+        return Check("mlx-lm.distributed", CheckStatus.FAIL, finding, f"Use the mode it supports: {other}.", key=field)
+    if not pipeline and not can_tensor:
+        other = f"set {field} to true: it supports pipelining" if can_pipeline else "run it on one machine"
+        finding = f"mlx-lm cannot split {model_type} models by tensor parallelism (every rank would stop at load)"
+        return Check("mlx-lm.distributed", CheckStatus.FAIL, finding, f"Use the mode it supports: {other}.", key=field)
+    index = Path(entry.model).expanduser() / "model.safetensors.index.json"
+    if pipeline and not index.is_file():
+        finding = f"pipelining reads each rank's layers from {index.name}, which {entry.model} lacks"
+        fix = f"Save the model in shards (mlx_lm.convert writes the index), or set {field} to false."
+        return Check("mlx-lm.distributed", CheckStatus.FAIL, finding, fix, key=field)
+    mode = "pipelining" if pipeline else "tensor parallelism"
+    return Check("mlx-lm.distributed", CheckStatus.OK, f"mlx-lm can run {model_type} models by {mode}")
 
 
 def version_checks(version: str | None, entry: BackendConfig) -> list[Check]:

@@ -32,12 +32,26 @@ def config_secrets(config: Config) -> list[str]:
 
 
 def setup_logging(home: Home, config: Config, level: int = logging.INFO) -> logging.Handler:
+    """Send anyclaude's records (INFO and up) and every library's warnings to the launcher's log.
+
+    The handler sits on the root logger: a library logging with no handler of its own (uvicorn's
+    "Invalid HTTP request received.", asyncio's task errors) would otherwise reach Python's last-resort
+    handler, which prints on the terminal, over Claude Code's screen. Remove it with `teardown_logging`.
+    """
     handler = PrivateRotatingFileHandler(
-        home.logs / "anyclaude.log", maxBytes=config.log_max_bytes, backupCount=config.log_backups, encoding="utf-8"
+        home.logs / "anyclaude.log",
+        maxBytes=config.log_max_bytes,
+        backupCount=config.log_backups,
+        encoding="utf-8",
+        what="the anyclaude log",
     )
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     handler.addFilter(RedactingFilter(config_secrets(config)))
-    root = logging.getLogger("anyclaude")
-    root.setLevel(level)
-    root.addHandler(handler)
+    logging.getLogger("anyclaude").setLevel(level)
+    logging.getLogger().addHandler(handler)
     return handler
+
+
+def teardown_logging(handler: logging.Handler) -> None:
+    logging.getLogger().removeHandler(handler)
+    handler.close()

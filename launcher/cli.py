@@ -142,6 +142,7 @@ def status(as_json: bool) -> None:
                 "breaker": e.record.breaker,
                 "base_url": e.record.base_url,
                 "log": e.record.log_path,
+                "config_events": e.record.config_events if e.launcher else [],
             }
             for e in entries
         ]
@@ -166,7 +167,29 @@ def status(as_json: bool) -> None:
             str(e.record.breaker.get("state", "-")),
             e.record.reason,
         )
-    Console().print(table)
+    console = Console()
+    console.print(table)
+    _print_config_events(console, entries)
+
+
+def _print_config_events(console: Any, entries: list[Any]) -> None:
+    """Each running anyclaude's latest config edits (one list per launcher, from its newest state file)."""
+    import time
+
+    from rich.markup import escape
+
+    newest: dict[int, Any] = {}
+    for e in entries:
+        if e.launcher and e.record.config_events:
+            known = newest.get(e.record.launcher_pid)
+            if known is None or e.record.updated_at > known.record.updated_at:
+                newest[e.record.launcher_pid] = e
+    for pid, e in newest.items():
+        console.print(f"Config edits seen by anyclaude pid {pid} (newest last):")
+        for event in e.record.config_events[-5:]:
+            when = time.strftime("%H:%M:%S", time.localtime(float(event.get("at", 0))))
+            mark = "[green]✓[/green]" if event.get("applied") else "[red]✗[/red]"
+            console.print(f"  {when} {mark} {escape(str(event.get('message', '')))}")
 
 
 @cli.command()

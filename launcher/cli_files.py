@@ -91,9 +91,11 @@ def config_validate(config_path: str | None, mode: str | None) -> None:
 def config_show(config_path: str | None, mode: str | None) -> None:
     """Print the config as anyclaude reads it (defaults filled in, secrets masked)."""
     from launcher.config import load_settings
+    from launcher.masking import masked_view
 
     settings = load_settings(config_path, mode)
-    data = settings.config.model_dump(mode="json", by_alias=True, exclude_none=True)
+    # Masked after ${VAR} expansion: a key taken from the environment is as secret as one in the file.
+    data = masked_view(settings.config.model_dump(mode="json", by_alias=True, exclude_none=True))
     click.echo(json.dumps({"file": str(settings.path), "mode": settings.mode, "config": data}, indent=2))
 
 

@@ -101,7 +101,9 @@ class BackendConfig(_Model):
     stable_after: Millis = Field(30_000, description="Uptime after which the restart backoff resets.")
     breaker_failures: int = Field(5, ge=1, description="Consecutive failed calls that open the circuit breaker.")
     breaker_reset_timeout: Millis = Field(30_000, description="ms the breaker stays open before one probe.")
-    context_length: int | None = Field(None, ge=1, description="The model's context window in tokens, if known.")
+    context_length: int | None = Field(
+        None, ge=1, description='The model\'s context window in tokens; longer prompts get "prompt is too long".'
+    )
     max_output_tokens: int | None = Field(None, ge=1, description="Cap on max_tokens sent to this backend.")
 
     # --- keys of the backend kinds (adapters/*.py) ---
@@ -197,6 +199,14 @@ class Config(_Model):
         120_000, description="ms without output, once tokens flow, before a stream is failed."
     )
     ping_interval: Millis = Field(5_000, description="ms between pings while the client would otherwise hear nothing.")
+    # Request headers are a few KB, sent at once by every real client; a connection still sending them after
+    # 10 s is a slowloris or a dead peer holding a socket. (nginx allows 60 s on the open internet.)
+    header_timeout: Millis = Field(10_000, description="ms a client gets to send its request headers; 0: no limit.")
+    # A long local answer (a cold prefill, then a few thousand tokens on a CPU) takes minutes; a backend
+    # switch or a Ctrl-C lets it finish rather than cut a running Claude Code turn.
+    drain_timeout: Millis = Field(
+        300_000, description="ms requests running on a replaced or stopping backend get to finish."
+    )
     parse_tool_calls_from_text: bool = Field(True, description="Turn tool-call markup leaked as text into tool calls.")
     strip_billing_header: bool = Field(True, description="Drop Claude Code's per-conversation billing line.")
     # The request log (launcher/observe): `anyclaude requests`, `usage`, the dashboard.

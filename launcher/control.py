@@ -61,12 +61,13 @@ def stop(home: Home, name: str | None = None, timeout: float = 30.0) -> list[str
             launcher.send_signal(signal.SIGTERM)
             if not _wait(lambda r=record: statefile.launcher_alive(r) is None, timeout):  # type: ignore[misc]
                 raise AnyclaudeError(
-                    f"anyclaude pid {record.launcher_pid} did not stop within {timeout:.0f} s.",
-                    hint=f"Run `anyclaude stop {record.name}` again, or `kill -9 {record.launcher_pid}`.",
+                    f"anyclaude pid {record.launcher_pid} is still stopping after {timeout:.0f} s: it lets the"
+                    " requests running on it finish first (up to its drainTimeout).",
+                    hint=f"Run `anyclaude stop {record.name}` again to stop it at once (a second signal cuts them).",
                 )
             done.append(f"stopped {record.name} (anyclaude pid {record.launcher_pid})")
         elif entry.backend and record.pid is not None:
-            asyncio.run(terminate_group(record.pid, 10.0, MonotonicClock()))
+            asyncio.run(terminate_group(record.pid, 10.0, MonotonicClock(), watchdog=record.watchdog))
             done.append(f"stopped orphaned {record.name} (pid {record.pid})")
         else:
             done.append(f"removed stale state of {record.name} (nothing was running)")

@@ -11,21 +11,20 @@ import contextlib
 import errno
 import logging
 import socket
-from collections.abc import AsyncIterator, Generator, Sequence
+from collections.abc import AsyncIterator, Callable, Generator, Sequence
 from typing import Any
 
 import uvicorn
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware import Middleware
-from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from launcher.bridge.asgi import RequestId
 from launcher.bridge.errors import ApiError
-from launcher.bridge.guard import Guard
+from launcher.bridge.guard import Guard, LiveCors
 from launcher.bridge.handlers import Handlers, error_response
 from launcher.bridge.options import ProxyOptions
 from launcher.bridge.upstream import BackendGate, BackendUnavailable, StaticGate, Upstream
@@ -34,6 +33,8 @@ from launcher.observe.hook import NO_OBSERVER, Observer
 from launcher.supervision.ports import holder_of
 
 log = logging.getLogger("anyclaude.proxy")
+# Seconds a client gets to send its request headers (config: headerTimeout).
+DEFAULT_HEADER_TIMEOUT = 10.0
 
 __all__ = [
     "BackendGate",
@@ -72,18 +73,13 @@ def create_proxy_app(
         log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
         return error_response(ApiError(500, "internal error in the proxy; see the anyclaude log"))
 
-    # Outermost first: every answer gets a request id; the guard refuses foreign hosts and missing keys
-    # before anything else runs.
-    middleware = [Middleware(RequestId), Middleware(Guard, options=options)]
-    if options.cors_origins:
-        middleware.append(
-            Middleware(
-                CORSMiddleware,
-                allow_origins=list(options.cors_origins),
-                allow_methods=["GET", "POST", "HEAD", "OPTIONS"],
-                allow_headers=["*"],
-            )
-        )
+    # Outermost first: every answer gets a request id; the guard refuses foreign hosts and origins and missing
+    # keys before anything else runs. Both read the handlers' options per request: a config edit replaces them
+    # (Stack.set_options).
+    def current() -> ProxyOptions:
+        return handlers.options
+
+    middleware = [Middleware(RequestId), Middleware(Guard, options=current), Middleware(LiveCors, options=current)]
     app = Starlette(
         routes=[
             Route("/v1/messages", handlers.messages, methods=["POST"]),
@@ -131,6 +127,57 @@ def bind_socket(host: str, port: int) -> socket.socket:
     return sock
 
 
+def header_timeout_protocol(timeout: Callable[[], float]) -> type[asyncio.Protocol]:
+    """uvicorn's HTTP protocol, closing a connection whose request headers take longer than `timeout()` s.
+
+    uvicorn itself waits forever for headers: a silent connection, or one sending a byte a second (a
+    slowloris), holds a socket and a slot for as long as the client likes. The clock starts when the
+    connection opens and when the first byte of each next request arrives; complete headers stop it.
+    An idle keep-alive connection between requests is uvicorn's own keep-alive timeout's business.
+    """
+    from uvicorn.protocols.http.auto import AutoHTTPProtocol
+
+    class HeaderTimeoutProtocol(AutoHTTPProtocol):  # type: ignore[misc,valid-type]
+        _header_timer: asyncio.TimerHandle | None = None
+
+        def connection_made(self, transport: Any) -> None:
+            super().connection_made(transport)
+            self._arm()
+
+        def data_received(self, data: bytes) -> None:
+            if self._header_timer is None and self._awaiting_headers():
+                self._arm()
+            super().data_received(data)
+            if not self._awaiting_headers():
+                self._disarm()
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            self._disarm()
+            super().connection_lost(exc)
+
+        def _awaiting_headers(self) -> bool:
+            cycle = getattr(self, "cycle", None)
+            return cycle is None or bool(cycle.response_complete)
+
+        def _arm(self) -> None:
+            seconds = timeout()
+            if seconds > 0:
+                self._header_timer = asyncio.get_running_loop().call_later(seconds, self._expired)
+
+        def _disarm(self) -> None:
+            if self._header_timer is not None:
+                self._header_timer.cancel()
+                self._header_timer = None
+
+        def _expired(self) -> None:
+            self._header_timer = None
+            if self._awaiting_headers() and not self.transport.is_closing():
+                log.info("closing a connection that sent no complete request headers within %.0f s", timeout())
+                self.transport.close()
+
+    return HeaderTimeoutProtocol
+
+
 class _Server(uvicorn.Server):
     @contextlib.contextmanager
     def capture_signals(self) -> Generator[None, None, None]:
@@ -153,6 +200,7 @@ class ProxyServer:
         return f"http://{host}:{self.port}"
 
     async def stop(self, grace: float = 5.0) -> None:
+        """Stop accepting connections, let open responses finish (up to `grace` s), then close."""
         self._server.should_exit = True
         try:
             await asyncio.wait_for(asyncio.shield(self.task), grace)
@@ -162,12 +210,26 @@ class ProxyServer:
         finally:
             self._sock.close()
 
+    def force(self) -> None:
+        """End a `stop` that is waiting for open responses now (a second Ctrl-C)."""
+        self._server.should_exit = True
+        self._server.force_exit = True
+
     async def wait(self) -> None:
         await self.task
 
 
-async def serve_proxy(app: Any, host: str, port: int, *, log_level: str = "warning") -> ProxyServer:
+async def serve_proxy(
+    app: Any,
+    host: str,
+    port: int,
+    *,
+    log_level: str = "warning",
+    header_timeout: Callable[[], float] = lambda: DEFAULT_HEADER_TIMEOUT,
+) -> ProxyServer:
     """Start serving `app` on host:port inside the running loop; returns once it accepts connections.
+
+    `header_timeout()` is read for each connection (a config edit changes it for the next ones).
 
     Raises:
         PortInUseError: the port is taken (nothing is started then).
@@ -175,6 +237,7 @@ async def serve_proxy(app: Any, host: str, port: int, *, log_level: str = "warni
     sock = bind_socket(host, port)
     config = uvicorn.Config(
         app,
+        http=header_timeout_protocol(header_timeout),
         log_config=None,
         log_level=log_level,
         access_log=False,

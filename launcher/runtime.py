@@ -1,7 +1,8 @@
 """The two ways anyclaude runs: `serve` (proxy + backend until Ctrl-C) and the main command (the same,
 with Claude Code in the terminal until it exits).
 
-Under `serve`: Ctrl-C (or SIGTERM) once stops everything in order; twice, at once. While Claude Code
+Under `serve`: Ctrl-C (or SIGTERM) once stops everything in order, letting running requests finish
+(up to `drainTimeout`); twice, at once. While Claude Code
 runs, Ctrl-C is Claude Code's; when it exits, everything stops and its exit code is ours.
 SIGUSR1 restarts the backend now (what `anyclaude restart` sends; it also clears FATAL).
 """
@@ -18,11 +19,15 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from launcher.applog import setup_logging
+from launcher import exposure
+from launcher.applog import setup_logging, teardown_logging
 from launcher.config import Settings
 from launcher.control import find_proxy
+from launcher.diskfull import TROUBLE
+from launcher.errors import BackendFatalError
 from launcher.history import record_applied
 from launcher.loop import add_signal_handler, remove_signal_handler
+from launcher.preflight import preflight
 from launcher.progress import Progress
 from launcher.reload import start_watching
 from launcher.stack import Stack, wait_started
@@ -57,10 +62,18 @@ class _Signals:
     def on_stop(self, sig: signal.Signals) -> None:
         self.count += 1
         immediate = self.count > 1
-        self.ui.line("Stopping now." if immediate else f"{sig.name}: stopping (press Ctrl-C again to force).")
+        log.info("%s: %s", sig.name, "stopping now" if immediate else "stopping once running requests finish")
+        if immediate:
+            self.ui.line("Stopping now.")
+        else:
+            wait = f"{self.stack.drain_timeout:.0f}"
+            self.ui.line(
+                f"{sig.name}: stopping once running requests finish (at most {wait} s; press Ctrl-C again to force)."
+            )
         self.stack.request_stop(immediate=immediate)
 
     def on_restart(self) -> None:
+        log.info("SIGUSR1: restart requested")
         self.ui.line("Restart requested.")
         self.stack.request_restart()
 
@@ -83,23 +96,50 @@ def announce(ui: Progress) -> Callable[[Supervisor, ProcessState, ProcessState, 
     return on_state
 
 
+def config_say(stack: Stack, ui: Progress) -> Callable[[str, str], None]:
+    """How a config edit's outcome is told: the log and `status` always, the terminal unless it is Claude Code's."""
+
+    def say(message: str, style: str) -> None:
+        failed = style == "red"
+        log.log(logging.WARNING if failed else logging.INFO, "%s", message)
+        if style in ("green", "red"):  # an outcome, not a progress line
+            stack.note_config_event(message, applied=not failed)
+        ui.line(message, style=style)
+
+    return say
+
+
 @contextlib.asynccontextmanager
 async def started_stack(
     settings: Settings, ui: Progress, cli_mode: str | None, stop_signals: Sequence[signal.Signals]
 ) -> AsyncIterator[Stack]:
     """The stack, started and ready (or raising the start error), watching its config; stopped on exit."""
+    preflight(settings)  # what no restart can fix fails here, once, before anything starts
     settings.home.ensure()
     handler = setup_logging(settings.home, settings.config)
+
+    def disk_trouble(message: str) -> None:
+        log.warning("%s", message)
+        ui.line(f"! {message}", style="yellow")
+
+    TROUBLE.add_sink(disk_trouble)
     stack = Stack(settings, on_state=announce(ui))
     loop = asyncio.get_running_loop()
     signals = _Signals(stack, ui)
     signals.install(loop, stop_signals)
     try:
         await stack.start()  # binds the proxy first: a taken port fails here with nothing started
-        watcher = start_watching(stack, cli_mode, lambda message, style: ui.line(message, style=style))
+        for warning in exposure.warnings(settings, stack.backend.spec):
+            log.warning("%s", warning)
+            ui.line(f"! {warning}", style="yellow")
+        watcher = start_watching(stack, cli_mode, config_say(stack, ui))
         try:
             error = await wait_started(stack.backend, ui)
             if error is not None:
+                if isinstance(error, BackendFatalError):
+                    # serve ends here, so `anyclaude restart` would find nothing to restart: say what works.
+                    name = stack.backend.spec.name
+                    error.hint = f"Fix the cause (`anyclaude logs {name}` shows it), then start anyclaude again."
                 raise error
             record_applied(settings)
             yield stack
@@ -112,8 +152,8 @@ async def started_stack(
     finally:
         await stack.stop(immediate=stack.immediate)
         signals.uninstall(loop)
-        logging.getLogger("anyclaude").removeHandler(handler)
-        handler.close()
+        teardown_logging(handler)
+        TROUBLE.remove_sink(disk_trouble)
 
 
 async def serve(settings: Settings, ui: Progress, cli_mode: str | None = None) -> int:
@@ -176,7 +216,9 @@ async def _claude_session(settings: Settings, ui: Progress, path: str, args: Seq
             interactive=sys.stdin.isatty(),
             confirm=_confirm,
         )
-    return await claude.run_claude(path, args, env)
+    # From here the terminal is Claude Code's: anyclaude prints nothing until it exits (all goes to the log).
+    with ui.silenced():
+        return await claude.run_claude(path, args, env)
 
 
 def _confirm(question: str) -> bool:

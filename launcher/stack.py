@@ -7,8 +7,11 @@ The proxy is bound before any backend starts, so a taken port fails fast with no
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
+import dataclasses
 import logging
+import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -27,8 +30,11 @@ from launcher.supervision.supervisor import Supervisor, Timings
 log = logging.getLogger("anyclaude.stack")
 S = ProcessState
 TICK = 0.1
-# Seconds open responses get to finish when the proxy stops.
-PROXY_GRACE = 3.0
+# `status` shows this many of the latest config edits, each cut to this many characters.
+CONFIG_EVENTS_KEPT = 10
+EVENT_CHARS = 600
+# How often a drain looks at the requests still running on a backend.
+DRAIN_POLL = 0.05
 
 StateListener = Callable[[Supervisor, ProcessState, ProcessState, str], None]
 
@@ -136,9 +142,16 @@ def build_backend(settings: Settings, spec: LaunchSpec) -> Backend:
     return Backend(spec, supervisor, upstream_for(spec, settings.config.backends[spec.name], transport), app)
 
 
-async def wait_started(backend: Backend, ui: Progress | None = None) -> AnyclaudeError | None:
-    """Wait for the backend's first READY (showing progress). Returns the error if it never gets there."""
+async def wait_started(
+    backend: Backend, ui: Progress | None = None, first_failure: bool = False
+) -> AnyclaudeError | None:
+    """Wait for the backend's first READY (showing progress). Returns the error if it never gets there.
+
+    `first_failure`: give up at the first failed start instead of after the whole backoff (a config
+    change is rolled back at once rather than after half a minute of retries).
+    """
     supervisor, spec = backend.supervisor, backend.spec
+    failed = {S.FATAL, S.BACKOFF} if first_failure else {S.FATAL}
     if ui is not None:
         ui.begin(f"Starting {spec.name} ({spec.kind})" + (f" on port {spec.port}" if spec.port else ""))
     try:
@@ -147,9 +160,9 @@ async def wait_started(backend: Backend, ui: Progress | None = None) -> Anyclaud
                 ui.tick(supervisor.log.last_line())
             if supervisor.state in SERVING:
                 return None
-            if supervisor.state is S.FATAL:
+            if supervisor.state in failed:
                 return supervisor.error or BackendFatalError(supervisor.reason)
-            await supervisor.wait_for(SERVING | {S.FATAL}, timeout=TICK)
+            await supervisor.wait_for(SERVING | failed, timeout=TICK)
         return supervisor.error or BackendFatalError(f"{spec.name} stopped while starting")
     finally:
         if ui is not None:
@@ -171,6 +184,16 @@ class Stack:
         self.proxy: ProxyServer | None = None
         self.immediate = False
         self._stop_requested = asyncio.Event()
+        self._retiring: dict[asyncio.Task[None], Backend] = {}  # replaced backends, draining then stopping
+        self.config_events: collections.deque[dict[str, Any]] = collections.deque(maxlen=CONFIG_EVENTS_KEPT)
+
+    @property
+    def drain_timeout(self) -> float:
+        return self.settings.config.drain_timeout / 1000
+
+    def running(self, backend: Backend) -> int:
+        """Requests running on `backend` now."""
+        return int(self.app.state.handlers.pool.in_flight(backend.upstream))
 
     @property
     def proxy_url(self) -> str:
@@ -179,7 +202,12 @@ class Stack:
 
     async def start(self) -> None:
         """Bind the proxy (PortInUseError: nothing started), then start the backend."""
-        self.proxy = await serve_proxy(self.app, self.settings.config.host, self.settings.port)
+        self.proxy = await serve_proxy(
+            self.app,
+            self.settings.config.host,
+            self.settings.port,
+            header_timeout=lambda: self.settings.config.header_timeout / 1000,
+        )
         self.observe.start()
         await self.launch(self.backend)
 
@@ -198,17 +226,66 @@ class Stack:
         self.backend, self.settings = backend, settings
         self.gate.switch(backend.supervisor, backend.upstream, backend.wait_timeout)
         self.set_options(proxy_options(settings))
-        backend.supervisor.save_state()
+        backend.supervisor.save_state(list(self.config_events))
+
+    def note_config_event(self, message: str, applied: bool) -> None:
+        """Keep a config edit's outcome where `anyclaude status` reads it (the current backend's state file)."""
+        self.config_events.append({"at": time.time(), "applied": applied, "message": message[:EVENT_CHARS]})
+        self.backend.supervisor.save_state(list(self.config_events))
 
     def set_options(self, options: ProxyOptions) -> None:
-        """Apply proxy settings that need no restart (model map, timeouts, log settings)."""
-        self.app.state.handlers.options = options
+        """Apply proxy settings that need no restart (key, origins, model map, timeouts, body size).
+
+        The host stays the one the proxy is bound to: its checks (loopback Host names) must describe
+        the socket that really listens, not one a config edit names but only a restart would bind.
+        """
+        bound = self.app.state.handlers.options.host
+        self.app.state.handlers.options = dataclasses.replace(options, host=bound)
+
+    def retire(self, old: Backend) -> tuple[int, asyncio.Task[None]]:
+        """Drain a backend that `install` replaced, then stop it, in a task of its own.
+
+        Returns how many requests it still runs (they finish there, up to `drainTimeout`) and the task,
+        which `stop` waits for: a watcher cancelled mid-swap must not leave the old backend running.
+        """
+        running = self.running(old)
+        task = asyncio.create_task(self._drain_and_stop(old), name=f"retire-{old.spec.name}")
+        self._retiring[task] = old
+        task.add_done_callback(lambda done: self._retiring.pop(done, None))
+        return running, task
+
+    async def drain(self, backend: Backend) -> int:
+        """Wait until `backend` runs no request (or `drainTimeout`, or an immediate stop). Returns those left."""
+        deadline = asyncio.get_running_loop().time() + self.drain_timeout
+        while (left := self.running(backend)) and not self.immediate:
+            if asyncio.get_running_loop().time() >= deadline:
+                name, timeout = backend.spec.name, self.drain_timeout
+                log.warning("%s: %d request(s) still running after %.0f s; stopping it", name, left, timeout)
+                return left
+            await asyncio.sleep(DRAIN_POLL)
+        return 0
+
+    async def _drain_and_stop(self, old: Backend) -> None:
+        await self.drain(old)
+        await old.stop(immediate=self.immediate)
+        self.gate.forget(old.upstream)
 
     def request_stop(self, immediate: bool = False) -> None:
-        """Ask the stack to end (a signal); `run_until_stopped` then returns."""
+        """Ask the stack to end (a signal); `run_until_stopped` then returns and `stop` drains.
+
+        A first request lets running requests finish (`stop` drains them); a second, or `immediate`,
+        cuts them. A backend that is not serving yet has no request to finish and is stopped at once.
+        """
         self.immediate = self.immediate or immediate
         self._stop_requested.set()
-        self.backend.supervisor.request_stop(immediate=immediate)
+        self.gate.close("it was asked to stop")
+        if self.immediate:
+            if self.proxy is not None:
+                self.proxy.force()
+            for backend in self._backends():
+                backend.supervisor.request_stop(immediate=True)
+        elif self.backend.supervisor.state not in SERVING:
+            self.backend.supervisor.request_stop()
 
     def request_restart(self) -> None:
         self.backend.supervisor.request_restart()
@@ -218,13 +295,21 @@ class Stack:
         await self._stop_requested.wait()
 
     async def stop(self, immediate: bool = False) -> None:
-        """Stop the proxy (open responses get a short grace), then the backend."""
+        """Stop the proxy once its open responses finish (up to `drainTimeout`), then every backend."""
+        self.immediate = self.immediate or immediate
+        self.gate.close("it is stopping")
         with contextlib.suppress(Exception):
             if self.proxy is not None:
+                # The dashboard's live streams end first: they would hold the drain open until its timeout.
                 self.observe.stopping()
-                await self.proxy.stop(grace=0.0 if immediate else PROXY_GRACE)
-        await self.backend.stop(immediate=immediate)
+                await self.proxy.stop(grace=0.0 if self.immediate else self.drain_timeout)
+        await self.backend.stop(immediate=self.immediate)
+        await asyncio.gather(*list(self._retiring), return_exceptions=True)
         await self.observe.close()
+
+    def _backends(self) -> list[Backend]:
+        """The current backend and any still draining after a swap."""
+        return [self.backend, *self._retiring.values()]
 
 
 @contextlib.asynccontextmanager

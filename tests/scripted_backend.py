@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import re
 import threading
 import time
@@ -172,13 +173,17 @@ LLAMA_ERRORS: dict[str, tuple[int, dict[str, Any]]] = {
 class Backend:
     """The scripted backend's state: the default script and what it last received."""
 
-    def __init__(self, default: str = "text", delay: float = 0.5, ready_after: float = 0.0) -> None:
+    def __init__(
+        self, default: str = "text", delay: float = 0.5, ready_after: float = 0.0, release: str | None = None
+    ) -> None:
         self.default = default
+        self.release = release  # the `held` scripts finish once this file exists
         self.ready_at = time.monotonic() + ready_after
         self.delay = delay
         self.last: Any = None
         self.last_headers: dict[str, str] = {}
         self.requests = 0
+        self.health_hits = 0  # liveness probes answered: lets a test wait for one between two requests
         self.active = 0  # streams being sent now: a client that left must bring this back to 0
         self.peers: list[int] = []  # the client port of each chat request, oldest first
         self.app = Starlette(
@@ -266,6 +271,15 @@ class Backend:
             yield _event(usage(1000, 2, cached=900))
             yield b"data: [DONE]\n\n"
             return
+        if name in ("held", "held_fail"):
+            # A long answer, ended by the test: the first text arrives now, the rest once `release` exists.
+            yield _event(chunk({"role": "assistant", "content": "partial "}))
+            while not (self.release and os.path.exists(self.release)):
+                await asyncio.sleep(0.05)
+            if name == "held_fail":
+                yield _event({"error": {"message": "out of memory"}})
+                return
+            name = "text"
         if name == "midstream_error":
             yield _event(chunk({"content": "x"}))
             yield _event({"error": {"message": "out of memory"}})
@@ -303,12 +317,13 @@ class Backend:
         return JSONResponse({"object": "list", "data": [{"id": "scripted", "object": "model"}]})
 
     async def health(self, request: Request) -> Response:
+        self.health_hits += 1
         if time.monotonic() < self.ready_at:
             return JSONResponse({"status": "loading"}, status_code=503)
         return JSONResponse({"status": "ok"})
 
     async def stats(self, request: Request) -> Response:
-        return JSONResponse({"requests": self.requests, "active": self.active})
+        return JSONResponse({"requests": self.requests, "active": self.active, "health": self.health_hits})
 
     async def last_body(self, request: Request) -> Response:
         return JSONResponse(self.last)
@@ -403,15 +418,32 @@ def main() -> None:
     parser.add_argument(
         "--script",
         default="text",
-        choices=sorted([*SCRIPTS, "drop", "hang", "slow", "error500", "prefill_quiet", "prefill_progress"]),
+        choices=sorted(
+            [*SCRIPTS, "drop", "hang", "slow", "error500", "prefill_quiet", "prefill_progress", "held", "held_fail"]
+        ),
+    )
+    parser.add_argument("--release", default=None, help="the held scripts finish once this file exists")
+    parser.add_argument(
+        "--exit-on-sigterm", action="store_true", help="die at once on SIGTERM instead of finishing responses"
     )
     parser.add_argument("--delay", type=float, default=0.5, help="seconds of silence for the slow scripts")
     parser.add_argument("--ready-after", type=float, default=0.0, help="/health answers 503 until then")
     args = parser.parse_args()
     import uvicorn
 
-    backend = Backend(args.script, args.delay, args.ready_after)
-    uvicorn.run(backend.app, host=args.host, port=args.port, log_level="warning")
+    backend = Backend(args.script, args.delay, args.ready_after, args.release)
+    app: Any = backend.app
+    if args.exit_on_sigterm:
+        import signal
+
+        async def exit_on_sigterm(scope: Any, receive: Any, send: Any) -> None:
+            if scope["type"] == "lifespan":
+                # Installed once uvicorn has put in its own handlers (which let open responses finish first).
+                signal.signal(signal.SIGTERM, lambda *_: os._exit(0))
+            await backend.app(scope, receive, send)
+
+        app = exit_on_sigterm
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
 
 
 # --------------------------------------------------------------------------------------------

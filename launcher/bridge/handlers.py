@@ -39,16 +39,18 @@ def error_response(error: ApiError) -> Response:
 
 
 class Outcome:
-    """Reports one backend call to the gate, once."""
+    """Reports one backend call to the gate, once, naming the upstream that served it (after a backend
+    switch the gate must charge the old backend's breaker, not the new one's)."""
 
-    def __init__(self, gate: BackendGate) -> None:
+    def __init__(self, gate: BackendGate, upstream: Upstream) -> None:
         self._gate = gate
+        self._upstream = upstream
         self.reported = False
 
     def report(self, ok: bool) -> None:
         if not self.reported:
             self.reported = True
-            self._gate.report(ok)
+            self._gate.report(ok, self._upstream)
 
 
 class Handlers:
@@ -130,7 +132,7 @@ class Handlers:
         self.observer.routed(request, upstream.name, req.model, upstream.model, False)
         if upstream.api is ApiKind.ANTHROPIC:
             return await self._relay(request, upstream, body)
-        outcome = Outcome(self.gate)
+        outcome = Outcome(self.gate, upstream)
         client = self.pool.checkout(upstream)
         try:
             counted = await tokens.count(client, upstream, prepared.messages, prepared.tools)
@@ -141,7 +143,7 @@ class Handlers:
 
     async def _relay(self, request: Request, upstream: Upstream, body: Any) -> Response:
         raw = passthrough.relay_body(request.state.raw, body, upstream, self.options)
-        outcome = Outcome(self.gate)
+        outcome = Outcome(self.gate, upstream)
         client = self.pool.checkout(upstream)
         release = once(lambda: self.pool.checkin(upstream))
         try:
@@ -156,7 +158,7 @@ class Handlers:
             raise invalid_request(
                 f"this model does not accept images (backend {upstream.name} serves a text-only model)"
             )
-        outcome = Outcome(self.gate)
+        outcome = Outcome(self.gate, upstream)
         client = self.pool.checkout(upstream)
         release = once(lambda: self.pool.checkin(upstream))
         try:

@@ -60,8 +60,8 @@ class BackendGate(Protocol):
         """The backend to call; waits while it starts, or raises BackendUnavailable."""
         ...
 
-    def report(self, ok: bool) -> None:
-        """The outcome of one upstream call, for the circuit breaker."""
+    def report(self, ok: bool, upstream: Upstream | None = None) -> None:
+        """The outcome of one call to `upstream` (the one `acquire` returned), for its circuit breaker."""
         ...
 
     def snapshot(self) -> dict[str, Any]:
@@ -79,7 +79,7 @@ class StaticGate:
     async def acquire(self) -> Upstream:
         return self.upstream
 
-    def report(self, ok: bool) -> None:
+    def report(self, ok: bool, upstream: Upstream | None = None) -> None:
         self.reports.append(ok)
         del self.reports[:-1000]  # a long-running proxy must not grow this forever
 
@@ -135,6 +135,10 @@ class ClientPool:
     def poster(self, upstream: Upstream) -> Poster:
         """The hot-path poster of an upstream checked out already."""
         return self._entry(upstream)[1]
+
+    def in_flight(self, upstream: Upstream) -> int:
+        """Requests checked out to `upstream` and not yet checked in (what a draining backend waits for)."""
+        return self._busy.get(upstream, 0)
 
     async def checkin(self, upstream: Upstream) -> None:
         if upstream in self._busy:

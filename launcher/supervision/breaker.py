@@ -1,6 +1,9 @@
 """Circuit breaker: stop sending work to a backend that keeps failing, and let one probe test it.
 
-CLOSED: calls go through; `failure_threshold` consecutive failures open the circuit.
+CLOSED: calls go through; `failure_threshold` consecutive failed calls open the circuit, and so do
+`failure_threshold` consecutive failed liveness probes. The two are counted apart: a health endpoint
+that answers while every completion fails must not wipe out the requests' evidence (nor a request
+that succeeds the probes'), and only a call's success closes an open circuit.
 OPEN: calls are refused at once (CircuitOpenError with retry_after) for `reset_timeout` seconds.
 HALF_OPEN: exactly one call (the probe) goes through; its success closes, its failure re-opens.
 
@@ -48,7 +51,8 @@ class CircuitBreaker:
         self.clock = clock or MonotonicClock()
         self.name = name
         self.state = BreakerState.CLOSED
-        self.failures = 0
+        self.failures = 0  # consecutive failed calls
+        self.probe_failures = 0  # consecutive failed liveness probes
         self.opened_at = 0.0
         self._probe_out = False
         self._listeners: list[Listener] = []
@@ -79,7 +83,7 @@ class CircuitBreaker:
         )
 
     def record(self, ok: bool, permit: Permit | None = None) -> None:
-        """Record the outcome of one call (or one health probe, with no permit)."""
+        """Record the outcome of one call (a request to the backend)."""
         probe = permit is not None and permit.probe
         if probe:
             self._probe_out = False
@@ -94,15 +98,32 @@ class CircuitBreaker:
         elif self.state is BreakerState.CLOSED and self.failures >= self.failure_threshold:
             self._open(f"{self.failures} consecutive failures")
 
+    def record_probe(self, ok: bool) -> None:
+        """Record one liveness probe. Its success clears only the probes' own count and closes nothing."""
+        if ok:
+            self.probe_failures = 0
+            return
+        self.probe_failures += 1
+        if self.state is BreakerState.HALF_OPEN and not self._probe_out:
+            self._open("liveness probe failed")
+        elif self.state is BreakerState.CLOSED and self.probe_failures >= self.failure_threshold:
+            self._open(f"{self.probe_failures} consecutive failed liveness probes")
+
     def reset(self, reason: str = "reset") -> None:
         """Close the circuit, e.g. when a fresh backend process has become ready."""
         self.failures = 0
+        self.probe_failures = 0
         self._probe_out = False
         if self.state is not BreakerState.CLOSED:
             self._set(BreakerState.CLOSED, reason)
 
     def snapshot(self) -> dict[str, object]:
-        return {"state": str(self.state), "failures": self.failures, "retry_after": round(self.retry_after(), 3)}
+        return {
+            "state": str(self.state),
+            "failures": self.failures,
+            "probe_failures": self.probe_failures,
+            "retry_after": round(self.retry_after(), 3),
+        }
 
     def _open(self, reason: str) -> None:
         self.opened_at = self.clock.now()

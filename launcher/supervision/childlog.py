@@ -13,11 +13,15 @@ import logging
 import logging.handlers
 import os
 import select
+import stat
+import sys
 import threading
 import time
 from collections import deque
 from pathlib import Path
+from typing import Any
 
+from launcher.diskfull import TROUBLE
 from launcher.paths import FILE_MODE
 from launcher.redact import redact_argv, redact_text
 
@@ -29,12 +33,50 @@ class PrivateRotatingFileHandler(logging.handlers.RotatingFileHandler):
 
     The standard handler measures records in characters, so multibyte output (U+FFFD from invalid
     UTF-8 is 3 bytes) overshoots the limit, and with no backups it never rotates at all.
+    A write that fails (a full disk) is reported once to `diskfull.TROUBLE` as `what`, instead of the
+    standard handler's traceback on stderr for every record (the terminal Claude Code draws on).
     """
+
+    def __init__(self, *args: Any, what: str = "a log", **kwargs: Any) -> None:
+        self.what = what
+        self._troubled = False
+        self._failed = False
+        super().__init__(*args, **kwargs)
 
     def _open(self) -> io.TextIOWrapper:
         fd = os.open(self.baseFilename, os.O_WRONLY | os.O_APPEND | os.O_CREAT, FILE_MODE)
-        os.fchmod(fd, FILE_MODE)  # a file from an older, laxer version is tightened too
+        # A file from an older, laxer version is tightened too; never a device (a log linked to
+        # /dev/null must not make that device private to us).
+        if stat.S_ISREG(os.fstat(fd).st_mode):
+            os.fchmod(fd, FILE_MODE)
         return open(fd, "a", encoding=self.encoding, errors=self.errors)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self._failed = False
+        super().emit(record)
+        if self._troubled and not self._failed:
+            self._troubled = False
+            TROUBLE.ok(self.what)
+
+    def handleError(self, record: logging.LogRecord) -> None:
+        exc = sys.exc_info()[1]
+        if not isinstance(exc, OSError):
+            super().handleError(record)
+            return
+        self._failed = self._troubled = True
+        TROUBLE.failed(self.what, self.baseFilename, exc)
+
+    def flush(self) -> None:
+        try:
+            super().flush()
+        except OSError as exc:  # data still buffered for a full disk must not break a stop
+            TROUBLE.failed(self.what, self.baseFilename, exc)
+
+    def close(self) -> None:
+        try:
+            super().close()
+        except OSError as exc:
+            TROUBLE.failed(self.what, self.baseFilename, exc)
 
     def shouldRollover(self, record: logging.LogRecord) -> bool:
         if self.maxBytes <= 0:
@@ -63,7 +105,9 @@ class BackendLog:
         self.secrets = secrets
         # A record never spans files; keeping pieces well under max_bytes keeps each file near its size.
         self.piece = max(256, max_bytes // 8)
-        self.handler = PrivateRotatingFileHandler(path, maxBytes=max_bytes, backupCount=backups, encoding="utf-8")
+        self.handler = PrivateRotatingFileHandler(
+            path, maxBytes=max_bytes, backupCount=backups, encoding="utf-8", what=f"the log of {path.stem}"
+        )
         self.handler.terminator = ""
         self.handler.setFormatter(logging.Formatter("%(message)s"))
         self.tail: deque[str] = deque(maxlen=200)

@@ -1,4 +1,8 @@
-"""Starting and stopping backend processes: own process group, parent-death signal, group kill."""
+"""Starting and stopping backend processes: behind a watchdog, in their own process group, group kill.
+
+Every backend runs under `watchdog.py` (see there): the supervisor signals the watchdog, and the
+watchdog stops the backend's whole tree, also when the launcher itself is killed.
+"""
 
 from __future__ import annotations
 
@@ -6,9 +10,11 @@ import asyncio
 import contextlib
 import ctypes
 import os
+import shutil
 import signal
 import sys
 from collections.abc import Callable, Mapping
+from pathlib import Path
 
 import psutil
 
@@ -16,14 +22,19 @@ from launcher.supervision.clock import Clock
 
 PR_SET_PDEATHSIG = 1
 POLL = 0.05
+WATCHDOG = Path(__file__).with_name("watchdog.py")
+# The watchdog moves these back into the backend's environment (see watchdog.MOVED): a preloaded
+# OpenBLAS belongs in the model server, not in a 10 MB Python process that only waits.
+_MOVED = ("LD_PRELOAD", "DYLD_INSERT_LIBRARIES")
+_MOVED_PREFIX = "_ANYCLAUDE_CHILD_"
 
 
 def _death_signal_hook(parent: int) -> Callable[[], None]:
     def hook() -> None:
-        # Linux only: the kernel sends SIGKILL to this child when the launcher dies, even by SIGKILL,
-        # so a killed launcher leaves no orphaned backend holding a port and gigabytes of memory.
+        # Linux only: the kernel sends SIGTERM to the watchdog when the launcher dies, even by SIGKILL;
+        # the watchdog then stops the backend's whole tree. Armed before exec, so no window is left open.
         libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
         # The launcher may have died between fork and prctl; then nobody would ever signal us.
         if os.getppid() != parent:
             os._exit(1)
@@ -31,25 +42,60 @@ def _death_signal_hook(parent: int) -> Callable[[], None]:
     return hook
 
 
+def watchdog_argv(argv: tuple[str, ...], grace: float, parent_death_signal: bool) -> tuple[str, ...]:
+    """The command line that runs `argv` under the watchdog (what the state file records and proves)."""
+    watch = () if parent_death_signal else ("--no-parent-watch",)
+    # -E: the backend's PYTHONPATH/PYTHONHOME (meant for its own Python) must not change this one.
+    # -S on Linux: no site-packages to scan (tens of ms before the backend starts); it needs none there.
+    flags = ("-E", "-S") if sys.platform.startswith("linux") else ("-E",)
+    head = (sys.executable, *flags, str(WATCHDOG), "--parent", str(os.getpid()), "--grace", f"{grace:g}")
+    return (*head, *watch, "--", *argv)
+
+
+def find_program(program: str, env: Mapping[str, str], cwd: str | None) -> str | None:
+    """Where `program` (argv[0]) would be run from, or None when it is missing or not executable."""
+    if os.sep in program:
+        path = Path(program) if os.path.isabs(program) else Path(cwd or os.getcwd()) / program
+        return str(path) if path.is_file() and os.access(path, os.X_OK) else None
+    return shutil.which(program, path=env.get("PATH", os.defpath))
+
+
 async def spawn(
-    argv: tuple[str, ...], env: Mapping[str, str], cwd: str | None, output_fd: int, parent_death_signal: bool
-) -> asyncio.subprocess.Process:
-    """Start `argv` in a new session (its own process group), stdin closed, output to `output_fd`.
+    argv: tuple[str, ...],
+    env: Mapping[str, str],
+    cwd: str | None,
+    output_fd: int,
+    parent_death_signal: bool,
+    grace: float = 10.0,
+) -> tuple[asyncio.subprocess.Process, tuple[str, ...]]:
+    """Start `argv` under the watchdog in a new session, stdin closed, output to `output_fd`.
+
+    Returns the watchdog's process and its command line. `grace` is how long the watchdog waits
+    between SIGTERM and SIGKILL when it stops the tree on its own (the launcher died).
 
     Raises:
         OSError: the program cannot be executed (not found, not executable).
     """
+    if find_program(argv[0], env, cwd) is None:
+        # Checked here: the watchdog's own exec failure would only show as a crash, retried with backoff.
+        raise FileNotFoundError(2, "not found or not executable", argv[0])
+    command = watchdog_argv(argv, grace, parent_death_signal)
+    moved = dict(env)
+    for name in _MOVED:
+        if name in moved:
+            moved[_MOVED_PREFIX + name] = moved.pop(name)
     use_hook = parent_death_signal and sys.platform.startswith("linux")
-    return await asyncio.create_subprocess_exec(
-        *argv,
+    process = await asyncio.create_subprocess_exec(
+        *command,
         stdin=asyncio.subprocess.DEVNULL,
         stdout=output_fd,
         stderr=output_fd,
-        env=dict(env),
+        env=moved,
         cwd=cwd,
         start_new_session=True,
         preexec_fn=_death_signal_hook(os.getpid()) if use_hook else None,
     )
+    return process, command
 
 
 def family(pid: int) -> list[psutil.Process]:
@@ -62,12 +108,17 @@ def family(pid: int) -> list[psutil.Process]:
 
 
 def signal_group(pgid: int, members: list[psutil.Process], sig: signal.Signals) -> None:
-    """Signal the whole process group, plus descendants that escaped it (setsid, daemonised)."""
+    """Signal the whole process group, plus descendants that escaped it (setsid, daemonised).
+
+    Each process gets the signal once: a member still in the group is reached by killpg alone (a
+    SIGTERM handler that runs twice is how a server's shutdown goes wrong).
+    """
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pgid, sig)
     for proc in members:
-        with contextlib.suppress(psutil.NoSuchProcess, psutil.AccessDenied):
-            proc.send_signal(sig)
+        with contextlib.suppress(psutil.NoSuchProcess, psutil.AccessDenied, ProcessLookupError):
+            if sig == signal.SIGKILL or os.getpgid(proc.pid) != pgid:
+                proc.send_signal(sig)
 
 
 def _group_alive(pgid: int, members: list[psutil.Process]) -> bool:
@@ -101,17 +152,27 @@ async def terminate_group(
     clock: Clock,
     reap: Callable[[], bool] | None = None,
     hurry: Callable[[], bool] | None = None,
+    watchdog: bool = False,
+    force: bool = False,
 ) -> bool:
     """SIGTERM the group of `pid` (and escaped descendants), wait up to `timeout`, then SIGKILL.
 
-    `reap` is called while waiting so a child of ours is collected and does not linger as a
-    zombie (a zombie still counts as a group member for killpg). `hurry` returning True ends the
-    grace period early (a second Ctrl-C). Returns True if SIGKILL was needed.
+    With `watchdog`, `pid` is a watchdog and gets the only SIGTERM: it passes one on to each process
+    of the tree. `force` skips SIGTERM (a hung process cannot act on it). `reap` is called while
+    waiting so a child of ours is collected and does not linger as a zombie (a zombie still counts as
+    a group member for killpg). `hurry` returning True ends the grace period early (a second Ctrl-C).
+    Returns True if SIGKILL was needed.
     Bounded: it never waits on pipes, only on processes, so a grandchild holding the backend's
     output pipe cannot make it hang.
     """
     members = family(pid)
-    signal_group(pid, members, signal.SIGTERM)
+    if force:
+        timeout = 0.0
+    elif watchdog:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, signal.SIGTERM)
+    else:
+        signal_group(pid, members, signal.SIGTERM)
     deadline = clock.now() + timeout
     while clock.now() < deadline and not (hurry and hurry()):
         if reap:

@@ -2,8 +2,10 @@
 
 They let `status`, `stop` and `restart` work from another terminal, and let the next run find a
 backend orphaned by a launcher that was killed. Ownership is proved by pid + process create
-time: the kernel never gives the same pid and start time to two processes, so a state file
-pointing at a pid that now belongs to an unrelated process never leads to signalling it.
+time + a hash of the command line: the kernel never gives the same pid and start time to two
+processes, so a state file pointing at a pid that now belongs to an unrelated process never leads
+to signalling it; and a forged or copied file naming a live process's pid and create time still
+fails on the command line anyone else's process runs.
 """
 
 from __future__ import annotations
@@ -34,9 +36,11 @@ class BackendRecord:
     create_time: float | None = None
     port: int | None = None
     argv_hash: str | None = None
+    watchdog: bool = False  # `pid` is the watchdog in front of the backend (procs.watchdog_argv)
     base_url: str | None = None
     launcher_pid: int = field(default_factory=os.getpid)
     launcher_create_time: float | None = None
+    launcher_argv_hash: str | None = None
     config_path: str | None = None
     proxy_url: str | None = None
     log_path: str | None = None
@@ -44,6 +48,8 @@ class BackendRecord:
     started_at: float | None = None
     updated_at: float = field(default_factory=time.time)
     breaker: dict[str, Any] = field(default_factory=dict)
+    # The launcher's latest config edits, newest last: {"at": epoch seconds, "applied": bool, "message": str}.
+    config_events: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def proxy_port(self) -> int | None:
@@ -104,9 +110,21 @@ def process_create_time(pid: int) -> float | None:
         return None
 
 
-def proven_process(pid: int | None, create_time: float | None) -> psutil.Process | None:
-    """The live process with this pid *and* this create time, else None (dead, or the pid was reused)."""
-    if pid is None or create_time is None:
+def process_argv_hash(pid: int) -> str | None:
+    """The hash of a live process's command line (what `argv_hash` recorded when we started it)."""
+    try:
+        return argv_hash(psutil.Process(pid).cmdline())
+    except (psutil.NoSuchProcess, psutil.AccessDenied):
+        return None
+
+
+def proven_process(pid: int | None, create_time: float | None, command_hash: str | None) -> psutil.Process | None:
+    """The live process with this pid, this create time *and* this command line, else None.
+
+    None when it is dead, the pid was reused, or the record does not say which command ran (a file from
+    an older version, or one written by hand): a process that cannot be proven ours is never signalled.
+    """
+    if pid is None or create_time is None or not isinstance(command_hash, str):
         return None
     if not isinstance(pid, int) or pid <= 0 or not isinstance(create_time, int | float):
         return None
@@ -116,14 +134,16 @@ def proven_process(pid: int | None, create_time: float | None) -> psutil.Process
             return None
         if proc.status() == psutil.STATUS_ZOMBIE:
             return None
+        if argv_hash(proc.cmdline()) != command_hash:
+            return None
         return proc
     except (psutil.NoSuchProcess, psutil.AccessDenied):
         return None
 
 
 def launcher_alive(record: BackendRecord) -> psutil.Process | None:
-    return proven_process(record.launcher_pid, record.launcher_create_time)
+    return proven_process(record.launcher_pid, record.launcher_create_time, record.launcher_argv_hash)
 
 
 def backend_alive(record: BackendRecord) -> psutil.Process | None:
-    return proven_process(record.pid, record.create_time)
+    return proven_process(record.pid, record.create_time, record.argv_hash)

@@ -19,6 +19,7 @@ from typing import Any
 import httpx
 
 from adapters.base import LaunchSpec
+from launcher.diskfull import TROUBLE
 from launcher.errors import AnyclaudeError, BackendFatalError, BackendStartError, PortInUseError
 from launcher.paths import Home
 from launcher.supervision import statefile
@@ -36,6 +37,9 @@ log = logging.getLogger("anyclaude.supervisor")
 S = ProcessState
 # Readiness is polled this often, so READY is seen within ~50 ms of the backend answering.
 READY_POLL = 0.05
+# Once a liveness probe failed, the next ones come this soon (not a whole healthInterval later): a hung
+# backend is then found within healthTimeout x healthFailures plus a second or two, not 30 s.
+DEGRADED_PROBE_INTERVAL = 1.0
 READY_PROBE_TIMEOUT = 2.0
 START_FAILURE_LINES = 20
 
@@ -106,8 +110,8 @@ class Supervisor:
             state=str(self.state),
             port=spec.port,
             base_url=spec.base_url,
-            argv_hash=statefile.argv_hash(spec.argv),
             launcher_create_time=statefile.process_create_time(os.getpid()),
+            launcher_argv_hash=statefile.process_argv_hash(os.getpid()),
             config_path=config_path,
             log_path=str(self.log.path),
         )
@@ -154,8 +158,16 @@ class Supervisor:
                 await asyncio.wait_for(changed.wait(), remaining)
         return True
 
-    def save_state(self) -> None:
-        """Write the state file now (after a swap, so `status` shows the backend that serves)."""
+    @property
+    def changed(self) -> asyncio.Event:
+        """An event set at the next state change (a fresh one after each)."""
+        return self._changed
+
+    def save_state(self, config_events: list[dict[str, Any]] | None = None) -> None:
+        """Write the state file now (after a swap, so `status` shows the backend that serves), with the
+        launcher's latest config edits when given."""
+        if config_events is not None:
+            self._record.config_events = config_events
         self._save()
 
     def snapshot(self) -> dict[str, object]:
@@ -234,7 +246,7 @@ class Supervisor:
             if statefile.backend_alive(record) and record.pid is not None:
                 log.warning("stopping stale backend %s (pid %s) left by an earlier run", self.spec.name, record.pid)
                 self.log.note(f"stopping stale pid {record.pid} left by an earlier run")
-                await terminate_group(record.pid, self.timings.stop_timeout, self.clock)
+                await terminate_group(record.pid, self.timings.stop_timeout, self.clock, watchdog=record.watchdog)
         if self.spec.port is None:
             return
         holder = port_holder(self.spec.host, self.spec.port)
@@ -248,7 +260,9 @@ class Supervisor:
         read_fd, write_fd = os.pipe()
         env = {**os.environ, **self.spec.env}
         try:
-            self._proc = await spawn(self.spec.argv, env, self.spec.cwd, write_fd, self.parent_death_signal)
+            self._proc, command = await spawn(
+                self.spec.argv, env, self.spec.cwd, write_fd, self.parent_death_signal, self.timings.stop_timeout
+            )
         except OSError as exc:
             os.close(read_fd)
             raise BackendStartError(
@@ -261,6 +275,9 @@ class Supervisor:
         self._pump = Pump(read_fd, self.log)
         self._pump.start()
         self._record.pid = self._proc.pid
+        # The watchdog's command line is what runs under this pid: ownership is proved against it.
+        self._record.argv_hash = statefile.argv_hash(command)
+        self._record.watchdog = True
         self._record.create_time = statefile.process_create_time(self._proc.pid)
         self._record.started_at = self.clock.now()
         self._save()
@@ -315,7 +332,10 @@ class Supervisor:
         client = httpx.AsyncClient(timeout=self.timings.health_timeout, transport=self.transport, trust_env=False)
         async with client:
             while True:
-                woke = await self._pause(self.timings.health_interval, wake_on_exit=True)
+                interval = self.timings.health_interval
+                if misses:
+                    interval = min(interval, DEGRADED_PROBE_INTERVAL)
+                woke = await self._pause(interval, wake_on_exit=True)
                 if self._stop.is_set():
                     return _Outcome.STOP
                 if self._restart.is_set():
@@ -329,7 +349,7 @@ class Supervisor:
                 if woke or liveness is None:
                     continue
                 result = await probe(client, liveness)
-                self.breaker.record(result.ok)
+                self.breaker.record_probe(result.ok)
                 if result.ok:
                     misses = 0
                     if self.state is S.DEGRADED:
@@ -340,22 +360,30 @@ class Supervisor:
                     if self.state is not S.DEGRADED:
                         self._set_state(S.DEGRADED, f"liveness probe failed: {result.detail}")
                     continue
-                await self._kill(f"{misses} liveness probes failed")
+                # A hung process cannot act on SIGTERM; waiting stopTimeout for it only lengthens the outage.
+                await self._kill(f"{misses} liveness probes failed", force=True)
                 self.reason = f"{self.spec.name} stopped answering ({misses} probes failed: {result.detail})"
                 return _Outcome.FAILED
 
     # ------------------------------------------------------------------ stopping
 
-    async def _kill(self, why: str) -> None:
+    async def _kill(self, why: str, force: bool = False) -> None:
+        """Stop the backend's tree; `force` sends SIGKILL at once (a hung process cannot act on SIGTERM)."""
         if self._proc is None:
             return
         if self._proc.returncode is None:
-            self.log.note(f"stopping: {why}")
+            self.log.note(f"stopping: {why}" + (" (SIGKILL)" if force else ""))
             timeout = 0.0 if self._immediate else self.timings.stop_timeout
             killed = await terminate_group(
-                self._proc.pid, timeout, self.clock, reap=self._exited, hurry=lambda: self._immediate
+                self._proc.pid,
+                timeout,
+                self.clock,
+                reap=self._exited,
+                hurry=lambda: self._immediate,
+                watchdog=True,
+                force=force,
             )
-            if killed and not self._immediate:
+            if killed and not (self._immediate or force):
                 self.log.note(f"did not stop within {timeout:.0f} s of SIGTERM; sent SIGKILL")
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._proc.wait(), 5.0)
@@ -454,10 +482,13 @@ class Supervisor:
         self._record.reason = self.reason
         self._record.restarts = self.restarts
         self._record.breaker = self.breaker.snapshot()
+        what = f"the state file of {self.spec.name}"
         try:
             statefile.write_record(self.home, self._record)
-        except OSError as exc:  # a full disk must not take the supervisor down
-            log.warning("cannot write state file: %s", exc)
+        except OSError as exc:  # a full disk must not take the supervisor down, nor flood the log
+            TROUBLE.failed(what, statefile.record_path(self.home, self.spec.name), exc)
+        else:
+            TROUBLE.ok(what)
 
     @property
     def serving(self) -> bool:

@@ -23,7 +23,7 @@ from adapters.base import Check, CheckStatus
 from launcher.doctor import render, run_checks
 from launcher.paths import Home
 from launcher.supervision.ports import free_port
-from launcher.supervision.statefile import BackendRecord, write_record
+from launcher.supervision.statefile import BackendRecord, process_argv_hash, write_record
 
 SECRET = "sk-doctor-test-secret-0123456789"
 
@@ -202,6 +202,7 @@ def test_port_held_by_our_own_backend_is_fine(tmp_path: Path, home: Home, listen
         name="local", kind="command", state="READY", pid=me.pid, create_time=me.create_time(), port=port
     )
     record.launcher_create_time = me.create_time()
+    record.argv_hash = record.launcher_argv_hash = process_argv_hash(me.pid)  # the command line proves it too
     record.breaker = {"state": "closed"}
     write_record(home, record)
     checks = doctor(write_config(tmp_path, {"local": command_backend(port)}), home, tmp_path)
@@ -226,6 +227,7 @@ def test_running_backend_states(
     record = BackendRecord(name="gone", kind="command", state=state, reason="exited with code 3", pid=me.pid)
     record.create_time = me.create_time()
     record.launcher_create_time = me.create_time() if launcher_alive else 1.0
+    record.argv_hash = record.launcher_argv_hash = process_argv_hash(me.pid)
     write_record(home, record)
     check = find(doctor(None, home, tmp_path), "running.gone")
     assert check.status is status and check.fix is not None and fix in check.fix

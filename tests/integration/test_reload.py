@@ -105,6 +105,26 @@ def test_failing_replacement_on_the_same_port_rolls_back_to_the_old_one(setup: t
     assert answer(s) == "Hello world"
 
 
+def test_failing_replacement_rolls_back_after_its_first_failed_start(setup: tuple[Setup, Serve]) -> None:
+    """Not after the replacement's whole backoff (1 + 2 + 4 + 8 + 16 s at the defaults)."""
+    config, s = setup
+    entry = {**config.data["backends"]["a"], "command": fault_command("--no-listen", "--exit-after", "0.2")}
+    entry["restartDelay"] = 1000  # the default: a full backoff would take ~31 s
+    edited = config.write(backends={**config.data["backends"], "a": entry})
+    wait_until(lambda: "rolled back" in s.text(), 12, what="the rollback after the first failed start")
+    assert "is serving again" in s.text()
+    assert time.monotonic() - edited < 12
+    assert answer(s) == "Hello world"
+
+
+def test_failing_new_backend_is_given_up_after_its_first_failed_start(setup: tuple[Setup, Serve]) -> None:
+    config, s = setup
+    broken = {"command": fault_command("--no-listen", "--exit-after", "0.2"), "port": free_port()}
+    config.write(backend="c", backends={**config.data["backends"], "c": broken})
+    wait_until(lambda: "c failed its start; a keeps serving" in s.text(), 12, what="the new backend given up")
+    assert answer(s) == "Hello world"
+
+
 def test_burst_of_writes_leads_to_at_most_one_restart(tmp_path: Path) -> None:
     marker = tmp_path / "marks"
     port = free_port()
@@ -130,6 +150,32 @@ def test_burst_of_writes_leads_to_at_most_one_restart(tmp_path: Path) -> None:
         s.close()
 
 
+def test_writes_20_ms_apart_lead_to_one_restart_per_burst(tmp_path: Path) -> None:
+    """An editor (or a script) saving five times, 20 ms apart: one restart, with the last version."""
+    marker = tmp_path / "marks"
+    port = free_port()
+    data: dict[str, Any] = {
+        "port": free_port(),
+        "backends": {"f": {"command": fault_command("--marker", str(marker)), "port": port, "healthInterval": 200}},
+    }
+    path = tmp_path / ".anyclauderc.json"
+    path.write_text(json.dumps({**data, "backend": "f"}))
+    s = launch_serve(path, "f", marker, port)
+    try:
+        s.wait_state("READY")
+        wait_until(lambda: "Serving the Anthropic API" in s.text(), 10)
+        for burst in range(3):
+            for i in range(5):
+                entry = {**data["backends"]["f"], "args": ["--model", f"b{burst}v{i}"]}
+                path.write_text(json.dumps({**data, "backend": "f", "backends": {"f": entry}}))
+                time.sleep(0.02)  # the pace of the burst, not a wait for a result
+            wait_until(lambda burst=burst: f"b{burst}v4" in _backend_cmdline(s), 20, what=f"burst {burst} applied")
+            wait_until(lambda burst=burst: s.text().count("Switched to f") == burst + 1, 10, what="the switch line")
+            assert len(s.marks("START")) == burst + 2, (burst, s.marks("START"))
+    finally:
+        s.close()
+
+
 def test_rollback_command_restores_the_previous_config(setup: tuple[Setup, Serve]) -> None:
     config, s = setup
     config.write(backend="b")
@@ -151,3 +197,140 @@ def _backend_cmdline(s: Serve) -> str:
         return " ".join(psutil.Process(record["pid"]).cmdline())
     except psutil.Error:
         return ""
+
+
+# ----------------------------------------------------------------------------- issue 13.1: switching under load
+
+
+class Streams:
+    """One streamed request per prompt, all at once, each in a thread; `results` holds each reply's text
+    or its failure once `join` returns."""
+
+    def __init__(self, url: str, prompts: list[str]) -> None:
+        import threading
+
+        self.url = url
+        self.results: list[str | BaseException] = [RuntimeError("did not finish")] * len(prompts)
+        self.threads = [threading.Thread(target=self._one, args=(i, p)) for i, p in enumerate(prompts)]
+        for thread in self.threads:
+            thread.start()
+
+    def _one(self, i: int, prompt: str) -> None:
+        import anthropic
+
+        c = anthropic.Anthropic(base_url=self.url, api_key="k", max_retries=0, timeout=60)
+        try:
+            with c.messages.stream(
+                model="claude-sonnet-4-6", max_tokens=16, messages=[{"role": "user", "content": prompt}]
+            ) as stream:
+                self.results[i] = stream.get_final_text()
+        except Exception as exc:  # the result the test looks at
+            self.results[i] = exc
+
+    def join(self) -> list[str | BaseException]:
+        for thread in self.threads:
+            thread.join(60)
+        return self.results
+
+
+def held(port: int, release: Path, **extra: Any) -> dict[str, Any]:
+    entry = scripted(port, "held")
+    # --exit-on-sigterm: a stop cuts its streams, so only a drain lets them finish.
+    entry["command"] = [*entry["command"], "--release", str(release), "--exit-on-sigterm"]
+    return {**entry, **extra}
+
+
+def test_switch_drains_running_requests_and_blames_only_the_backend_that_served(tmp_path: Path) -> None:
+    """10 streams on a when the config switches to b: they finish on a, new requests go to b at once,
+    a stops after the last one, and the failures among them are charged to a, never to b."""
+    release = tmp_path / "release"
+    path = tmp_path / ".anyclauderc.json"
+    a, b = free_port(), free_port()
+    data: dict[str, Any] = {
+        "port": free_port(),
+        "backend": "a",
+        "backends": {"a": held(a, release), "b": {**scripted(b, "cached"), "breakerFailures": 1}},
+    }
+    path.write_text(json.dumps(data))
+    s = launch_serve(path, "a", tmp_path / "marks", a)
+    try:
+        s.wait_state("READY")
+        old_pid = s.backend_pid()
+        prompts = ["hold on"] * 8 + ["[script:held_fail] hold on"] * 2
+        streams = Streams(s.proxy_url, prompts)
+        stats = f"http://127.0.0.1:{a}/_stats"
+        wait_until(lambda: httpx.get(stats).json()["active"] == 10, 20, what="10 streams running on a")
+        path.write_text(json.dumps({**data, "backend": "b"}))
+        wait_until(lambda: "Switched to b" in s.text(), 20, what="the switch")
+        assert answer(s) == "ok", "new requests go to b at once"
+        assert alive(old_pid), "a must keep serving its running requests"
+        release.touch()
+        results = streams.join()
+        texts = [r for r in results if isinstance(r, str)]
+        assert texts == ["partial Hello world"] * 8, results
+        wait_until(lambda: not alive(old_pid), 10, what="a to stop once drained")
+        assert answer(s) == "ok", "a's failures must not open b's breaker"
+        record = s.named("b").record()
+        assert record is not None and record["breaker"]["failures"] == 0, record
+    finally:
+        release.touch()
+        s.close()
+
+
+def test_ctrl_c_under_serve_lets_running_requests_finish(tmp_path: Path) -> None:
+    release = tmp_path / "release"
+    port = free_port()
+    path = tmp_path / ".anyclauderc.json"
+    path.write_text(json.dumps({"port": free_port(), "backend": "a", "backends": {"a": held(port, release)}}))
+    s = launch_serve(path, "a", tmp_path / "marks", port)
+    try:
+        s.wait_state("READY")
+        backend = s.backend_pid()
+        streams = Streams(s.proxy_url, ["hold on"] * 3)
+        wait_until(lambda: httpx.get(f"http://127.0.0.1:{port}/_stats").json()["active"] == 3, 20, what="streams")
+        s.interrupt()
+        wait_until(lambda: "stopping" in s.text(), 10, what="the first Ctrl-C to be seen")
+        assert s.proc.poll() is None and alive(backend), "running requests must be let finish"
+        release.touch()
+        results = streams.join()
+        assert results == ["partial Hello world"] * 3, results
+        assert s.wait_exit(timeout=20) == 0
+    finally:
+        release.touch()
+        s.close()
+
+
+def test_edit_to_a_missing_model_is_refused_at_once_and_the_old_backend_keeps_serving(
+    setup: tuple[Setup, Serve], tmp_path: Path
+) -> None:
+    config, s = setup
+    missing = tmp_path / "gone-model"
+    broken = {"type": "mlx-server", "model": str(missing), "port": free_port()}
+    config.write(backend="m", backends={**config.data["backends"], "m": broken})
+    wait_until(lambda: "Config not applied" in s.text(), 10, what="the refusal")
+    assert "backends.m.model" in s.text() and str(missing) in s.text()
+    assert "Starting m" not in s.text(), "nothing may be started for a model that is not there"
+    assert answer(s) == "Hello world"
+
+
+def test_a_second_ctrl_c_cuts_the_drain(tmp_path: Path) -> None:
+    release = tmp_path / "release"
+    port = free_port()
+    path = tmp_path / ".anyclauderc.json"
+    path.write_text(json.dumps({"port": free_port(), "backend": "a", "backends": {"a": held(port, release)}}))
+    s = launch_serve(path, "a", tmp_path / "marks", port)
+    try:
+        s.wait_state("READY")
+        streams = Streams(s.proxy_url, ["hold on"] * 2)
+        wait_until(lambda: httpx.get(f"http://127.0.0.1:{port}/_stats").json()["active"] == 2, 20, what="streams")
+        s.interrupt()
+        wait_until(lambda: "press Ctrl-C again" in s.text(), 10)
+        started = time.monotonic()
+        s.interrupt()
+        assert s.wait_exit(timeout=20) == 0
+        assert time.monotonic() - started < 10, "a second Ctrl-C must not wait for the running requests"
+        results = streams.join()
+        assert all(isinstance(r, BaseException) or r != "partial Hello world" for r in results), results
+    finally:
+        release.touch()
+        s.close()

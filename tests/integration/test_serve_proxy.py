@@ -168,3 +168,110 @@ def test_embedded_mlx_server_streams_through_the_proxy_in_process(serve: StartSe
     assert final.stop_reason == ("max_tokens" if final.usage.output_tokens == 6 else "end_turn")
     assert len(deltas) >= 2, "the embedded backend must stream, not answer in one piece"
     assert (s.record() or {}).get("pid") is None, "nothing is spawned for an embedded backend"
+
+
+def test_breaker_opens_on_failing_requests_while_health_answers(serve: StartServe) -> None:
+    """Liveness probes that pass between failed requests must not wipe the requests' evidence."""
+    s = serve({**scripted(), "breakerFailures": 3, "breakerResetTimeout": 30000, "healthInterval": 100})
+    s.wait_state("READY")
+    c = client(s, timeout=10)
+    stats = f"http://127.0.0.1:{s.port}/_stats"
+    for _ in range(3):
+        probes = httpx.get(stats).json()["health"]
+        with pytest.raises(anthropic.APIStatusError) as failed:
+            ask(c, "[script:error500]")
+        assert failed.value.status_code == 500
+        wait_until(lambda probes=probes: httpx.get(stats).json()["health"] >= probes + 2, 10, what="passing probes")
+    with pytest.raises(anthropic.APIStatusError) as refused:
+        ask(c, "[script:error500]")
+    assert refused.value.status_code == 529, "three failed requests in a row must open the breaker"
+    assert httpx.get(stats).json()["requests"] == 3
+
+
+def test_request_waiting_for_a_backend_that_never_starts_gets_an_anthropic_error(tmp_path: Path) -> None:
+    """Whatever ends the wait (here: serve gives up on a crash-looping backend), the answer is JSON in the
+    Anthropic error shape naming the cause, never the server's plain-text 500."""
+    from tests.harness import fault_command, launch_serve, write_config
+
+    port, proxy = free_port(), free_port()
+    entry = {
+        "command": fault_command("--no-listen", "--exit-after", "1.0"),
+        "port": port,
+        "maxRestarts": 1,
+        "restartDelay": 100,
+    }
+    config = write_config(tmp_path / ".anyclauderc.json", {"x": entry}, backend="x", port=proxy)
+    s = launch_serve(config, "x", tmp_path / "marks", port)
+    try:
+
+        def connectable() -> bool:
+            with socket.socket() as sock:
+                return sock.connect_ex(("127.0.0.1", proxy)) == 0
+
+        wait_until(connectable, 20, what="the proxy to listen")
+        body = {"model": "claude-sonnet-4-6", "max_tokens": 8, "messages": [{"role": "user", "content": "hi"}]}
+        reply = httpx.post(f"http://127.0.0.1:{proxy}/v1/messages", json=body, timeout=60)
+        assert reply.headers["content-type"].startswith("application/json"), reply.text
+        error = reply.json()
+        assert reply.status_code >= 500 and error["type"] == "error", error
+        assert "x" in error["error"]["message"], error
+        assert s.wait_exit(timeout=30) == 3
+    finally:
+        s.close()
+
+
+def test_request_waiting_for_a_starting_backend_gets_an_anthropic_error_when_serve_stops(tmp_path: Path) -> None:
+    """serve is stopped while a request waits for the backend to come up: the request must end with an
+    Anthropic-shaped error naming the cause, not uvicorn's text/plain 500 from a cancelled task."""
+    import threading
+
+    import psutil
+
+    from tests.harness import fault_command, launch_serve, write_config
+
+    port, proxy = free_port(), free_port()
+    entry = {"command": fault_command("--ready-after", "120"), "port": port, "startupTimeout": 120000}
+    config = write_config(tmp_path / ".anyclauderc.json", {"x": entry}, backend="x", port=proxy)
+    s = launch_serve(config, "x", tmp_path / "marks", port)
+    replies: list[httpx.Response | BaseException] = []
+
+    def send() -> None:
+        body = {"model": "claude-sonnet-4-6", "max_tokens": 8, "messages": [{"role": "user", "content": "hi"}]}
+        try:
+            replies.append(httpx.post(f"http://127.0.0.1:{proxy}/v1/messages", json=body, timeout=60))
+        except Exception as exc:  # the result the test looks at
+            replies.append(exc)
+
+    try:
+
+        def waiting() -> bool:
+            conns = psutil.Process(s.proc.pid).net_connections()
+            return any(c.laddr.port == proxy and c.status == psutil.CONN_ESTABLISHED for c in conns)
+
+        s.wait_state("STARTING")
+        wait_until(lambda: "Starting x" in s.text(), 20, what="the proxy to listen")
+        sender = threading.Thread(target=send)
+        sender.start()
+        wait_until(waiting, 10, what="the request to reach the proxy")
+        s.proc.send_signal(signal.SIGTERM)
+        sender.join(30)
+        assert len(replies) == 1 and isinstance(replies[0], httpx.Response), replies
+        reply = replies[0]
+        assert reply.headers["content-type"].startswith("application/json"), (reply.status_code, reply.text)
+        error = reply.json()
+        assert reply.status_code >= 500 and error["type"] == "error", error
+        assert "stopping" in error["error"]["message"], error
+        s.wait_exit(timeout=30)
+    finally:
+        s.close()
+
+
+def test_context_length_of_a_command_backend_refuses_a_prompt_that_cannot_fit(serve: StartServe) -> None:
+    """`contextLength` on any kind (here `command`) gives "prompt is too long", which makes Claude Code compact."""
+    s = serve({**scripted(), "contextLength": 200})
+    s.wait_state("READY")
+    with pytest.raises(anthropic.BadRequestError) as refused:
+        ask(client(s), "word " * 2000)
+    assert "prompt is too long" in refused.value.message
+    assert httpx.get(f"http://127.0.0.1:{s.port}/_stats").json()["requests"] == 0, "it must not be forwarded"
+    assert ask(client(s), "short") == "Hello world"

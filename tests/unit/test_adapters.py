@@ -351,3 +351,31 @@ def test_mlx_lm_says_whether_its_model_can_see_images(tmp_path: Path) -> None:
     assert launch(MlxLmAdapter(), {"port": 8081, "model": str(text_only)}).accepts_images is False
     assert launch(MlxLmAdapter(), {"port": 8081, "model": str(vision)}).accepts_images is True
     assert launch(MlxLmAdapter(), {"port": 8081, "model": "/no/such/model"}).accepts_images is None
+
+
+# --- contextLength reaches the proxy's prompt-size check for every kind (RELIABILITY 18) -------------
+
+
+@pytest.mark.parametrize(
+    ("adapter", "entry"),
+    [
+        (CommandAdapter(), {"command": ["server", "{port}"], "port": 8081}),
+        (ScriptAdapter(), {"serverScript": "/srv/server.py", "port": 8081}),
+        (MlxLmAdapter(), {"model": "/m", "port": 8081}),
+        (MlxTextgenAdapter(), {"model": "/m", "port": 8081}),
+        (LlamaCppAdapter(), {"model": "/m.gguf", "port": 8081}),
+        (RemoteAdapter(), {"baseUrl": "http://127.0.0.1:1234/v1"}),
+        ("mistralrs", {"model": "/m", "port": 8081, "binary": PY}),
+        ("mlx-server", {"model": "/m", "port": 8081}),
+    ],
+)
+def test_context_length_is_in_the_spec_of_every_kind(adapter: Any, entry: dict[str, Any]) -> None:
+    if adapter == "mistralrs":
+        from adapters.mistralrs import MistralrsAdapter
+
+        adapter = MistralrsAdapter(read=lambda binary: "Commands:\n  serve  Run\n")
+    elif adapter == "mlx-server":
+        from adapters.mlx_server.adapter import MlxServerAdapter
+
+        adapter = MlxServerAdapter()
+    assert launch(adapter, {**entry, "contextLength": 4096}).context_length == 4096

@@ -66,10 +66,34 @@ def test_success_in_between_resets_the_count(breaker: CircuitBreaker) -> None:
     assert breaker.state is B.OPEN
 
 
-def test_health_probe_results_count_without_a_permit(breaker: CircuitBreaker) -> None:
+def test_failed_liveness_probes_open_the_breaker_too(breaker: CircuitBreaker) -> None:
     for _ in range(3):
-        breaker.record(False)
+        breaker.record_probe(False)
     assert breaker.state is B.OPEN
+
+
+def test_passing_probes_do_not_erase_failed_requests(breaker: CircuitBreaker) -> None:
+    for _ in range(3):
+        breaker.record_probe(True)
+        breaker.record(False, breaker.allow())
+        breaker.record_probe(True)
+    assert breaker.state is B.OPEN
+
+
+def test_successful_requests_do_not_erase_failed_probes(breaker: CircuitBreaker) -> None:
+    for _ in range(3):
+        breaker.record(True, breaker.allow())
+        breaker.record_probe(False)
+    assert breaker.state is B.OPEN
+
+
+def test_a_passing_probe_never_closes_an_open_breaker(breaker: CircuitBreaker, clock: FakeClock) -> None:
+    open_breaker(breaker)
+    breaker.record_probe(True)
+    clock.advance(30.0)
+    assert breaker.allow().probe is True
+    breaker.record_probe(True)
+    assert breaker.state is B.HALF_OPEN
 
 
 def test_open_breaker_refuses_with_remaining_time(breaker: CircuitBreaker, clock: FakeClock) -> None:
@@ -201,10 +225,10 @@ def test_reset_when_closed_emits_nothing(breaker: CircuitBreaker, changes: list[
 
 
 def test_snapshot(breaker: CircuitBreaker, clock: FakeClock) -> None:
-    assert breaker.snapshot() == {"state": "closed", "failures": 0, "retry_after": 0.0}
+    assert breaker.snapshot() == {"state": "closed", "failures": 0, "probe_failures": 0, "retry_after": 0.0}
     open_breaker(breaker)
     clock.advance(12.5)
-    assert breaker.snapshot() == {"state": "open", "failures": 3, "retry_after": 17.5}
+    assert breaker.snapshot() == {"state": "open", "failures": 3, "probe_failures": 0, "retry_after": 17.5}
 
 
 def test_fake_clock_sleep_advances_time() -> None:

@@ -16,6 +16,7 @@ from launcher.supervision.statefile import (
     backend_alive,
     launcher_alive,
     list_records,
+    process_argv_hash,
     process_create_time,
     proven_process,
     read_record,
@@ -145,10 +146,13 @@ def test_argv_hash() -> None:
 # --- ownership proof -------------------------------------------------------------------------
 
 
-def test_this_process_is_proven_by_pid_and_create_time() -> None:
+MY_HASH = process_argv_hash(os.getpid())
+
+
+def test_this_process_is_proven_by_pid_create_time_and_command_line() -> None:
     created = process_create_time(os.getpid())
     assert created is not None
-    proc = proven_process(os.getpid(), created)
+    proc = proven_process(os.getpid(), created, MY_HASH)
     assert proc is not None
     assert proc.pid == os.getpid()
 
@@ -157,23 +161,42 @@ def test_this_process_is_proven_by_pid_and_create_time() -> None:
 def test_wrong_create_time_means_the_pid_was_reused(offset: float) -> None:
     created = process_create_time(os.getpid())
     assert created is not None
-    assert proven_process(os.getpid(), created + offset) is None
+    assert proven_process(os.getpid(), created + offset, MY_HASH) is None
+
+
+def test_another_command_line_is_not_proven_even_with_the_right_pid_and_create_time() -> None:
+    created = process_create_time(os.getpid())
+    assert proven_process(os.getpid(), created, argv_hash(["python", "-m", "something", "else"])) is None
 
 
 def test_dead_pid_is_not_proven() -> None:
     pid = dead_pid()
     assert process_create_time(pid) is None
-    assert proven_process(pid, 1700000000.0) is None
+    assert proven_process(pid, 1700000000.0, MY_HASH) is None
 
 
-@pytest.mark.parametrize(("pid", "created"), [(None, 1.0), (os.getpid(), None), (None, None)])
-def test_missing_pid_or_create_time_is_not_proven(pid: int | None, created: float | None) -> None:
-    assert proven_process(pid, created) is None
+@pytest.mark.parametrize(
+    ("pid", "created", "command"),
+    [(None, 1.0, MY_HASH), (os.getpid(), None, MY_HASH), (None, None, MY_HASH), (os.getpid(), 1.0, None)],
+)
+def test_missing_pid_create_time_or_command_is_not_proven(
+    pid: int | None, created: float | None, command: str | None
+) -> None:
+    if created == 1.0 and pid is not None:
+        created = process_create_time(os.getpid())
+    assert proven_process(pid, created, command) is None
 
 
 def test_backend_and_launcher_alive() -> None:
     created = process_create_time(os.getpid())
-    me = sample(pid=os.getpid(), create_time=created, launcher_pid=os.getpid(), launcher_create_time=created)
+    me = sample(
+        pid=os.getpid(),
+        create_time=created,
+        argv_hash=MY_HASH,
+        launcher_pid=os.getpid(),
+        launcher_create_time=created,
+        launcher_argv_hash=MY_HASH,
+    )
     assert backend_alive(me) is not None
     assert launcher_alive(me) is not None
     reused = sample(pid=os.getpid(), create_time=(created or 0.0) - 10, launcher_pid=dead_pid())

@@ -1,0 +1,115 @@
+"""A full disk under $ANYCLAUDE_HOME (RELIABILITY 26): serve and the config watcher keep going, each write
+that fails is said once (no traceback flood on the terminal), and writing resumes when space returns.
+
+The home lives on a tiny tmpfs filled to the last block; mounting one needs root, so without it the
+tests are skipped with the reason.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import json
+import os
+import stat
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from launcher.supervision.ports import free_port
+from tests.harness import Serve, fault_command, launch_serve, wait_until
+
+
+@pytest.fixture
+def full_disk(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Path, Path]]:
+    """(home, filler): `home` is $ANYCLAUDE_HOME on a tmpfs whose free space `filler` takes up."""
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(disk)], capture_output=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here (needs root): {mounted.stderr.decode().strip()}")
+    try:
+        home = disk / "home"
+        for folder in ("logs", "run", "cache"):
+            (home / folder).mkdir(parents=True, mode=0o700)
+        home.chmod(0o700)
+        monkeypatch.setenv("ANYCLAUDE_HOME", str(home))
+        filler = disk / "filler"
+        with filler.open("wb", buffering=0) as out, contextlib.suppress(OSError):
+            while True:
+                out.write(b"\0" * 4096)
+        yield home, filler
+    finally:
+        subprocess.run(["umount", "-l", str(disk)], check=False)
+
+
+def _write(path: Path, data: dict[str, Any], models: dict[str, str]) -> None:
+    path.write_text(json.dumps({**data, "models": models}))
+
+
+def test_full_home_never_stops_serve_or_the_watcher_and_says_so_once(
+    full_disk: tuple[Path, Path], tmp_path: Path
+) -> None:
+    home, filler = full_disk
+    with pytest.raises(OSError) as no_room:
+        (home / "probe").write_bytes(b"x" * 65536)
+    assert no_room.value.errno == errno.ENOSPC
+    (home / "probe").unlink(missing_ok=True)
+
+    port = free_port()
+    # 2 MB of output at start: every log write fails while the disk is full.
+    entry = {"command": fault_command("--spew", "2000000"), "port": port, "healthInterval": 200}
+    data: dict[str, Any] = {"port": free_port(), "backend": "fault", "backends": {"fault": entry}}
+    config = tmp_path / "conf" / ".anyclauderc.json"
+    config.parent.mkdir()
+    _write(config, data, {})
+    s: Serve = launch_serve(config, "fault", tmp_path / "marks", port)
+    try:
+        wait_until(lambda: "Serving the Anthropic API" in s.text(), 30, what="serve to keep going after READY")
+        health = httpx.get(f"{s.proxy_url}/health", timeout=5)
+        assert health.status_code == 200
+
+        # Two edits while the disk is full: both applied, although config history cannot be written.
+        _write(config, data, {"claude-a": "m1"})
+        wait_until(lambda: s.text().count("Config applied") >= 1, 15, what="the first edit")
+        _write(config, data, {"claude-a": "m2"})
+        wait_until(lambda: s.text().count("Config applied") >= 2, 15, what="the second edit")
+        out = s.text()
+        assert "Traceback" not in out, out[-3000:]
+        assert out.count("Cannot write config history") == 1, out
+        assert out.count("Cannot write the log of fault") == 1, out
+        assert "df -h" in out
+
+        # Space returns: the next edit is kept in history, and the logs are written again.
+        filler.unlink()
+        _write(config, data, {"claude-a": "m3"})
+        wait_until(lambda: s.text().count("Config applied") >= 3, 15, what="the third edit")
+        wait_until(lambda: list((home / "config-history").glob("*.json")), 10, what="a history entry")
+        wait_until(lambda: "works again" in s.text(), 10, what="the recovery to be said")
+        assert s.proc.poll() is None
+    finally:
+        s.close()
+    assert s.proc.returncode is not None
+
+
+def test_a_log_on_a_device_file_is_never_chmodded(tmp_path: Path) -> None:
+    """Opening a log that is a symlink to /dev/full must not change the device's mode (we run as root here)."""
+    from launcher.supervision.childlog import BackendLog
+
+    if not Path("/dev/full").exists():
+        pytest.skip("no /dev/full")
+    before = os.stat("/dev/full").st_mode
+    link = tmp_path / "x.log"
+    link.symlink_to("/dev/full")
+    try:
+        log = BackendLog(link, 4096, 1)
+        log.write_text("hello\n")  # fails with ENOSPC: reported, not raised
+        log.close()
+        assert os.stat("/dev/full").st_mode == before
+    finally:
+        if os.stat("/dev/full").st_mode != before:  # put the machine's device back as it was
+            os.chmod("/dev/full", stat.S_IMODE(before))
