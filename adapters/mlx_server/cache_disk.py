@@ -151,13 +151,32 @@ def _validated(
 
 
 class DiskWriter:
-    """The background thread that writes slot files; plans for one folder coalesce (newest wins)."""
+    """The background thread that writes slot files; plans for one folder coalesce (newest wins).
+
+    A write that fails (a full disk, a folder gone read-only) is said once, with how to free space, and its
+    slots are handed back through `take_failed` so the next save writes them again; once a write works
+    again, that is said too. The server goes on meanwhile: only the cache's persistence waits.
+    """
 
     def __init__(self) -> None:
         self._cond = threading.Condition()
         self._pending: dict[Path, _Plan] = {}
         self._busy = False
         self._thread: threading.Thread | None = None
+        self._failed: dict[Path, set[str]] = {}  # slot ids whose last write failed, by folder
+        self._failing: str | None = None  # the reason of the failure last reported
+        self.failures = 0  # writes that failed since start
+
+    @property
+    def failing(self) -> str | None:
+        """Why the last write failed, while writes fail; None once one works."""
+        with self._cond:
+            return self._failing
+
+    def take_failed(self, directory: Path) -> set[str]:
+        """Ids of slots in `directory` whose write failed since the last call (they are to be written again)."""
+        with self._cond:
+            return self._failed.pop(directory, set())
 
     def submit(self, directory: Path, fingerprint: str, writes: Sequence[SavedSlot], keep: set[str]) -> None:
         with self._cond:
@@ -192,5 +211,29 @@ class DiskWriter:
                 self._busy = True
             try:
                 write_slots(plan.directory, plan.fingerprint, list(plan.writes.values()), plan.keep)
-            except Exception:  # a full disk must not kill the writer; the next plan tries again
-                log.exception("prompt cache: writing %s failed", plan.directory)
+            except Exception as exc:  # a full disk must not kill the writer; the next save tries again
+                self._failed_plan(plan, exc)
+            else:
+                self._wrote()
+
+    def _failed_plan(self, plan: _Plan, exc: Exception) -> None:
+        with self._cond:
+            self._failed.setdefault(plan.directory, set()).update(plan.writes)
+            self.failures += 1
+            reason = f"{type(exc).__name__}: {exc}"
+            first, self._failing = self._failing is None, reason
+        if first:
+            log.warning(
+                "prompt cache: cannot save to %s (%s); the server goes on and saves again once there is room "
+                "(free space on that disk, or set cacheDir elsewhere)",
+                plan.directory,
+                reason,
+            )
+        else:
+            log.debug("prompt cache: saving to %s still fails: %s", plan.directory, reason)
+
+    def _wrote(self) -> None:
+        with self._cond:
+            recovered, self._failing = self._failing is not None, None
+        if recovered:
+            log.warning("prompt cache: saving works again")

@@ -260,6 +260,8 @@ class SlotPromptCache:
                 "unsaved_tokens": unsaved,
                 "writing": not self._writer.idle,
                 "interval_s": self._persist_interval,
+                "error": self._writer.failing,
+                "failed_writes": self._writer.failures,
             },
         }
 
@@ -298,8 +300,12 @@ class SlotPromptCache:
         binding = self._bindings.get(alias)
         if binding is None:
             return
+        failed = self._writer.take_failed(binding.directory)
         with self._lock:
             slots = [s for s in self._table.slots if _split_key(s.key)[0] == alias and persistable(s.cache)]
+            for slot in slots:
+                if slot.id in failed:
+                    slot.saved_length = 0  # its file was never written: write it whole next time
         keep = {slot.id for slot in slots}
         dirty = [slot for slot in slots if slot.saved_length < len(slot.tokens)]
         if not dirty and keep == binding.files:

@@ -12,7 +12,6 @@ import errno
 import json
 import os
 import stat
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -21,30 +20,24 @@ import httpx
 import pytest
 
 from launcher.supervision.ports import free_port
-from tests.harness import Serve, fault_command, launch_serve, wait_until
+from tests.harness import Serve, fault_command, full_tmpfs, launch_serve, wait_until
 
 
 @pytest.fixture
 def full_disk(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Path, Path]]:
     """(home, filler): `home` is $ANYCLAUDE_HOME on a tmpfs whose free space `filler` takes up."""
     disk = tmp_path / "disk"
-    disk.mkdir()
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(disk)], capture_output=True)
-    if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here (needs root): {mounted.stderr.decode().strip()}")
-    try:
+    with full_tmpfs(disk) as filler:
+        filler.unlink()  # room for the home's folders, then the disk is filled again
         home = disk / "home"
         for folder in ("logs", "run", "cache"):
             (home / folder).mkdir(parents=True, mode=0o700)
         home.chmod(0o700)
         monkeypatch.setenv("ANYCLAUDE_HOME", str(home))
-        filler = disk / "filler"
         with filler.open("wb", buffering=0) as out, contextlib.suppress(OSError):
             while True:
                 out.write(b"\0" * 4096)
         yield home, filler
-    finally:
-        subprocess.run(["umount", "-l", str(disk)], check=False)
 
 
 def _write(path: Path, data: dict[str, Any], models: dict[str, str]) -> None:
