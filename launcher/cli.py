@@ -257,8 +257,38 @@ def route(argv: list[str]) -> list[str]:
         if arg.startswith("-"):
             i += 1
             continue
-        return argv if arg in cli.commands else ["run", *argv]
+        if arg in cli.commands:
+            return argv
+        _refuse_mistyped_command(arg)
+        return ["run", *argv]
     return ["run", *argv]
+
+
+# A word this close to a subcommand's name is a typo, not a prompt ("stauts" 0.83, "doctr" 0.91; "hello" and
+# "help" match nothing at this cutoff).
+_TYPO_CUTOFF = 0.75
+
+
+def _refuse_mistyped_command(word: str) -> None:
+    """Stop a mistyped subcommand (`anyclaude stauts`) before it starts a backend and Claude Code.
+
+    Only a single word can be a mistyped command; a prompt with spaces, or any word not close to a
+    subcommand, goes on to Claude Code.
+
+    Raises:
+        click.UsageError: `word` is close to a subcommand (exit 2).
+    """
+    import difflib
+    import re
+
+    if not re.fullmatch(r"[A-Za-z][A-Za-z-]*", word):
+        return
+    close = difflib.get_close_matches(word.lower(), sorted(cli.commands), n=1, cutoff=_TYPO_CUTOFF)
+    if close:
+        raise click.UsageError(
+            f"no command `{word}`; did you mean `{close[0]}`? "
+            f"(To send it to Claude Code as a prompt: anyclaude -- {word})"
+        )
 
 
 def main(argv: list[str] | None = None) -> None:
