@@ -63,6 +63,7 @@ def serve(config_path: str | None, mode: str | None, dry_run: bool) -> None:
         _print_dry_run(settings)
         return
     ui = Progress()
+    _note_disabled(settings, ui)
     prepare_default_model(settings, ui)
     sys.exit(run(run_serve(settings, ui, mode)))
 
@@ -82,6 +83,7 @@ def run_cmd(config_path: str | None, mode: str | None, claude_args: tuple[str, .
 
     settings = load_or_default(config_path, mode)
     ui = Progress()
+    _note_disabled(settings, ui)
     prepare_default_model(settings, ui)
     sys.exit(run(run_with_claude(settings, ui, claude_args, mode)))
 
@@ -94,6 +96,14 @@ def init(force: bool) -> None:
 
     path = write_starter(Path.cwd(), force)
     click.echo(f"Wrote {path}. Point backends.mlx.model at your model folder, then run: anyclaude")
+
+
+def _note_disabled(settings: Any, ui: Any) -> None:
+    from launcher.defaults import disabled_note
+
+    note = disabled_note(settings)
+    if note:
+        ui.line(note, style="yellow")
 
 
 def _print_dry_run(settings: Any) -> None:

@@ -11,8 +11,9 @@ import os
 from collections.abc import Mapping
 from pathlib import Path
 
-from launcher.config import DEFAULT_PROXY_PORT, Config, Settings, load_settings
-from launcher.errors import AnyclaudeError, ConfigNotFoundError
+from launcher.config import CONFIG_NAME, DEFAULT_PROXY_PORT, Config, Settings, load_settings
+from launcher.config_schema import did_you_mean
+from launcher.errors import AnyclaudeError, ConfigError, ConfigNotFoundError
 from launcher.paths import Home
 from launcher.progress import Progress
 
@@ -45,11 +46,33 @@ def load_or_default(config_path: str | None, mode: str | None, env: Mapping[str,
     try:
         return load_settings(config_path, mode, env)
     except ConfigNotFoundError:
-        if mode not in (None, DEFAULT_MODE):
-            raise
+        chosen = mode or env.get("ANYCLAUDE_MODE")
+        if chosen not in (None, DEFAULT_MODE):
+            # The person asked for a mode, not for a file: name the mode they gave and the ones that exist.
+            source = "--mode" if mode else "$ANYCLAUDE_MODE"
+            raise ConfigError(
+                f"{source} {chosen}: there is no backend named '{chosen}'{did_you_mean(str(chosen), [DEFAULT_MODE])}; "
+                f"with no {CONFIG_NAME} found, the only one is the built-in default '{DEFAULT_MODE}'",
+                hint=f"Known modes: {DEFAULT_MODE}. To define '{chosen}', write a config here with `anyclaude init` "
+                "(every backend kind, commented) or pass --config FILE.",
+            ) from None
     home = Home.from_env(env)
     port = int(env["ANYCLAUDE_PORT"]) if env.get("ANYCLAUDE_PORT", "").isdigit() else DEFAULT_PROXY_PORT
     return Settings(config=default_config(home.models), path=None, mode=DEFAULT_MODE, home=home, port=port)
+
+
+def disabled_note(settings: Settings) -> str | None:
+    """What to say when the chosen backend is marked `"enabled": false`; None when it is not.
+
+    Such an entry is an alternative kept ready in the file: naming it (--mode, $ANYCLAUDE_MODE or `backend`)
+    is an explicit choice, so it starts, and this line says so, because the file says otherwise.
+    """
+    if settings.path is None or settings.entry.enabled:
+        return None
+    return (
+        f'{settings.mode} is marked "enabled": false in {settings.path}; starting it because it was chosen as the '
+        f'mode. ("enabled": false only keeps an entry out of doctor and config validate until it is chosen.)'
+    )
 
 
 def prepare_default_model(settings: Settings, ui: Progress) -> None:

@@ -48,7 +48,10 @@ def config_checks(
         found.append(Check(name, CheckStatus.FAIL, exc.message, exc.hint))
     else:
         active = settings.mode
-        found.append(Check("config.mode", CheckStatus.OK, f"mode {active} ({_mode_source(mode, env)})"))
+        chosen = f"mode {active} ({_mode_source(mode, env)})"
+        if not settings.entry.enabled:
+            chosen += '; it is marked "enabled": false and runs because it was chosen'
+        found.append(Check("config.mode", CheckStatus.OK, chosen))
         found.append(proxy_port_check(settings.config.host, settings.port, survey))
     names = ([active] if active else []) + [name for name in enabled if name != active]
     for name in names:
