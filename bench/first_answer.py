@@ -145,8 +145,11 @@ def phases(run: Run) -> list[tuple[str, float | None]]:
     ]
 
 
-def print_run(run: Run) -> None:
+def print_run(run: Run, show_output: bool) -> None:
     print(f"\n== {run.label}: exit {run.code}, {run.ended - run.started:.1f} s")
+    if show_output:
+        for t, text in run.lines:
+            print(f"  | {t - run.started:7.1f} {text[:150]}")
     previous = 0.0
     print(f"  {'step':44} {'at s':>8} {'took s':>8}")
     for what, at in phases(run):
@@ -180,6 +183,7 @@ def main() -> None:
     parser.add_argument("--timeout", type=float, default=1800, help="seconds one run may take (1800)")
     parser.add_argument("--home", type=Path, help="HOME to use and keep; an existing one gives warm runs only")
     parser.add_argument("--prompt", default=PROMPT)
+    parser.add_argument("--show-output", action="store_true", help="also print anyclaude's own lines, timed")
     args = parser.parse_args()
     if shutil.which("claude") is None:
         sys.exit("bench: the real Claude Code (`claude`) is not on PATH")
@@ -192,7 +196,7 @@ def main() -> None:
     try:
         for i in range(args.runs):
             label = "cold (fresh HOME)" if i == 0 and cold else f"warm #{i + (0 if cold else 1)}"
-            print_run(run_once(label, home, args.prompt, args.timeout))
+            print_run(run_once(label, home, args.prompt, args.timeout), args.show_output)
     finally:
         if args.home is None:
             shutil.rmtree(home, ignore_errors=True)
