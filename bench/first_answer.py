@@ -87,20 +87,29 @@ def run_once(label: str, home: Path, prompt: str, timeout: float) -> Run:
     )
     assert proc.stderr is not None and proc.stdout is not None
 
+    out_parts: list[str] = []
+
     def read_stderr() -> None:
         for text in proc.stderr:  # type: ignore[union-attr]
             run.lines.append((time.time(), text.rstrip()))
 
-    reader = threading.Thread(target=read_stderr, daemon=True)
-    reader.start()
+    # One reader per pipe (communicate() would take stderr lines from under the timed reader).
+    readers = [
+        threading.Thread(target=read_stderr, daemon=True),
+        threading.Thread(target=lambda: out_parts.append(proc.stdout.read()), daemon=True),  # type: ignore[union-attr]
+    ]
+    for reader in readers:
+        reader.start()
     try:
-        out = proc.communicate(timeout=timeout)[0]
+        proc.wait(timeout=timeout)
     except subprocess.TimeoutExpired:
         proc.terminate()
-        out = proc.communicate(timeout=60)[0]
+        proc.wait(timeout=60)
         run.lines.append((time.time(), f"bench: stopped after {timeout:.0f} s"))
     run.ended, run.code = time.time(), proc.returncode
-    reader.join(5)
+    for reader in readers:
+        reader.join(5)
+    out = "".join(out_parts)
     try:
         run.answer = json.loads(out.strip().splitlines()[-1]) if out.strip() else {}
     except ValueError:

@@ -24,7 +24,7 @@ SMOLLM2_CONTEXT = 8192
 # Claude Code asks for 64k output tokens and continues a reply cut at the cap 3 more times. Under Claude Code's
 # ~3k-token prompt SmolLM2 answers a question in 8-50 tokens, but a request it cannot serve (one for a tool)
 # makes it ramble to the cap: at 2,048 (a quarter of its context) that was 8 minutes per try at ~4 tokens/s on 2
-# cores, 4 tries (bench/first_answer.py). 256 keeps a ramble to about a minute per try and fits any real answer.
+# cores, 4 tries (bench/first_answer.py). 256 keeps a ramble to about a minute per try and fits a short answer.
 SMOLLM2_MAX_OUTPUT = 256
 
 
