@@ -45,6 +45,12 @@ def test_serve_without_any_config_runs_the_built_in_model(tmp_path: Path) -> Non
         found = {c["name"]: c for c in json.loads(doctor.stdout)["checks"]}
         assert found["home.dirs"]["status"] == "ok", found["home.dirs"]
         assert found["home.files"]["status"] == "ok", found["home.files"]
+        # ... and it says what the demo model cannot do, without a config file too.
+        assert (
+            found["backend.mlx.tools"]["status"] == "warn"
+            and "drops tool definitions" in found["backend.mlx.tools"]["finding"]
+        )
+        assert "cannot call tools" in text
     finally:
         proc.send_signal(signal.SIGINT)
         proc.wait(30)
