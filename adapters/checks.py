@@ -68,6 +68,28 @@ def model_path_check(kind: str, path: str | None, *, hf_cache: Path | None = Non
     return Check(name, CheckStatus.FAIL, f"{local} does not exist", 'Fix the backend\'s "model" path.')
 
 
+def script_check(name: str, path: str | Path, what: str, fix: str) -> Check:
+    """A wrapper or server script the backend runs must exist as a file (else it dies at once, with bash's words)."""
+    local = Path(path).expanduser()
+    if local.is_file():
+        return Check(name, CheckStatus.OK, f"{what} {local}")
+    return Check(name, CheckStatus.FAIL, f"{what} {local} does not exist", fix)
+
+
+def interpreter_check(name: str, venv: str | None, python: str) -> Check | None:
+    """The Python of `pythonVenv` must exist; None when no venv is set (anyclaude's own Python runs it)."""
+    if not venv:
+        return None
+    if Path(python).is_file():
+        return Check(name, CheckStatus.OK, f"Python of pythonVenv: {python}")
+    return Check(
+        name,
+        CheckStatus.FAIL,
+        f"pythonVenv {venv} has no bin/python",
+        f"Create it (python -m venv {venv}) or fix the backend's pythonVenv.",
+    )
+
+
 def model_memory_check(path: str | None, *, available: int | None = None, name: str = "model.memory") -> Check:
     """Warn when the model's size on disk is more than 80% of the memory available now."""
     local = Path(path).expanduser() if path else None

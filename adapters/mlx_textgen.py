@@ -9,6 +9,8 @@ always streams from the backend, which is what keeps this kind usable there.
 
 from __future__ import annotations
 
+import json
+import subprocess
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -24,27 +26,53 @@ from adapters.base import (
 )
 from adapters.checks import (
     installed_version,
+    interpreter_check,
     model_memory_check,
     model_path_check,
-    package_check,
     port_check,
+    script_check,
     version_tuple,
 )
 from adapters.openblas import openblas_check
-from adapters.script import venv_python
+from adapters.script import bundled_script, venv_python
 
 if TYPE_CHECKING:
     from launcher.config import BackendConfig, Config
 
-WRAPPER = Path(__file__).resolve().parent.parent / "scripts" / "mlx-textgen-server.sh"
+WRAPPER = bundled_script("mlx-textgen-server.sh")
 DEFAULT_HEALTH_PATH = "/v1/models"
 CLI_SINCE = (0, 2)  # `mlx_textgen serve -m PATH -p PORT --host HOST`, which the wrapper speaks
 
 
-def install_hint(platform: str = sys.platform) -> str:
-    hint = "pip install 'anyclaude[textgen]'"
-    # MLX-Textgen depends on plain `mlx`, which has no backend on Linux.
-    return hint + " and pip install 'mlx[cpu]' (Linux needs the CPU build)" if platform.startswith("linux") else hint
+# The one way to install it, on Linux and macOS alike: its own venv (it pins plain `mlx` and pulls a large tree),
+# with MLX's CPU build on Linux, where plain `mlx` has no backend ("libmlx.so: cannot open shared object file").
+VENV = "~/.venvs/mlx-textgen"
+RECIPE = (
+    f"python3 -m venv {VENV} && {VENV}/bin/pip install mlx-textgen \"mlx[cpu]; sys_platform == 'linux'\", "
+    f'then set "pythonVenv": "{VENV}" on this backend'
+)
+_VERSIONS_TIMEOUT_S = 5.0
+
+
+def venv_versions(python: str, names: tuple[str, ...]) -> dict[str, str | None]:
+    """The installed version of each distribution as `python` sees it (None: not installed or not runnable)."""
+    if Path(python).absolute() == Path(sys.executable).absolute():  # not resolved: a venv links the same binary
+        return {name: installed_version(name) for name in names}
+    script = (
+        "import importlib.metadata as m, json, sys\n"
+        "def v(n):\n"
+        "    try: return m.version(n)\n"
+        "    except m.PackageNotFoundError: return None\n"
+        "print(json.dumps({n: v(n) for n in sys.argv[1:]}))"
+    )
+    try:
+        done = subprocess.run(
+            [python, "-c", script, *names], capture_output=True, text=True, timeout=_VERSIONS_TIMEOUT_S, check=False
+        )
+        found = json.loads(done.stdout) if done.returncode == 0 else {}
+    except (OSError, subprocess.SubprocessError, ValueError):
+        found = {}
+    return {name: found.get(name) for name in names}
 
 
 class MlxTextgenAdapter:
@@ -72,14 +100,31 @@ class MlxTextgenAdapter:
         )
 
     def checks(self, name: str, entry: BackendConfig, config: Config) -> list[Check]:
-        found = [package_check("mlx-textgen", install_hint())]
-        version = installed_version("mlx-textgen")
-        if version and version_tuple(version) < CLI_SINCE:
-            too_old = f"mlx-textgen {version} predates the `serve` command the wrapper runs"
-            found.append(Check("mlx-textgen.version", CheckStatus.FAIL, too_old, install_hint()))
-        if sys.platform.startswith("linux"):
-            found.append(package_check("mlx-cpu", "pip install 'mlx[cpu]' (plain mlx has no backend on Linux)"))
+        python = venv_python(entry.python_venv)
+        found = [script_check("mlx-textgen.wrapper", WRAPPER, "wrapper", "Reinstall anyclaude (its package lacks it).")]
+        interpreter = interpreter_check("mlx-textgen.python", entry.python_venv, python)
+        if interpreter is not None:
+            found.append(interpreter)
+        if interpreter is None or interpreter.status is CheckStatus.OK:
+            found += _package_checks(python)
         found += [model_path_check(self.kind, entry.model), model_memory_check(entry.model, name="mlx-textgen.memory")]
         found.append(port_check(entry.host, entry.port, name="mlx-textgen.port"))
         blas = openblas_check(self.kind)
         return found + ([blas] if blas else [])
+
+
+def _package_checks(python: str, platform: str = sys.platform) -> list[Check]:
+    """MLX-Textgen (0.2 or newer) in the Python that runs it, and on Linux MLX's CPU build beside it."""
+    linux = platform.startswith("linux")
+    versions = venv_versions(python, ("mlx-textgen", "mlx-cpu") if linux else ("mlx-textgen",))
+    version = versions["mlx-textgen"]
+    if version is None:
+        return [Check("mlx-textgen.package", CheckStatus.FAIL, f"mlx-textgen is not installed for {python}", RECIPE)]
+    if version_tuple(version) < CLI_SINCE:
+        too_old = f"mlx-textgen {version} predates the `serve` command the wrapper runs"
+        return [Check("mlx-textgen.package", CheckStatus.FAIL, too_old, RECIPE)]
+    found = [Check("mlx-textgen.package", CheckStatus.OK, f"mlx-textgen {version} ({python})")]
+    if linux and versions["mlx-cpu"] is None:
+        missing = f"MLX's CPU build (mlx[cpu]) is not installed for {python}: plain mlx has no backend on Linux"
+        found.append(Check("mlx-textgen.mlx-cpu", CheckStatus.FAIL, missing, RECIPE))
+    return found

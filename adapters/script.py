@@ -18,11 +18,20 @@ from adapters.base import (
     local_server_spec,
     require_port,
 )
+from adapters.checks import interpreter_check, script_check
 
 if TYPE_CHECKING:
     from launcher.config import BackendConfig, Config
 
 DEFAULT_HEALTH_PATH = "/health"
+# The scripts/ an installed anyclaude needs, shipped inside the package (links to the top-level scripts/ in a
+# checkout; the files themselves in a wheel), so they exist however anyclaude was installed.
+BUNDLED = Path(__file__).resolve().parent / "bundled"
+
+
+def bundled_script(name: str) -> Path:
+    """The path of one of anyclaude's own scripts (`mlx-server.py`, `mlx-textgen-server.sh`)."""
+    return BUNDLED / name
 
 
 def venv_python(venv: str | None) -> str:
@@ -65,4 +74,11 @@ class ScriptAdapter:
         )
 
     def checks(self, name: str, entry: BackendConfig, config: Config) -> list[Check]:
-        return []
+        if not entry.server_script:
+            return []
+        fix = "Fix the backend's serverScript."
+        found = [script_check("script.server-script", entry.server_script, "serverScript", fix)]
+        if Path(entry.server_script).suffix.lower() == ".py":
+            python = interpreter_check("script.python", entry.python_venv, venv_python(entry.python_venv))
+            found += [python] if python else []
+        return found

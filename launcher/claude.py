@@ -21,8 +21,16 @@ Each variable below was checked against the Claude Code 2.1.197 binary; the fail
   background calls to Anthropic's services, which hang or fail offline and leak usage of a local setup.
 - `DISABLE_COST_WARNINGS`: costs are priced as Anthropic models and mean nothing for a local one.
 
-No model variable (`ANTHROPIC_MODEL`, `ANTHROPIC_DEFAULT_*_MODEL`, `ANTHROPIC_SMALL_FAST_MODEL`) is set: the
-proxy maps every claude-* id to the backend, and a non-Claude id would lose Claude Code's per-model limits.
+- `ANTHROPIC_MODEL` (the backend's model name, when the config maps no model ids): Claude Code's banner and
+  `/status` would name a Claude model ("Opus 4.8 (1M context)") while a local model answers. The proxy sends
+  every id it does not map to the backend's model, so the name changes what is shown, not where requests go.
+  An unknown id gets Claude Code's default limits, which the output and compaction variables above correct.
+  Claude Code 2.1.197 has no variable for the window it shows: `CLAUDE_CODE_MAX_CONTEXT_TOKENS` applies only
+  with compaction disabled, which a small window cannot afford. With a `models` map in the config nothing is
+  set: the Claude ids are then what routes each request.
+
+No other model variable (`ANTHROPIC_DEFAULT_*_MODEL`, `ANTHROPIC_SMALL_FAST_MODEL`) is set: side requests keep
+their Claude ids, which the proxy maps like any other.
 """
 
 from __future__ import annotations
@@ -126,6 +134,8 @@ def claude_env(base: Mapping[str, str], target: ClaudeTarget) -> dict[str, str]:
     }
     if "ANTHROPIC_AUTH_TOKEN" not in base:
         added["ANTHROPIC_API_KEY"] = target.api_key or PLACEHOLDER_API_KEY
+    if target.model:
+        added["ANTHROPIC_MODEL"] = target.model
     max_output = target.max_output_tokens
     if max_output is None and target.context_length:
         max_output = min(MAX_OUTPUT_CAP, target.context_length // 4)

@@ -53,7 +53,7 @@ def cli() -> None:
 @click.option("--dry-run", is_flag=True, help="Print the command line, health URL and API kind; start nothing.")
 def serve(config_path: str | None, mode: str | None, dry_run: bool) -> None:
     """Start the backend and the proxy and keep them running until Ctrl-C (no Claude Code)."""
-    from launcher.defaults import load_or_default, prepare_default_model
+    from launcher.defaults import load_or_default, prepare
     from launcher.loop import run
     from launcher.progress import Progress
     from launcher.runtime import serve as run_serve
@@ -63,7 +63,7 @@ def serve(config_path: str | None, mode: str | None, dry_run: bool) -> None:
         _print_dry_run(settings)
         return
     ui = Progress()
-    prepare_default_model(settings, ui)
+    prepare(settings, ui)
     sys.exit(run(run_serve(settings, ui, mode)))
 
 
@@ -75,14 +75,14 @@ def run_cmd(config_path: str | None, mode: str | None, claude_args: tuple[str, .
 
     Arguments after `--` go to claude, e.g. `anyclaude --mode mlx -- -p "hello" --output-format json`.
     """
-    from launcher.defaults import load_or_default, prepare_default_model
+    from launcher.defaults import load_or_default, prepare
     from launcher.loop import run
     from launcher.progress import Progress
     from launcher.runtime import run_with_claude
 
     settings = load_or_default(config_path, mode)
     ui = Progress()
-    prepare_default_model(settings, ui)
+    prepare(settings, ui)
     sys.exit(run(run_with_claude(settings, ui, claude_args, mode)))
 
 
@@ -124,10 +124,13 @@ def _print_dry_run(settings: Any) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def status(as_json: bool) -> None:
     """Show the backends anyclaude runs, their state and circuit breaker."""
+    from launcher.abilities import record_tools
     from launcher.control import survey
     from launcher.paths import Home
 
-    entries = survey(Home.from_env())
+    home = Home.from_env()
+    entries = survey(home)
+    tools = {e.record.name: record_tools(e.record, home) for e in entries}
     if as_json:
         rows = [
             {
@@ -143,6 +146,8 @@ def status(as_json: bool) -> None:
                 "base_url": e.record.base_url,
                 "log": e.record.log_path,
                 "config_events": e.record.config_events if e.launcher else [],
+                "can_call_tools": tools[e.record.name].can_call,
+                "tools": tools[e.record.name].why,
             }
             for e in entries
         ]
@@ -154,7 +159,7 @@ def status(as_json: bool) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    table = Table("backend", "kind", "state", "pid", "port", "restarts", "breaker", "reason")
+    table = Table("backend", "kind", "state", "pid", "port", "restarts", "breaker", "tools", "reason")
     for e in entries:
         colour = {"READY": "green", "DEGRADED": "yellow", "BACKOFF": "yellow", "FATAL": "red"}.get(e.state, "")
         table.add_row(
@@ -165,10 +170,14 @@ def status(as_json: bool) -> None:
             str(e.record.port or "-"),
             str(e.record.restarts),
             str(e.record.breaker.get("state", "-")),
+            tools[e.record.name].label,
             e.record.reason,
         )
     console = Console()
     console.print(table)
+    for name, found in tools.items():
+        if found.can_call is False:
+            console.print(f"[yellow]{name} cannot call tools: {found.why}.[/yellow]")
     _print_config_events(console, entries)
 
 
@@ -280,8 +289,38 @@ def route(argv: list[str]) -> list[str]:
         if arg.startswith("-"):
             i += 1
             continue
-        return argv if arg in cli.commands else ["run", *argv]
+        if arg in cli.commands:
+            return argv
+        _refuse_mistyped_command(arg)
+        return ["run", *argv]
     return ["run", *argv]
+
+
+# A word this close to a subcommand's name is a typo, not a prompt ("stauts" 0.83, "doctr" 0.91; "hello" and
+# "help" match nothing at this cutoff).
+_TYPO_CUTOFF = 0.75
+
+
+def _refuse_mistyped_command(word: str) -> None:
+    """Stop a mistyped subcommand (`anyclaude stauts`) before it starts a backend and Claude Code.
+
+    Only a single word can be a mistyped command; a prompt with spaces, or any word not close to a
+    subcommand, goes on to Claude Code.
+
+    Raises:
+        click.UsageError: `word` is close to a subcommand (exit 2).
+    """
+    import difflib
+    import re
+
+    if not re.fullmatch(r"[A-Za-z][A-Za-z-]*", word):
+        return
+    close = difflib.get_close_matches(word.lower(), sorted(cli.commands), n=1, cutoff=_TYPO_CUTOFF)
+    if close:
+        raise click.UsageError(
+            f"no command `{word}`; did you mean `{close[0]}`? "
+            f"(To send it to Claude Code as a prompt: anyclaude -- {word})"
+        )
 
 
 def main(argv: list[str] | None = None) -> None:

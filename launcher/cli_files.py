@@ -59,7 +59,7 @@ def config_path_cmd(config_path: str | None, mode: str | None) -> None:
 
     found = find_config(config_path, os.environ, Path.cwd())
     if found is None:
-        raise AnyclaudeError("No config file found.", hint="Copy .anyclauderc.example.json to .anyclauderc.json.")
+        raise AnyclaudeError("No config file found.", hint="Write one here with `anyclaude init` (the full example).")
     click.echo(str(found.absolute()))
 
 

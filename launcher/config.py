@@ -65,7 +65,11 @@ class BackendConfig(_Model):
     """One entry of `backends`: how to start (or reach) one model server."""
 
     type: str | None = Field(None, description="Adapter kind; inferred from the name or serverScript when absent.")
-    enabled: bool = True
+    enabled: bool = Field(
+        True,
+        description="false: an alternative kept ready; it runs only when chosen (--mode, $ANYCLAUDE_MODE, backend), "
+        "and says so. Doctor and config validate skip it until then.",
+    )
     description: str | None = Field(None, description="Free text shown by `status` and `doctor`.")
     host: str = Field("127.0.0.1", description="Address the backend binds; loopback unless you know why not.")
     port: Port | None = Field(None, description="Port the backend listens on (required for kinds that start one).")
@@ -271,7 +275,7 @@ def load_settings(
     if path is None:
         raise ConfigNotFoundError(
             f"No {CONFIG_NAME} found (looked in --config, $ANYCLAUDE_CONFIG, ./{CONFIG_NAME}, ~/{CONFIG_NAME}).",
-            hint="Copy .anyclauderc.example.json to .anyclauderc.json, or pass --config FILE.",
+            hint="Write one here with `anyclaude init` (the full example), or pass --config FILE.",
         )
     text = read_config_text(path)
     config = parse_config_text(text, path, env)

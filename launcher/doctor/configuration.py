@@ -12,12 +12,15 @@ import adapters  # noqa: F401  (fills the adapter registry)
 from adapters.anthropic import AnthropicAdapter
 from adapters.base import Adapter, AdapterError, Check, CheckStatus, LaunchSpec, adapter_for, entry_secrets
 from adapters.checks import port_check
-from launcher.config import CONFIG_NAME, Config, find_config, load_settings, parse_config_file
+from launcher.config import CONFIG_NAME, BackendConfig, Config, find_config, load_settings, parse_config_file
 from launcher.control import Liveness
 from launcher.doctor.running import excuse_own_port, proxy_port_check
 from launcher.errors import ConfigError
 
-NO_CONFIG_FIX = f"Copy .anyclauderc.example.json to {CONFIG_NAME}, or pass --config FILE."
+NO_CONFIG_FIX = (
+    f"Without one anyclaude runs its built-in demo model. For your own model: `anyclaude init` writes {CONFIG_NAME} "
+    "here from the full example; or pass --config FILE."
+)
 
 
 def config_checks(
@@ -30,9 +33,8 @@ def config_checks(
     path = find_config(config_path, env, cwd)
     if path is None:
         looked = f"--config, $ANYCLAUDE_CONFIG, ./{CONFIG_NAME}, ~/{CONFIG_NAME}"
-        return [
-            Check("config.file", CheckStatus.WARN, f"no {CONFIG_NAME} found (looked in {looked})", NO_CONFIG_FIX)
-        ], ()
+        found = [Check("config.file", CheckStatus.WARN, f"no {CONFIG_NAME} found (looked in {looked})", NO_CONFIG_FIX)]
+        return found + _default_model_checks(env), ()
     try:
         config = parse_config_file(path, env)
     except ConfigError as exc:
@@ -48,12 +50,25 @@ def config_checks(
         found.append(Check(name, CheckStatus.FAIL, exc.message, exc.hint))
     else:
         active = settings.mode
-        found.append(Check("config.mode", CheckStatus.OK, f"mode {active} ({_mode_source(mode, env)})"))
+        chosen = f"mode {active} ({_mode_source(mode, env)})"
+        if not settings.entry.enabled:
+            chosen += '; it is marked "enabled": false and runs because it was chosen'
+        found.append(Check("config.mode", CheckStatus.OK, chosen))
         found.append(proxy_port_check(settings.config.host, settings.port, survey))
     names = ([active] if active else []) + [name for name in enabled if name != active]
     for name in names:
         found += backend_checks(name, config, env, survey)
     return found, config_secrets(config)
+
+
+def _default_model_checks(env: Mapping[str, str]) -> list[Check]:
+    """What the built-in default (what runs without a config) can do, once its model is on disk."""
+    from launcher.defaults import DEFAULT_MODE, default_config
+    from launcher.paths import Home
+
+    entry = default_config(Home.from_env(dict(env)).models).backends[DEFAULT_MODE]
+    tools = tools_check(f"backend.{DEFAULT_MODE}.tools", entry)
+    return [tools] if tools is not None else []
 
 
 def _mode_source(mode: str | None, env: Mapping[str, str]) -> str:
@@ -88,11 +103,27 @@ def backend_checks(name: str, config: Config, env: Mapping[str, str], survey: li
         local = check.name.removeprefix(f"{adapter.kind}.")
         renamed = Check(f"{prefix}.{local}", check.status, check.finding, check.fix)
         found.append(excuse_own_port(renamed, entry.port, survey) if local == "port" else renamed)
+    tools = tools_check(f"{prefix}.tools", entry)
+    if tools is not None:
+        found.append(tools)
     has_port_check = any(c.name.endswith(".port") for c in own)
     if spec is not None and spec.spawns and not has_port_check:
         generic = port_check(spec.host, spec.port, name=f"{prefix}.port")
         found.append(excuse_own_port(generic, spec.port, survey))
     return found
+
+
+def tools_check(name: str, entry: BackendConfig) -> Check | None:
+    """Whether the entry's local model can call tools (a warning when not); None when its files cannot tell."""
+    from adapters.capabilities import NO_TOOLS_FIX
+    from launcher.abilities import entry_tools, model_name
+
+    found = entry_tools(entry)
+    if found.can_call is None:
+        return None
+    if found.can_call:
+        return Check(name, CheckStatus.OK, f"{model_name(entry)} can call tools ({found.why})")
+    return Check(name, CheckStatus.WARN, f"{model_name(entry)} cannot call tools ({found.why})", NO_TOOLS_FIX)
 
 
 def _adapter_checks(adapter: Adapter, name: str, config: Config, env: Mapping[str, str]) -> list[Check]:

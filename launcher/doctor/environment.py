@@ -82,7 +82,10 @@ def package_checks(system: str) -> list[Check]:
         else:
             found.append(Check(f"env.{dist}", CheckStatus.OK, f"{dist} {version}"))
     textgen = installed_version("mlx-textgen")
-    finding = f"mlx-textgen {textgen}" if textgen else "mlx-textgen not installed (optional: pip install mlx-textgen)"
+    from adapters.mlx_textgen import RECIPE
+
+    # The one recipe (README, the backend's own checks): MLX-Textgen lives in a venv of its own.
+    finding = f"mlx-textgen {textgen}" if textgen else f"mlx-textgen not installed here (optional: {RECIPE})"
     found.append(Check("env.mlx-textgen", CheckStatus.OK, finding))
     return found
 

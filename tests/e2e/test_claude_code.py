@@ -48,12 +48,12 @@ def run_anyclaude(config: Path, home: Path, *claude_args: str, timeout: float = 
     return data
 
 
-def scripted_config(tmp_path: Path, backend_port: int) -> Path:
+def scripted_config(tmp_path: Path, backend_port: int, **entry: Any) -> Path:
     command = [sys.executable, "-m", "tests.scripted_backend", "--port", "{port}"]
     config = {
         "port": free_port(),
         "backend": "local",
-        "backends": {"local": {"command": command, "port": backend_port}},
+        "backends": {"local": {"command": command, "port": backend_port, **entry}},
     }
     path = tmp_path / ".anyclauderc.json"
     path.write_text(json.dumps(config))
@@ -65,6 +65,14 @@ def test_claude_code_answers_with_exactly_what_the_backend_produced(tmp_path: Pa
     result = run_anyclaude(config, tmp_path, "-p", "say hello", "--output-format", "json")
     assert result["is_error"] is False
     assert result["result"] == "Hello world"  # the scripted backend's text, nothing added or lost
+
+
+def test_claude_code_names_the_model_that_answers(tmp_path: Path) -> None:
+    config = scripted_config(tmp_path, free_port(), model="SmolLM2-135M-Instruct", contextLength=8192)
+    result = run_anyclaude(config, tmp_path, "-p", "say hello", "--output-format", "json")
+    assert result["result"] == "Hello world"  # an id the proxy does not map still reaches the backend
+    # What Claude Code shows (banner, /status, this report) is the local model, not "Opus ... (1M context)".
+    assert list(result["modelUsage"]) == ["SmolLM2-135M-Instruct"], result["modelUsage"]
 
 
 def test_claude_code_uses_a_running_serve_and_leaves_it_running(tmp_path: Path) -> None:

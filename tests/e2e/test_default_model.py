@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -37,6 +38,19 @@ def test_serve_without_any_config_runs_the_built_in_model(tmp_path: Path) -> Non
         reply = httpx.post(f"http://127.0.0.1:{port}/v1/messages", json=body, headers={"x-api-key": "k"}, timeout=60)
         assert reply.status_code == 200, reply.text
         assert reply.json()["usage"]["output_tokens"] >= 1
+        # `doctor` passes on the home this first run made: the model folder anyclaude created is private too.
+        doctor = subprocess.run(
+            [sys.executable, "-m", "launcher", "doctor", "--json"], cwd=cwd, env=env, capture_output=True, text=True
+        )
+        found = {c["name"]: c for c in json.loads(doctor.stdout)["checks"]}
+        assert found["home.dirs"]["status"] == "ok", found["home.dirs"]
+        assert found["home.files"]["status"] == "ok", found["home.files"]
+        # ... and it says what the demo model cannot do, without a config file too.
+        assert (
+            found["backend.mlx.tools"]["status"] == "warn"
+            and "drops tool definitions" in found["backend.mlx.tools"]["finding"]
+        )
+        assert "cannot call tools" in text
     finally:
         proc.send_signal(signal.SIGINT)
         proc.wait(30)

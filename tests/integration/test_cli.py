@@ -110,3 +110,12 @@ def test_models_import_converts_a_gguf(tmp_path: Path) -> None:
     bad.write_bytes(b"not a gguf")
     refused = anyclaude("models", "import", str(bad), str(tmp_path / "out2"))
     assert refused.returncode == 1 and "bad.gguf" in refused.stderr
+
+
+def test_a_mistyped_subcommand_exits_2_with_did_you_mean(tmp_path: Path) -> None:
+    # A config whose backend cannot start: before the check, the typo started the main command.
+    config = tmp_path / ".anyclauderc.json"
+    config.write_text(json.dumps({"backend": "x", "backends": {"x": {"command": ["false"], "port": 9}}}))
+    result = anyclaude("stauts", env={"ANYCLAUDE_CONFIG": str(config)}, timeout=30)
+    assert result.returncode == 2, result.stderr
+    assert "did you mean `status`?" in result.stderr

@@ -178,7 +178,9 @@ def test_no_config_file_still_checks_the_machine(tmp_path: Path) -> None:
     code, report = doctor_cli(None, Home(tmp_path / "fresh"), "--mode", "whatever", HOME=str(tmp_path))
     rows = by_name(report)
     assert code == 0 and rows["config.file"]["status"] == "warn"
-    assert ".anyclauderc.example.json" in rows["config.file"]["fix"]
+    assert (
+        "anyclaude init" in rows["config.file"]["fix"]
+    )  # works for an installed anyclaude, which has no example file at hand
     assert rows["env.python"]["status"] == "ok" and "home.dirs" in rows
 
 
@@ -277,3 +279,47 @@ def test_a_foreign_holders_key_is_masked(tmp_path: Path, home: Home) -> None:
         holder.wait()
     assert check.status is CheckStatus.FAIL and f"pid {holder.pid}" in check.finding
     assert SECRET not in check.finding and "--api-key ***" in check.finding
+
+
+def test_a_missing_server_script_fails_its_check(tmp_path: Path, home: Home) -> None:
+    nowhere = tmp_path / "scripts" / "server.py"
+    entry = {"serverScript": str(nowhere), "port": free_port()}
+    code, report = doctor_cli(write_config(tmp_path, {"legacy": entry}), home)
+    assert code == 1
+    row = by_name(report)["backend.legacy.server-script"]
+    assert row["status"] == "fail" and str(nowhere) in row["finding"] and "serverScript" in row["fix"]
+
+
+def test_mlx_textgen_checks_its_wrapper_and_the_venv_that_runs_it(tmp_path: Path, home: Home) -> None:
+    from adapters.mlx_textgen import RECIPE, WRAPPER
+
+    # A real venv without MLX-Textgen: the recipe is the fix (once: the same one on Linux and macOS).
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True, timeout=60)
+    entry = {"type": "mlx-textgen", "model": str(tmp_path), "port": free_port(), "pythonVenv": str(venv)}
+    code, report = doctor_cli(write_config(tmp_path, {"tg": entry}), home)
+    rows = by_name(report)
+    assert code == 1
+    assert rows["backend.tg.wrapper"]["status"] == "ok" and str(WRAPPER) in rows["backend.tg.wrapper"]["finding"]
+    assert rows["backend.tg.python"]["status"] == "ok"
+    package = rows["backend.tg.package"]
+    assert package["status"] == "fail" and str(venv) in package["finding"] and package["fix"] == RECIPE
+    assert "mlx[cpu]; sys_platform == 'linux'" in RECIPE
+
+    missing = {**entry, "pythonVenv": str(tmp_path / "no-venv")}
+    rows = by_name(doctor_cli(write_config(tmp_path, {"tg": missing}), home)[1])
+    assert rows["backend.tg.python"]["status"] == "fail"
+    assert "backend.tg.package" not in rows  # nothing to ask a Python that is not there
+
+
+@pytest.mark.skipif(
+    not os.environ.get("ANYCLAUDE_TEXTGEN_VENV"), reason="no MLX-Textgen venv ($ANYCLAUDE_TEXTGEN_VENV)"
+)
+def test_mlx_textgen_installed_by_the_recipe_passes_its_checks(tmp_path: Path, home: Home) -> None:
+    venv = os.environ["ANYCLAUDE_TEXTGEN_VENV"]
+    entry = {"type": "mlx-textgen", "model": str(tmp_path), "port": free_port(), "pythonVenv": venv}
+    rows = by_name(doctor_cli(write_config(tmp_path, {"tg": entry}), home)[1])
+    for check in ("wrapper", "python", "package"):
+        assert rows[f"backend.tg.{check}"]["status"] == "ok", rows[f"backend.tg.{check}"]
+    if sys.platform.startswith("linux"):
+        assert "backend.tg.mlx-cpu" not in rows  # present: no finding

@@ -1,0 +1,1 @@
+../../scripts/mlx-server.py

@@ -1,0 +1,52 @@
+"""Saying what the backend's model cannot do, where a person looks: the start line, `status`, `doctor`.
+
+The decision itself lives in `adapters.capabilities` (one place); this module finds the model a backend entry
+or a running backend's state file names, and words the finding.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from adapters.capabilities import NO_TOOLS_FIX, ToolSupport, tool_support
+from launcher.config import BackendConfig, parse_config_file
+from launcher.errors import ConfigError
+from launcher.paths import Home
+from launcher.supervision.statefile import BackendRecord
+
+
+def model_name(entry: BackendConfig) -> str | None:
+    """The name the backend serves its model under: `modelAlias`, else the model's folder or file name."""
+    if entry.model_alias:
+        return entry.model_alias
+    if not entry.model:
+        return None
+    return Path(entry.model).name or entry.model
+
+
+def entry_tools(entry: BackendConfig) -> ToolSupport:
+    """Whether the entry's (local) model can call tools."""
+    return tool_support(entry.model)
+
+
+def start_note(entry: BackendConfig) -> str | None:
+    """The line the start-up prints when the model cannot call tools; None when it can or nobody can tell."""
+    found = entry_tools(entry)
+    if found.can_call is not False:
+        return None
+    return f"! {model_name(entry)} cannot call tools ({found.why}). {NO_TOOLS_FIX}"
+
+
+def record_tools(record: BackendRecord, home: Home) -> ToolSupport:
+    """Whether a running backend's model can call tools, from the config its state file names (or the default)."""
+    try:
+        if record.config_path:
+            entry = parse_config_file(Path(record.config_path), os.environ).backends.get(record.name)
+        else:
+            from launcher.defaults import default_config
+
+            entry = default_config(home.models).backends.get(record.name)
+    except ConfigError:
+        return ToolSupport(None, "its config cannot be read now")
+    return entry_tools(entry) if entry is not None else ToolSupport(None, "no longer in its config")
