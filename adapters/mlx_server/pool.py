@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
 
+from adapters.capabilities import ToolSupport, tool_support
 from adapters.mlx_server.config import ServerConfig
 from adapters.mlx_server.heads import LastLogits, last_logits
 from adapters.mlx_server.prompt_cache import PromptCacheStore
@@ -68,6 +69,7 @@ class ModelPool:
         self._cache_store = cache_store
         self._loaded: OrderedDict[str, LoadedModel] = OrderedDict()
         self._lock = threading.Lock()
+        self._tool_support: dict[str, ToolSupport] = {}
 
     @property
     def default_alias(self) -> str:
@@ -108,9 +110,17 @@ class ModelPool:
                 "context_length": loaded[alias].context_length if alias in loaded else self._config.context_length,
                 "default": alias == self.default_alias,
                 "batching": self._batching(loaded.get(alias)),
+                "tools": self._tools(alias),
             }
             for alias in self.aliases
         ]
+
+    def _tools(self, alias: str) -> dict[str, Any]:
+        """Whether the model can call tools (its chat template renders them), from its files: read once."""
+        found = self._tool_support.get(alias)
+        if found is None:
+            found = self._tool_support[alias] = tool_support(str(self._paths[alias]))
+        return {"can_call": found.can_call, "why": found.why}
 
     def _batching(self, loaded: LoadedModel | None) -> dict[str, Any] | None:
         """Whether the model's requests batch (None until it is loaded), and the limits or the reason."""

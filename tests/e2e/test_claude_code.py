@@ -68,7 +68,7 @@ def test_claude_code_answers_with_exactly_what_the_backend_produced(tmp_path: Pa
 
 
 def test_claude_code_names_the_model_that_answers(tmp_path: Path) -> None:
-    config = scripted_config(tmp_path, free_port(), model="SmolLM2-135M-Instruct", contextLength=8192)
+    config = scripted_config(tmp_path, free_port(), model="SmolLM2-135M-Instruct", contextLength=65536)
     result = run_anyclaude(config, tmp_path, "-p", "say hello", "--output-format", "json")
     assert result["result"] == "Hello world"  # an id the proxy does not map still reaches the backend
     # What Claude Code shows (banner, /status, this report) is the local model, not "Opus ... (1M context)".

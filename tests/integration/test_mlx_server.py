@@ -62,6 +62,14 @@ def test_health_is_503_while_loading_then_200_with_figures(server: ServerProcess
     assert memory["active_bytes"] > 0
 
 
+def test_health_and_models_say_whether_the_model_can_call_tools(server: ServerProcess) -> None:
+    # The tiny model's template renders `tools` (tests/tiny_model.py).
+    models = server.health()["models"]
+    assert isinstance(models, list) and models[0]["tools"]["can_call"] is True, models
+    listed = httpx.get(server.url + "/v1/models", timeout=10).json()["data"]
+    assert listed[0]["tools"] == {"can_call": True, "why": "its chat template renders tool definitions"}
+
+
 def test_models_lists_every_alias_default_first(client: openai.OpenAI) -> None:
     assert [m.id for m in client.models.list()] == ["tiny", "other"]
 
