@@ -1,6 +1,7 @@
 """Concurrency benchmark: Claude Code's side requests and parallel sessions on one local model.
 
     python bench/concurrency.py [--model DIR] [--sessions 1,2,4,8] [--reply-tokens 192] [--repeats 3]
+                                [--session-repeats 2]
 
 Three servers on the same model and prompts, exercised one at a time and in rotating order: our MLX server
 (batched, its defaults), our server at `--decode-concurrency 1` (one request at a time, as it ran before
@@ -16,6 +17,7 @@ batching), and `mlx_lm.server` with its defaults. OpenBLAS is preloaded in every
    what the server did not have cached) with the cached token count the server reported, which must cover at
    least the previous turn's prompt.
 
+Every reply runs to its token limit (end-of-sequence tokens are biased away), so each server does the same work.
 Prints the tables and writes `bench/out/concurrency.png`.
 """
 
@@ -64,9 +66,16 @@ class Timed:
     turn: int = 1
 
 
+# Token ids whose logit is pushed down so every reply runs to its max_tokens: every server then does the same
+# work (greedy replies that end early at an end-of-sequence token differ in length between servers, since a
+# batch's arithmetic may change a near tie, and a shorter reply is a smaller batch for the rest of the run).
+NO_END: dict[str, float] = {}
+
+
 def stream_chat(server: Server, messages: list[dict[str, str]], max_tokens: int, on_token: Any = None) -> Timed:
-    """Stream one greedy chat completion; `on_token` is called at the first text."""
+    """Stream one greedy chat completion, run to `max_tokens`; `on_token` is called at the first text."""
     body: dict[str, Any] = {
+        "logit_bias": NO_END,
         "messages": messages,
         "max_tokens": max_tokens,
         "temperature": 0,
@@ -201,6 +210,9 @@ def main() -> int:
     parser.add_argument("--turn-tokens", type=int, default=64)
     parser.add_argument("--reply-tokens", type=int, default=192, help="the reply a side request arrives beside")
     parser.add_argument("--repeats", type=int, default=3, help="side-request measurements per server")
+    parser.add_argument(
+        "--session-repeats", type=int, default=2, help="runs of each session count per server (medians are shown)"
+    )
     parser.add_argument("--skip-official", action="store_true", help="leave mlx_lm.server out")
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "out" / "concurrency.png")
     args = parser.parse_args()
@@ -211,6 +223,7 @@ def main() -> int:
         args.model = smollm2_dir()
     began = time.monotonic()
     floor = Floor(args.model, 1)
+    NO_END.update({str(token): -100.0 for token in floor.tokenizer.eos_token_ids})
     system = floor.system_prompt(args.context_tokens)
     work = Path(tempfile.mkdtemp(prefix="bench-concurrency-"))
     hub = work / "hf-hub"
@@ -226,7 +239,7 @@ def main() -> int:
         servers.append(Server("mlx_lm.server", official, {**env, "HF_HUB_CACHE": str(hub)}, 18743, None))
     limits = httpx.Limits(max_connections=32, max_keepalive_connections=32)
     side: dict[str, list[tuple[float, float]]] = {s.name: [] for s in servers}
-    runs: dict[tuple[str, int], tuple[float, list[Timed]]] = {}
+    runs: dict[tuple[str, int], list[tuple[float, list[Timed]]]] = {}
     try:
         for server in servers:
             server.client = httpx.Client(timeout=1800, limits=limits)
@@ -237,11 +250,13 @@ def main() -> int:
             for server in servers[repeat % len(servers) :] + servers[: repeat % len(servers)]:
                 side[server.name].append(side_while_streaming(server, system, args.reply_tokens, repeat))
                 print(f"  {server.name} side request: idle/busy {side[server.name][-1]}")
-        for position, n in enumerate(counts):
-            for server in servers[position % len(servers) :] + servers[: position % len(servers)]:
-                runs[(server.name, n)] = sessions_at_once(server, system, n, args.turns, args.turn_tokens, f"n{n}")
-                wall, timed = runs[(server.name, n)]
-                print(f"  {server.name} N={n}: {sum(t.generated for t in timed) / wall:.1f} tok/s in {wall:.1f}s")
+        for repeat in range(args.session_repeats):
+            for position, n in enumerate(counts, start=repeat):
+                for server in servers[position % len(servers) :] + servers[: position % len(servers)]:
+                    label = f"n{n} r{repeat}"
+                    wall, timed = sessions_at_once(server, system, n, args.turns, args.turn_tokens, label)
+                    runs.setdefault((server.name, n), []).append((wall, timed))
+                    print(f"  {server.name} N={n}: {sum(t.generated for t in timed) / wall:.1f} tok/s in {wall:.1f}s")
     finally:
         for server in servers:
             server.stop(kill=True)
@@ -255,7 +270,7 @@ def report(
     floor: FollowUpFloor,
     servers: list[Server],
     side: dict[str, list[tuple[float, float]]],
-    runs: dict[tuple[str, int], tuple[float, list[Timed]]],
+    runs: dict[tuple[str, int], list[tuple[float, list[Timed]]]],
     counts: list[int],
     args: argparse.Namespace,
 ) -> None:
@@ -271,7 +286,10 @@ def report(
         side_ratio[name] = busy / idle
         print(f"{name:<22}{idle:>11.3f}{busy:>11.3f}{busy / idle:>11.2f}")
 
-    print(f"\nN sessions at once: {args.turns} turns of {args.turn_tokens} tokens each, shared system prompt")
+    print(
+        f"\nN sessions at once: {args.turns} turns of {args.turn_tokens} tokens each, shared system prompt; "
+        f"medians of {args.session_repeats} runs (TTFT percentiles over every request of them)"
+    )
     columns = (
         f"{'N':>3}{'wall s':>8}{'tok/s':>8}{'TTFT p50':>10}{'TTFT p95':>10}{'follow-up/floor':>17}{'cached ok':>11}"
     )
@@ -280,8 +298,9 @@ def report(
     follow_rows: list[str] = []
     for n in counts:
         for name in names:
-            wall, timed = runs[(name, n)]
-            throughput[(name, n)] = sum(t.generated for t in timed) / wall
+            wall = statistics.median(w for w, _ in runs[(name, n)])
+            timed = [t for _, run in runs[(name, n)] for t in run]
+            throughput[(name, n)] = statistics.median(sum(t.generated for t in run) / w for w, run in runs[(name, n)])
             ttfts = [t.ttft for t in timed]
             ratios, ok = [], True
             for t in timed:
@@ -323,7 +342,7 @@ def plot(
     names: list[str],
     side: dict[str, list[tuple[float, float]]],
     throughput: dict[tuple[str, int], float],
-    runs: dict[tuple[str, int], tuple[float, list[Timed]]],
+    runs: dict[tuple[str, int], list[tuple[float, list[Timed]]]],
     counts: list[int],
     out: Path,
 ) -> None:
@@ -340,7 +359,8 @@ def plot(
         busy = statistics.median(v for _, v in side[name])
         left.bar([0 + i * width, 1 + i * width], [idle, busy], width, label=name)
         middle.plot(counts, [throughput[(name, n)] for n in counts], marker="o", label=name)
-        right.plot(counts, [percentile([t.ttft for t in runs[(name, n)][1]], 0.5) for n in counts], marker="o")
+        ttfts = [[t.ttft for _, run in runs[(name, n)] for t in run] for n in counts]
+        right.plot(counts, [percentile(values, 0.5) for values in ttfts], marker="o")
     left.set_xticks([0.4, 1.4], ["idle", "beside a reply"])
     left.set_ylabel("side request TTFT (s)")
     middle.set_xlabel("sessions at once")
