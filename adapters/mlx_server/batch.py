@@ -71,7 +71,10 @@ class _Running:
 
 
 class BatchRunner:
-    """Admit jobs (`has_room`, `waits_for_shared_prefix`, `admit`), then `step` while `running`."""
+    """Admit jobs (`waits_for_shared_prefix`, then `admit`), then `step` while `running`.
+
+    The engine decides when a job may start (its concurrency limits); this class starts it and runs the batch.
+    """
 
     def __init__(self, loaded: LoadedModel, store: PromptCacheStore, config: ServerConfig, stream: Any) -> None:
         from mlx_lm.generate import BatchGenerator
@@ -100,9 +103,6 @@ class BatchRunner:
     def prefilling(self) -> int:
         return sum(not run.decoding for run in self._running.values())
 
-    def has_room(self) -> bool:
-        return self.running < self._config.decode_concurrency and self.prefilling < self._config.prefill_concurrency
-
     def waits_for_shared_prefix(self, job: Job, planned: Sequence[Job] = ()) -> bool:
         """True while a request prefilling (or `planned` to start with `job`) computes a long prefix of `job`'s
         prompt that the prompt cache lacks: `job` then waits for the checkpoint instead of computing it too."""
@@ -122,12 +122,12 @@ class BatchRunner:
                 return True
         return False
 
-    def admit(self, job: Job) -> StepResult:
+    def admit(self, job: Job, together: bool = False) -> StepResult:
         """Start `job` from its longest cached prefix; it joins the batch at the next step.
 
         A prompt whose new part fits in one prefill chunk gets its first token here, in one forward pass with
-        the sampling (see `_first_token`); the request then joins the batch decoding. The result says whether
-        its first text went out, or it already ended.
+        the sampling (see `_first_token`), unless it starts `together` with others: then mlx-lm prefills them
+        as one batch and they decode in step. The result says whether its first text went out, or it ended.
         """
         request = job.request
         key = cache_key(request.model.alias, request.cache_namespace)
@@ -137,7 +137,7 @@ class BatchRunner:
         reply = Reply(job, lease.reused)
         run = _Running(job, key, lease, reply)
         decoding = any(other.decoding for other in self._running.values())
-        if len(prompt) - lease.reused > (self._prefill_slice() if decoding else self._config.prefill_step):
+        if together or len(prompt) - lease.reused > (self._prefill_slice() if decoding else self._config.prefill_step):
             (uid,) = self._gen.insert_segments(
                 [[prompt[lease.reused :]]],
                 max_tokens=[request.max_tokens],

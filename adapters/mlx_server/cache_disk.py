@@ -18,10 +18,12 @@ the model's layers; the next save of that folder removes it.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import os
 import secrets
+import sys
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -202,6 +204,7 @@ class DiskWriter:
             return not self._pending and not self._busy
 
     def _run(self) -> None:
+        _yield_cpu()
         while True:
             with self._cond:
                 self._busy = False
@@ -237,3 +240,15 @@ class DiskWriter:
             recovered, self._failing = self._failing is not None, None
         if recovered:
             log.warning("prompt cache: saving works again")
+
+
+def _yield_cpu() -> None:
+    """Lower this thread's scheduling priority (Linux: a thread is a task with its own nice value).
+
+    A save in a busy stretch writes every slot that changed (tens of MB each) while requests run: at normal
+    priority the copy competed with the model's threads for the cores (measured: 4 sessions at once 10% slower
+    during a save on 2 cores). At the lowest priority it runs in the gaps; the files are only a little later.
+    """
+    if sys.platform.startswith("linux"):
+        with contextlib.suppress(OSError):
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)

@@ -26,7 +26,7 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from adapters.mlx_server import responses
 from adapters.mlx_server.cache_slots import Owner
 from adapters.mlx_server.chat import Prompt, encode_text, render_chat
-from adapters.mlx_server.engine import EngineStoppedError, QueueFullError
+from adapters.mlx_server.engine import EngineStoppedError, QueueFullError, Ticket
 from adapters.mlx_server.jobs import Event, Failed, Finished, GenerationRequest, Job, Prefill, TextChunk
 from adapters.mlx_server.output import CollectedOutput, OutputAssembler, reasoning_splitter_for, tool_stream_for
 from adapters.mlx_server.pool import LoadedModel, UnknownModelError
@@ -53,6 +53,7 @@ class CompletionRoutes:
         self._runtime = runtime
 
     async def chat(self, body: ChatCompletionRequest, request: Request) -> Response:
+        ticket = self._runtime.engine.expect()
         try:
             loaded = await self._model(body.model)
             try:
@@ -62,9 +63,11 @@ class CompletionRoutes:
             except ValueError as exc:
                 raise RequestError(error_response(400, str(exc), param="messages")) from None
             namespace = json.dumps(body.chat_template_kwargs, sort_keys=True) if body.chat_template_kwargs else ""
-            job = self._submit(loaded, prompt, body, owner_of(request), namespace)
+            job = self._submit(loaded, prompt, body, owner_of(request), ticket, namespace)
         except RequestError as refused:
             return refused.response
+        finally:
+            ticket.close()
         tools = tool_stream_for(loaded, body.tools, self._runtime.config.tool_parser)
         assembler = OutputAssembler(reasoning_splitter_for(loaded, prompt.starts_in_reasoning, tools), tools)
         if body.stream:
@@ -78,6 +81,7 @@ class CompletionRoutes:
         return _final(events, lambda done: responses.chat_completion(loaded.alias, output, done))
 
     async def complete(self, body: CompletionRequest, request: Request) -> Response:
+        ticket = self._runtime.engine.expect()
         try:
             loaded = await self._model(body.model)
             if isinstance(body.prompt, list) and (not body.prompt or isinstance(body.prompt[0], int)):
@@ -85,9 +89,11 @@ class CompletionRoutes:
             else:
                 text = body.prompt if isinstance(body.prompt, str) else str(body.prompt[0])
                 prompt = Prompt(await asyncio.to_thread(encode_text, loaded, text))
-            job = self._submit(loaded, prompt, body, owner_of(request))
+            job = self._submit(loaded, prompt, body, owner_of(request), ticket)
         except RequestError as refused:
             return refused.response
+        finally:
+            ticket.close()
         if body.stream:
             return _streaming(self._completion_stream(job, loaded.alias, body.include_usage), job)
         events = await collect_until_disconnect(request, job)
@@ -109,7 +115,13 @@ class CompletionRoutes:
             raise RequestError(error_response(500, f"cannot load model '{alias}': {exc}", type_="api_error")) from None
 
     def _submit(
-        self, loaded: LoadedModel, prompt: Prompt, body: GenerationFields, owner: Owner, namespace: str = ""
+        self,
+        loaded: LoadedModel,
+        prompt: Prompt,
+        body: GenerationFields,
+        owner: Owner,
+        ticket: Ticket,
+        namespace: str = "",
     ) -> Job:
         count = len(prompt.tokens)
         if count == 0:
@@ -151,7 +163,7 @@ class CompletionRoutes:
             owner=owner,
         )
         try:
-            return self._runtime.engine.submit(generation, asyncio.get_running_loop())
+            return self._runtime.engine.submit(generation, asyncio.get_running_loop(), ticket)
         except QueueFullError as exc:
             raise RequestError(_unavailable(f"the server is busy: {exc}; retry shortly", "queue_full")) from None
         except EngineStoppedError as exc:

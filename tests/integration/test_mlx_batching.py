@@ -162,6 +162,27 @@ def test_a_cancelled_prefill_is_kept_for_the_retry(tiny_model: Path, tmp_path: P
         stop_server(slow)
 
 
+def test_requests_sent_together_start_as_one_batch(tiny_model: Path, tmp_path: Path) -> None:  # noqa: F811
+    fresh = start_server(tiny_model, tmp_path)
+    try:
+        prompts = [conversation(SYSTEM, f"Subagent {n}: list the files.") for n in range(4)]
+        for _burst in range(3):  # the four arrive within milliseconds; each burst is one chance at that
+            barrier = threading.Barrier(4)
+
+            def send(messages: list[dict[str, Any]]) -> tuple[str, int]:
+                barrier.wait()
+                return chat(fresh, messages, max_tokens=4)
+
+            with ThreadPoolExecutor(4) as pool:
+                list(pool.map(send, prompts))
+            if queue(fresh)["largest_start"] == 4:
+                break
+        # Started one by one, the first would run a prefill ahead and the batch would end short every turn.
+        assert queue(fresh)["largest_start"] == 4, queue(fresh)
+    finally:
+        stop_server(fresh)
+
+
 def test_parallel_subagents_never_evict_the_main_conversation(tiny_model: Path, tmp_path: Path) -> None:  # noqa: F811
     small = start_server(tiny_model, tmp_path, ["--cache-slots", "4"])
     try:
