@@ -166,13 +166,13 @@ def test_requests_sent_together_start_as_one_batch(tiny_model: Path, tmp_path: P
     fresh = start_server(tiny_model, tmp_path)
     try:
         prompts = [conversation(SYSTEM, f"Subagent {n}: list the files.") for n in range(4)]
+        barrier = threading.Barrier(4)
+
+        def send(messages: list[dict[str, Any]]) -> tuple[str, int]:
+            barrier.wait()
+            return chat(fresh, messages, max_tokens=4)
+
         for _burst in range(3):  # the four arrive within milliseconds; each burst is one chance at that
-            barrier = threading.Barrier(4)
-
-            def send(messages: list[dict[str, Any]]) -> tuple[str, int]:
-                barrier.wait()
-                return chat(fresh, messages, max_tokens=4)
-
             with ThreadPoolExecutor(4) as pool:
                 list(pool.map(send, prompts))
             if queue(fresh)["largest_start"] == 4:
