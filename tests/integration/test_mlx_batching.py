@@ -9,6 +9,7 @@ apart by Claude Code's session and agent headers.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import threading
 import time
@@ -164,19 +165,16 @@ def test_a_cancelled_prefill_is_kept_for_the_retry(tiny_model: Path, tmp_path: P
 
 def test_requests_sent_together_start_as_one_batch(tiny_model: Path, tmp_path: Path) -> None:  # noqa: F811
     fresh = start_server(tiny_model, tmp_path)
+    prompts = [conversation(SYSTEM, f"Subagent {n}: list the files.") for n in range(4)]
+
+    async def burst() -> None:  # one client writing four requests in one go, as Claude Code (and the proxy) do
+        async with httpx.AsyncClient(base_url=fresh.url, timeout=60) as client:
+            bodies = [{"messages": messages, "max_tokens": 4, "temperature": 0} for messages in prompts]
+            replies = await asyncio.gather(*(client.post("/v1/chat/completions", json=body) for body in bodies))
+        assert [reply.status_code for reply in replies] == [200] * 4
+
     try:
-        prompts = [conversation(SYSTEM, f"Subagent {n}: list the files.") for n in range(4)]
-        barrier = threading.Barrier(4)
-
-        def send(messages: list[dict[str, Any]]) -> tuple[str, int]:
-            barrier.wait()
-            return chat(fresh, messages, max_tokens=4)
-
-        for _burst in range(3):  # the four arrive within milliseconds; each burst is one chance at that
-            with ThreadPoolExecutor(4) as pool:
-                list(pool.map(send, prompts))
-            if queue(fresh)["largest_start"] == 4:
-                break
+        asyncio.run(burst())
         # Started one by one, the first would run a prefill ahead and the batch would end short every turn.
         assert queue(fresh)["largest_start"] == 4, queue(fresh)
     finally:
