@@ -177,11 +177,14 @@ class Floor:
         while len(generated) < self.max_tokens and generated[-1] not in eos:
             logits = self.model(mx.array(generated[-1:])[None], cache=cache)[:, -1, :]
             generated.append(cast(int, mx.argmax(logits, axis=-1).item()))
-        # A server feeds every yielded token but the last of max_tokens (an EOS before that is fed too,
-        # unless it is the first); this loop fed all but the last one it produced.
-        fed = 0 if len(generated) == 1 else min(len(generated), self.max_tokens - 1)
+        # A batching server (mlx-lm's BatchGenerator, ours and mlx_lm.server) computes a step ahead, so its
+        # cache has fed every token it yielded, the last one too (a reply of one token: none). The floor
+        # feeds the last one as well, untimed, to keep the same cache.
+        fed = 0 if len(generated) == 1 else len(generated)
+        if fed:
+            mx.eval(self.model(mx.array(generated[-1:])[None], cache=cache))
         self.held.append(tokens + generated[:fed])
-        self.caches = [*self.caches[-5:], (tokens + generated[:-1], cache)]
+        self.caches = [*self.caches[-5:], (tokens + generated[:fed], cache)]
         reply = [t for t in generated if t not in eos]
         return str(self.tokenizer.decode(reply))
 
@@ -349,7 +352,11 @@ class Replay:
             del self.results[server.name]
             server.stop(kill=True)
             return
-        print(f"  {server.name} s{request.session + 1} {request.label}: {self.results[server.name][position][0]:.3f}s")
+        seconds, cached = self.results[server.name][position]
+        said = (
+            "" if cached in (None, request.expected_reuse) else f" (cached {cached}, expected {request.expected_reuse})"
+        )
+        print(f"  {server.name} s{request.session + 1} {request.label}: {seconds:.3f}s{said}")
 
 
 def wait_saved(server: Server, deadline_s: float = 30.0) -> float:
