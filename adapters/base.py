@@ -264,8 +264,8 @@ def entry_secrets(entry: BackendConfig) -> tuple[str, ...]:
     return tuple(s for s in found if s)
 
 
-def model_has_vision(model: str | None) -> bool | None:
-    """Whether a local model folder's config.json describes a vision tower (`vision_config`); None if unreadable."""
+def model_config(model: str | None) -> dict[str, Any] | None:
+    """A local model folder's config.json, or None (no folder, unreadable, not an object)."""
     import json
     from pathlib import Path
 
@@ -275,19 +275,16 @@ def model_has_vision(model: str | None) -> bool | None:
         data = json.loads((Path(model).expanduser() / "config.json").read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
-    return bool(data.get("vision_config")) if isinstance(data, dict) else None
+    return data if isinstance(data, dict) else None
+
+
+def model_has_vision(model: str | None) -> bool | None:
+    """Whether a local model folder's config.json describes a vision tower (`vision_config`); None if unreadable."""
+    data = model_config(model)
+    return None if data is None else bool(data.get("vision_config"))
 
 
 def model_context_length(model: str | None) -> int | None:
     """`max_position_embeddings` from a local model folder's config.json, if there is one."""
-    import json
-    from pathlib import Path
-
-    if not model:
-        return None
-    try:
-        data = json.loads((Path(model).expanduser() / "config.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    value = data.get("max_position_embeddings") if isinstance(data, dict) else None
+    value = (model_config(model) or {}).get("max_position_embeddings")
     return value if isinstance(value, int) and value > 0 else None

@@ -40,6 +40,12 @@ def fault_command(*flags: str) -> list[str]:
     return [sys.executable, "-m", "tests.fault_backend", "--port", "{port}", *flags]
 
 
+def scripted_entry(*flags: str) -> dict[str, Any]:
+    """A backend entry running the scripted OpenAI-compatible test backend on `{port}`."""
+    command = [sys.executable, "-m", "tests.scripted_backend", "--port", "{port}", *flags]
+    return {"command": command, "healthInterval": 200, "restartDelay": 100}
+
+
 def write_config(path: Path, backends: dict[str, dict[str, Any]], **top: Any) -> Path:
     path.write_text(json.dumps({"backends": backends, **top}, indent=2))
     return path
@@ -181,6 +187,23 @@ def start_serve(
     top = {"port": free_port(), **(top or {})}  # the proxy's port
     config = write_config(tmp_path / ".anyclauderc.json", {name: backend}, backend=name, **top)
     return launch_serve(config, name, marker, port, env)
+
+
+@contextlib.contextmanager
+def serves(start: Callable[..., Serve]) -> Iterator[Callable[..., Serve]]:
+    """`start`, remembering every `anyclaude serve` it starts; all of them are closed at the end (a fixture's body)."""
+    started: list[Serve] = []
+
+    def tracked(*args: Any, **kwargs: Any) -> Serve:
+        instance = start(*args, **kwargs)
+        started.append(instance)
+        return instance
+
+    try:
+        yield tracked
+    finally:
+        for instance in started:
+            instance.close()
 
 
 def alive(pid: int) -> bool:

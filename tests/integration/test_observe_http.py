@@ -4,39 +4,24 @@ and who may read them (the API's rules: loopback Host, apiKey, Origin).
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 import anthropic
 import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.harness import Serve, anyclaude, start_serve, wait_until
+from tests.harness import Serve, anyclaude, scripted_entry, serves, start_serve, wait_until
 
 StartServe = Callable[..., Serve]
 KEY = "proxy-key-31337"
 
 
-def scripted(*flags: str) -> dict[str, Any]:
-    command = [sys.executable, "-m", "tests.scripted_backend", "--port", "{port}", *flags]
-    return {"command": command, "healthInterval": 200, "restartDelay": 100}
-
-
 @pytest.fixture
 def serve(tmp_path: Path) -> Iterator[StartServe]:
-    started: list[Serve] = []
-
-    def start(entry: dict[str, Any], **kwargs: Any) -> Serve:
-        instance = start_serve(tmp_path, entry=entry, name="local", **kwargs)
-        started.append(instance)
-        return instance
-
-    yield start
-    for instance in started:
-        instance.close()
+    with serves(lambda entry, **kwargs: start_serve(tmp_path, entry=entry, name="local", **kwargs)) as start:
+        yield start
 
 
 def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -49,7 +34,7 @@ def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
 
 
 def test_metrics_count_requests_tokens_latency_and_backend_state(serve: StartServe) -> None:
-    s = serve(scripted())
+    s = serve(scripted_entry())
     s.wait_state("READY")
     c = anthropic.Anthropic(base_url=s.proxy_url, api_key="local", max_retries=0, timeout=30)
     for _ in range(2):
@@ -90,7 +75,7 @@ def test_metrics_show_the_queue_of_our_mlx_server(serve: StartServe, tiny_model:
 
 
 def test_serve_prints_the_dashboard_address_and_the_dashboard_command_finds_it(serve: StartServe) -> None:
-    s = serve(scripted())
+    s = serve(scripted_entry())
     s.wait_state("READY")
     wait_until(lambda: f"Dashboard: {s.proxy_url}/ui" in s.text(), 10, what="the dashboard line")
     shown = anyclaude("dashboard", "--no-open")
@@ -102,7 +87,7 @@ def test_serve_prints_the_dashboard_address_and_the_dashboard_command_finds_it(s
 
 
 def test_dashboard_and_metrics_follow_the_api_access_rules(serve: StartServe) -> None:
-    s = serve(scripted(), top={"apiKey": KEY})
+    s = serve(scripted_entry(), top={"apiKey": KEY})
     s.wait_state("READY")
     base = s.proxy_url
     with httpx.Client(base_url=base, timeout=10) as http:

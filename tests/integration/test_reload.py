@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -125,55 +125,47 @@ def test_failing_new_backend_is_given_up_after_its_first_failed_start(setup: tup
     assert answer(s) == "Hello world"
 
 
-def test_burst_of_writes_leads_to_at_most_one_restart(tmp_path: Path) -> None:
-    marker = tmp_path / "marks"
-    port = free_port()
-    data: dict[str, Any] = {
-        "port": free_port(),
-        "backends": {"f": {"command": fault_command("--marker", str(marker)), "port": port, "healthInterval": 200}},
-    }
-    path = tmp_path / ".anyclauderc.json"
-    path.write_text(json.dumps({**data, "backend": "f"}))
+@pytest.fixture
+def edited(tmp_path: Path) -> Iterator[tuple[Serve, Callable[[str], None]]]:
+    """`anyclaude serve` on one fault backend `f`, and a function writing the config anew with other `--model`."""
+    marker, port, path = tmp_path / "marks", free_port(), tmp_path / ".anyclauderc.json"
+    backend = {"command": fault_command("--marker", str(marker)), "port": port, "healthInterval": 200}
+    data: dict[str, Any] = {"port": free_port(), "backend": "f", "backends": {"f": backend}}
+    path.write_text(json.dumps(data))
+
+    def write(model: str) -> None:
+        path.write_text(json.dumps({**data, "backends": {"f": {**backend, "args": ["--model", model]}}}))
+
     s = launch_serve(path, "f", marker, port)
     try:
         s.wait_state("READY")
         wait_until(lambda: "Serving the Anthropic API" in s.text(), 10)
-        for i in range(6):  # an editor saving in a hurry: several whole writes within a few ms
-            entry = {**data["backends"]["f"], "args": ["--model", f"v{i}"]}
-            path.write_text(json.dumps({**data, "backend": "f", "backends": {"f": entry}}))
-        # Wait until the last version serves; a burst split into two reloads would have started three by then.
-        wait_until(lambda: "v5" in _backend_cmdline(s), 20, what="the last written version to run")
-        wait_until(lambda: "Switched to f" in s.text(), 10)
-        assert len(s.marks("START")) == 2, s.marks("START")
-        assert s.text().count("Switched to f") == 1
+        yield s, write
     finally:
         s.close()
 
 
-def test_writes_20_ms_apart_lead_to_one_restart_per_burst(tmp_path: Path) -> None:
+def test_burst_of_writes_leads_to_at_most_one_restart(edited: tuple[Serve, Callable[[str], None]]) -> None:
+    s, write = edited
+    for i in range(6):  # an editor saving in a hurry: several whole writes within a few ms
+        write(f"v{i}")
+    # Wait until the last version serves; a burst split into two reloads would have started three by then.
+    wait_until(lambda: "v5" in _backend_cmdline(s), 20, what="the last written version to run")
+    wait_until(lambda: "Switched to f" in s.text(), 10)
+    assert len(s.marks("START")) == 2, s.marks("START")
+    assert s.text().count("Switched to f") == 1
+
+
+def test_writes_20_ms_apart_lead_to_one_restart_per_burst(edited: tuple[Serve, Callable[[str], None]]) -> None:
     """An editor (or a script) saving five times, 20 ms apart: one restart, with the last version."""
-    marker = tmp_path / "marks"
-    port = free_port()
-    data: dict[str, Any] = {
-        "port": free_port(),
-        "backends": {"f": {"command": fault_command("--marker", str(marker)), "port": port, "healthInterval": 200}},
-    }
-    path = tmp_path / ".anyclauderc.json"
-    path.write_text(json.dumps({**data, "backend": "f"}))
-    s = launch_serve(path, "f", marker, port)
-    try:
-        s.wait_state("READY")
-        wait_until(lambda: "Serving the Anthropic API" in s.text(), 10)
-        for burst in range(3):
-            for i in range(5):
-                entry = {**data["backends"]["f"], "args": ["--model", f"b{burst}v{i}"]}
-                path.write_text(json.dumps({**data, "backend": "f", "backends": {"f": entry}}))
-                time.sleep(0.02)  # the pace of the burst, not a wait for a result
-            wait_until(lambda burst=burst: f"b{burst}v4" in _backend_cmdline(s), 20, what=f"burst {burst} applied")
-            wait_until(lambda burst=burst: s.text().count("Switched to f") == burst + 1, 10, what="the switch line")
-            assert len(s.marks("START")) == burst + 2, (burst, s.marks("START"))
-    finally:
-        s.close()
+    s, write = edited
+    for burst in range(3):
+        for i in range(5):
+            write(f"b{burst}v{i}")
+            time.sleep(0.02)  # the pace of the burst, not a wait for a result
+        wait_until(lambda burst=burst: f"b{burst}v4" in _backend_cmdline(s), 20, what=f"burst {burst} applied")
+        wait_until(lambda burst=burst: s.text().count("Switched to f") == burst + 1, 10, what="the switch line")
+        assert len(s.marks("START")) == burst + 2, (burst, s.marks("START"))
 
 
 def test_rollback_command_restores_the_previous_config(setup: tuple[Setup, Serve]) -> None:

@@ -19,7 +19,7 @@ from typing import Any
 import anthropic
 import pytest
 
-from tests.harness import Serve, anyclaude, start_serve, wait_until
+from tests.harness import Serve, anyclaude, scripted_entry, serves, start_serve, wait_until
 
 StartServe = Callable[..., Serve]
 SECRET_PROMPT = "the-private-prompt-7f3a"
@@ -30,23 +30,10 @@ CLAUDE_HEADERS = {
 }
 
 
-def scripted(*flags: str) -> dict[str, Any]:
-    command = [sys.executable, "-m", "tests.scripted_backend", "--port", "{port}", *flags]
-    return {"command": command, "healthInterval": 200, "restartDelay": 100}
-
-
 @pytest.fixture
 def serve(tmp_path: Path) -> Iterator[StartServe]:
-    started: list[Serve] = []
-
-    def start(entry: dict[str, Any], **kwargs: Any) -> Serve:
-        instance = start_serve(tmp_path, entry=entry, name="local", **kwargs)
-        started.append(instance)
-        return instance
-
-    yield start
-    for instance in started:
-        instance.close()
+    with serves(lambda entry, **kwargs: start_serve(tmp_path, entry=entry, name="local", **kwargs)) as start:
+        yield start
 
 
 def client(s: Serve) -> anthropic.Anthropic:
@@ -73,7 +60,7 @@ def logged(home: Path, count: int) -> list[dict[str, Any]]:
 
 
 def test_requests_are_logged_with_tokens_timings_and_claude_code_ids(serve: StartServe) -> None:
-    s = serve(scripted())
+    s = serve(scripted_entry())
     s.wait_state("READY")
     c = client(s)
     with c.messages.stream(
@@ -126,7 +113,7 @@ def test_requests_are_logged_with_tokens_timings_and_claude_code_ids(serve: Star
 
 
 def test_log_bodies_keeps_the_prompt_and_the_answer(serve: StartServe) -> None:
-    s = serve(scripted(), top={"logBodies": True})
+    s = serve(scripted_entry(), top={"logBodies": True})
     s.wait_state("READY")
     client(s).messages.create(
         model="claude-haiku-4-5", max_tokens=8, messages=[{"role": "user", "content": SECRET_PROMPT}]
@@ -142,14 +129,14 @@ def test_log_bodies_keeps_the_prompt_and_the_answer(serve: StartServe) -> None:
 
 
 def test_the_request_log_survives_a_restart(serve: StartServe, tmp_path: Path) -> None:
-    first = serve(scripted())
+    first = serve(scripted_entry())
     first.wait_state("READY")
     client(first).messages.create(model="m", max_tokens=8, messages=[{"role": "user", "content": "one"}])
     logged(first.home, 1)
     first.interrupt()
     assert first.wait_exit() == 0
 
-    second = serve(scripted())
+    second = serve(scripted_entry())
     second.wait_state("READY")
     client(second).messages.create(model="m", max_tokens=8, messages=[{"role": "user", "content": "two"}])
     rows = logged(second.home, 2)
@@ -157,7 +144,7 @@ def test_the_request_log_survives_a_restart(serve: StartServe, tmp_path: Path) -
 
 
 def test_requests_follow_shows_new_requests_as_they_come(serve: StartServe, tmp_path: Path) -> None:
-    s = serve(scripted())
+    s = serve(scripted_entry())
     s.wait_state("READY")
     c = client(s)
     c.messages.create(model="m", max_tokens=8, messages=[{"role": "user", "content": "before"}])

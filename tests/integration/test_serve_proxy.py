@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 import signal
 import socket
-import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -20,29 +19,15 @@ import httpx
 import pytest
 
 from launcher.supervision.ports import free_port
-from tests.harness import Serve, alive, start_serve, wait_until
+from tests.harness import Serve, alive, scripted_entry, serves, start_serve, wait_until
 
 StartServe = Callable[..., Serve]
 
 
-def scripted(*flags: str) -> dict[str, Any]:
-    """A backend entry running the scripted OpenAI-compatible test backend."""
-    command = [sys.executable, "-m", "tests.scripted_backend", "--port", "{port}", *flags]
-    return {"command": command, "healthInterval": 200, "restartDelay": 100}
-
-
 @pytest.fixture
 def serve(tmp_path: Path) -> Iterator[StartServe]:
-    started: list[Serve] = []
-
-    def start(entry: dict[str, Any], **kwargs: Any) -> Serve:
-        instance = start_serve(tmp_path, entry=entry, name="local", **kwargs)
-        started.append(instance)
-        return instance
-
-    yield start
-    for instance in started:
-        instance.close()
+    with serves(lambda entry, **kwargs: start_serve(tmp_path, entry=entry, name="local", **kwargs)) as start:
+        yield start
 
 
 def client(s: Serve, **kwargs: Any) -> anthropic.Anthropic:
@@ -55,7 +40,7 @@ def ask(c: anthropic.Anthropic, text: str = "hi") -> str:
 
 
 def test_request_sent_while_the_backend_starts_waits_and_succeeds(serve: StartServe) -> None:
-    s = serve(scripted("--ready-after", "2.0"))
+    s = serve(scripted_entry("--ready-after", "2.0"))
     wait_until(lambda: s.state() == "STARTING", 10, what="STARTING")
     started = time.monotonic()
     assert ask(client(s, timeout=30)) == "Hello world"
@@ -68,14 +53,14 @@ def test_taken_proxy_port_exits_at_once_and_starts_no_backend(serve: StartServe,
         holder.bind(("127.0.0.1", 0))
         holder.listen()
         port = holder.getsockname()[1]
-        s = serve(scripted(), top={"port": port})
+        s = serve(scripted_entry(), top={"port": port})
         assert s.wait_exit(timeout=20) == 1
         assert f"Port {port} is in use by pid {os.getpid()}" in s.text()
     assert not (s.home / "run" / "local.json").exists(), "no backend may be started"
 
 
 def test_backend_killed_mid_stream_gives_a_clean_error_then_recovers(serve: StartServe) -> None:
-    s = serve(scripted("--script", "hang"))
+    s = serve(scripted_entry("--script", "hang"))
     s.wait_state("READY")
     victim = s.backend_pid()
     c = client(s, timeout=30)
@@ -99,7 +84,7 @@ def test_backend_killed_mid_stream_gives_a_clean_error_then_recovers(serve: Star
 
 
 def test_breaker_opens_refuses_fast_and_lets_exactly_one_probe_through(serve: StartServe) -> None:
-    entry = {**scripted(), "breakerFailures": 3, "breakerResetTimeout": 1500, "healthInterval": 60000}
+    entry = {**scripted_entry(), "breakerFailures": 3, "breakerResetTimeout": 1500, "healthInterval": 60000}
     s = serve(entry)
     s.wait_state("READY")
     c = client(s, timeout=10)
@@ -138,7 +123,7 @@ def _try(c: anthropic.Anthropic) -> bool:
 
 
 def test_client_errors_never_open_the_breaker(serve: StartServe) -> None:
-    s = serve({**scripted(), "breakerFailures": 2})
+    s = serve({**scripted_entry(), "breakerFailures": 2})
     s.wait_state("READY")
     bad = httpx.Client(base_url=s.proxy_url, timeout=10)
     for _ in range(4):
@@ -172,7 +157,7 @@ def test_embedded_mlx_server_streams_through_the_proxy_in_process(serve: StartSe
 
 def test_breaker_opens_on_failing_requests_while_health_answers(serve: StartServe) -> None:
     """Liveness probes that pass between failed requests must not wipe the requests' evidence."""
-    s = serve({**scripted(), "breakerFailures": 3, "breakerResetTimeout": 30000, "healthInterval": 100})
+    s = serve({**scripted_entry(), "breakerFailures": 3, "breakerResetTimeout": 30000, "healthInterval": 100})
     s.wait_state("READY")
     c = client(s, timeout=10)
     stats = f"http://127.0.0.1:{s.port}/_stats"
@@ -268,7 +253,7 @@ def test_request_waiting_for_a_starting_backend_gets_an_anthropic_error_when_ser
 
 def test_context_length_of_a_command_backend_refuses_a_prompt_that_cannot_fit(serve: StartServe) -> None:
     """`contextLength` on any kind (here `command`) gives "prompt is too long", which makes Claude Code compact."""
-    s = serve({**scripted(), "contextLength": 200})
+    s = serve({**scripted_entry(), "contextLength": 200})
     s.wait_state("READY")
     with pytest.raises(anthropic.BadRequestError) as refused:
         ask(client(s), "word " * 2000)

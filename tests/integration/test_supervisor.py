@@ -18,23 +18,15 @@ import psutil
 import pytest
 
 from launcher.supervision.ports import free_port, port_holder
-from tests.harness import Serve, alive, anyclaude, launch_serve, start_serve, wait_until
+from tests.harness import Serve, alive, anyclaude, launch_serve, serves, start_serve, wait_until
 
 StartServe = Callable[..., Serve]
 
 
 @pytest.fixture
 def serve(tmp_path: Path) -> Iterator[StartServe]:
-    started: list[Serve] = []
-
-    def start(*flags: str, **kwargs: Any) -> Serve:
-        instance = start_serve(tmp_path, tuple(flags), **kwargs)
-        started.append(instance)
-        return instance
-
-    yield start
-    for instance in started:
-        instance.close()
+    with serves(lambda *flags, **kwargs: start_serve(tmp_path, tuple(flags), **kwargs)) as start:
+        yield start
 
 
 # ----------------------------------------------------------------------------- starting
@@ -249,21 +241,16 @@ def test_orphan_without_death_signal_is_found_and_stopped_by_stop(serve: StartSe
     assert not (s.home / "run" / "fault.json").exists()
 
 
-def test_state_file_pointing_at_an_unrelated_process_never_signals_it(tmp_path: Path) -> None:
+def stop_spares_a_bystander(create_time_shift: float = 0.0, **extra: Any) -> None:
+    """`anyclaude stop` on a state file naming a live unrelated process (its pid, its create time moved by
+    `create_time_shift`, `extra` fields) says nothing was running and signals nothing."""
     bystander = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:
         home = Path(os.environ["ANYCLAUDE_HOME"])
         (home / "run").mkdir(parents=True)
-        create_time = psutil.Process(bystander.pid).create_time()
-        record = {
-            "name": "fault",
-            "kind": "command",
-            "state": "READY",
-            "pid": bystander.pid,
-            "create_time": create_time - 100.0,  # the pid was reused by an unrelated process
-            "launcher_pid": bystander.pid,
-            "launcher_create_time": create_time - 100.0,
-        }
+        create_time = psutil.Process(bystander.pid).create_time() + create_time_shift
+        record = {"name": "fault", "kind": "command", "state": "READY", "pid": bystander.pid, **extra}
+        record.update(create_time=create_time, launcher_pid=bystander.pid, launcher_create_time=create_time)
         (home / "run" / "fault.json").write_text(json.dumps(record))
         result = anyclaude("stop", "fault")
         assert result.returncode == 0, result.stderr
@@ -272,6 +259,10 @@ def test_state_file_pointing_at_an_unrelated_process_never_signals_it(tmp_path: 
     finally:
         bystander.kill()
         bystander.wait()
+
+
+def test_state_file_pointing_at_an_unrelated_process_never_signals_it() -> None:
+    stop_spares_a_bystander(create_time_shift=-100.0)  # the pid was reused by an unrelated process
 
 
 # ----------------------------------------------------------------------------- the CLI around it
@@ -380,28 +371,6 @@ def test_a_stop_sends_one_sigterm(serve: StartServe) -> None:
     assert len(s.marks("SIGTERM-IGNORED")) == 1, s.marks()
 
 
-def test_state_file_matching_an_unrelated_process_by_pid_and_create_time_never_signals_it(tmp_path: Path) -> None:
+def test_state_file_matching_an_unrelated_process_by_pid_and_create_time_never_signals_it() -> None:
     """A forged record may copy a live process's pid and create time; its command line still does not match."""
-    bystander = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
-    try:
-        home = Path(os.environ["ANYCLAUDE_HOME"])
-        (home / "run").mkdir(parents=True)
-        create_time = psutil.Process(bystander.pid).create_time()
-        record = {
-            "name": "fault",
-            "kind": "command",
-            "state": "READY",
-            "pid": bystander.pid,
-            "create_time": create_time,
-            "argv_hash": "0123456789abcdef",
-            "launcher_pid": bystander.pid,
-            "launcher_create_time": create_time,
-        }
-        (home / "run" / "fault.json").write_text(json.dumps(record))
-        result = anyclaude("stop", "fault")
-        assert result.returncode == 0, result.stderr
-        assert "nothing was running" in result.stdout
-        assert bystander.poll() is None, "an unrelated process was signalled"
-    finally:
-        bystander.kill()
-        bystander.wait()
+    stop_spares_a_bystander(argv_hash="0123456789abcdef")
