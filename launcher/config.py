@@ -141,7 +141,7 @@ class BackendConfig(_Model):
         None, ge=1, description="mlx-server: requests generating together in one batch (32); 1 runs one at a time."
     )
     prefill_concurrency: int | None = Field(
-        None, ge=1, description="mlx-server: requests reading their prompts together (4)."
+        None, ge=1, description="mlx-server: requests reading their prompts together (8)."
     )
     memory_limit: float | None = Field(
         None, gt=0, description="mlx-server: GB of model weights kept loaded; least recently used models go first."

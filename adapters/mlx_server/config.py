@@ -20,11 +20,12 @@ DEFAULT_PREFILL_STEP = 512
 # Prompt-cache slots: a main conversation, its side requests (titles, summaries), Claude Code's parallel
 # subagents (up to 20 at once in current versions) and a few other sessions; `cacheBytes` bounds the memory.
 DEFAULT_CACHE_SLOTS = 32
-# Requests decoding together in one batch (mlx_lm.server's default) and reading their prompts together. Prompt
-# reading is compute-bound: more at once shares the same compute and delays each one's first token, so fewer
-# than mlx_lm.server's 8; a short request still passes a long prompt instead of waiting for all of it.
+# Requests decoding together in one batch and reading their prompts together (mlx_lm.server's defaults). With 4
+# at once, 8 subagents sending their turns together started as two groups a prefill apart, and stayed apart at
+# every turn, the batch running short at each group's end (measured: 8 sessions in lockstep, 45.0 s with 8 vs
+# 49.5 s with 4). A short request still passes a long prompt instead of waiting for all of it.
 DEFAULT_DECODE_CONCURRENCY = 32
-DEFAULT_PREFILL_CONCURRENCY = 4
+DEFAULT_PREFILL_CONCURRENCY = 8
 # Requests waiting beyond those running before more are refused with 503.
 DEFAULT_MAX_QUEUE = 8
 # Memory the kept prompt caches may take; SmolLM2-135M needs ~46 KB per token, a 30B model ~200 KB.
