@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 import time
@@ -269,7 +270,9 @@ def test_switch_drains_running_requests_and_blames_only_the_backend_that_served(
         s.close()
 
 
-def test_ctrl_c_under_serve_lets_running_requests_finish(tmp_path: Path) -> None:
+@contextlib.contextmanager
+def serving_held_streams(tmp_path: Path, count: int) -> Iterator[tuple[Serve, Streams, Path]]:
+    """`serve` on a backend that holds every stream until `release` exists, with `count` streams running."""
     release = tmp_path / "release"
     port = free_port()
     path = tmp_path / ".anyclauderc.json"
@@ -277,9 +280,18 @@ def test_ctrl_c_under_serve_lets_running_requests_finish(tmp_path: Path) -> None
     s = launch_serve(path, "a", tmp_path / "marks", port)
     try:
         s.wait_state("READY")
+        streams = Streams(s.proxy_url, ["hold on"] * count)
+        stats = f"http://127.0.0.1:{port}/_stats"
+        wait_until(lambda: httpx.get(stats).json()["active"] == count, 20, what="streams")
+        yield s, streams, release
+    finally:
+        release.touch()
+        s.close()
+
+
+def test_ctrl_c_under_serve_lets_running_requests_finish(tmp_path: Path) -> None:
+    with serving_held_streams(tmp_path, 3) as (s, streams, release):
         backend = s.backend_pid()
-        streams = Streams(s.proxy_url, ["hold on"] * 3)
-        wait_until(lambda: httpx.get(f"http://127.0.0.1:{port}/_stats").json()["active"] == 3, 20, what="streams")
         s.interrupt()
         wait_until(lambda: "stopping" in s.text(), 10, what="the first Ctrl-C to be seen")
         assert s.proc.poll() is None and alive(backend), "running requests must be let finish"
@@ -287,9 +299,6 @@ def test_ctrl_c_under_serve_lets_running_requests_finish(tmp_path: Path) -> None
         results = streams.join()
         assert results == ["partial Hello world"] * 3, results
         assert s.wait_exit(timeout=20) == 0
-    finally:
-        release.touch()
-        s.close()
 
 
 def test_edit_to_a_missing_model_is_refused_at_once_and_the_old_backend_keeps_serving(
@@ -306,15 +315,7 @@ def test_edit_to_a_missing_model_is_refused_at_once_and_the_old_backend_keeps_se
 
 
 def test_a_second_ctrl_c_cuts_the_drain(tmp_path: Path) -> None:
-    release = tmp_path / "release"
-    port = free_port()
-    path = tmp_path / ".anyclauderc.json"
-    path.write_text(json.dumps({"port": free_port(), "backend": "a", "backends": {"a": held(port, release)}}))
-    s = launch_serve(path, "a", tmp_path / "marks", port)
-    try:
-        s.wait_state("READY")
-        streams = Streams(s.proxy_url, ["hold on"] * 2)
-        wait_until(lambda: httpx.get(f"http://127.0.0.1:{port}/_stats").json()["active"] == 2, 20, what="streams")
+    with serving_held_streams(tmp_path, 2) as (s, streams, _release):
         s.interrupt()
         wait_until(lambda: "press Ctrl-C again" in s.text(), 10)
         started = time.monotonic()
@@ -323,6 +324,3 @@ def test_a_second_ctrl_c_cuts_the_drain(tmp_path: Path) -> None:
         assert time.monotonic() - started < 10, "a second Ctrl-C must not wait for the running requests"
         results = streams.join()
         assert all(isinstance(r, BaseException) or r != "partial Hello world" for r in results), results
-    finally:
-        release.touch()
-        s.close()
