@@ -82,7 +82,7 @@ class RequestRecord:
         """One chunk of the answer as it is sent to the client (called on the hot path: keep it cheap)."""
         if self.first_token_at is None and _DELTA in data:
             self.first_token_at = time.perf_counter()
-        if len(self.head) < HEAD_CHUNKS:
+        if self.json_answer or len(self.head) < HEAD_CHUNKS:  # a whole answer is read whole (relayed in pieces)
             self.head.append(data)
         else:
             self.tail.append(data)

@@ -86,6 +86,17 @@ def test_a_json_answer_and_a_json_error_are_read() -> None:
     assert failed.error_type == "request_too_large"
 
 
+def test_a_relayed_json_answer_in_many_chunks_is_read_whole() -> None:
+    """A relayed whole answer reaches the log as chunks of a streaming response, however many there are."""
+    r = record(json_answer=True, status=200)
+    message = {"type": "message", "stop_reason": "end_turn", "usage": {"input_tokens": 7, "output_tokens": 11}}
+    raw = json.dumps({**message, "content": [{"type": "text", "text": "x" * 400}]}).encode()
+    for start in range(0, len(raw), 40):  # ten and more network reads
+        r.chunk(raw[start : start + 40])
+    r.settle()
+    assert (r.input_tokens, r.output_tokens, r.stop_reason) == (7, 11, "end_turn")
+
+
 def test_claude_code_ids_come_from_the_headers_and_nothing_else_does() -> None:
     headers = [
         (b"x-api-key", b"sk-secret"),
