@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import io
 import logging
 from typing import Any
@@ -64,24 +65,36 @@ def _titled(block: dict[str, Any], text: str) -> str:
 
 def pdf_text(data: str, where: str) -> str:
     """The text layer of a base64 PDF. Raises ApiError (400) for a PDF without one, or one that cannot be read."""
+    text, bad_base64, why = _read_pdf(data)
+    if bad_base64:
+        raise invalid_request(f"{where}.source.data: not valid base64")
+    if text is None:
+        raise _cannot(where, why)
+    return text
+
+
+@functools.lru_cache(maxsize=8)
+def _read_pdf(data: str) -> tuple[str | None, bool, str]:
+    """(text, whether the data was not base64, why there is no text). Cached: Claude Code sends the whole
+    history again every turn, and the same request is read twice on the way to an Anthropic-speaking backend."""
     try:
         raw = base64.b64decode(data, validate=True)
     except (binascii.Error, ValueError):
-        raise invalid_request(f"{where}.source.data: not valid base64") from None
+        return None, True, ""
     try:
         from pypdf import PdfReader
         from pypdf.errors import PyPdfError
     except ImportError:  # pragma: no cover - pypdf is a dependency; a broken install still gets a clear answer
-        raise _cannot(where, "pypdf is not installed (pip install pypdf)") from None
+        return None, False, "pypdf is not installed (pip install pypdf)"
     try:
         reader = PdfReader(io.BytesIO(raw))
         pages = [page.extract_text() or "" for page in reader.pages]
     except (PyPdfError, ValueError, KeyError, TypeError) as exc:
         log.warning("could not read a PDF document (%d bytes): %s", len(raw), type(exc).__name__)
-        raise _cannot(where, "the PDF could not be read") from None
+        return None, False, "the PDF could not be read"
     if not any(page.strip() for page in pages):
-        raise _cannot(where, "the PDF has no text layer (a scan?); this backend cannot see images of pages")
-    return "\n\n".join(f"[page {i}]\n{page.strip()}" for i, page in enumerate(pages, 1) if page.strip())
+        return None, False, "the PDF has no text layer (a scan?); this backend cannot see images of pages"
+    return "\n\n".join(f"[page {i}]\n{page.strip()}" for i, page in enumerate(pages, 1) if page.strip()), False, ""
 
 
 def _cannot(where: str, why: str) -> ApiError:

@@ -5,7 +5,6 @@ backend call's outcome to the gate exactly once (a half-open breaker waits for t
 from __future__ import annotations
 
 import asyncio
-import fnmatch
 import logging
 from typing import Any
 
@@ -20,7 +19,7 @@ from launcher.bridge.errors import ApiError, invalid_request, overloaded
 from launcher.bridge.guard import too_large
 from launcher.bridge.leaks import make_text_parser
 from launcher.bridge.models import MessagesRequest, parse_count_tokens_request, parse_messages_request
-from launcher.bridge.options import ProxyOptions
+from launcher.bridge.options import ProxyOptions, is_pattern
 from launcher.bridge.request import Prepared, build_body, has_images, prepare
 from launcher.bridge.upstream import BackendGate, BackendUnavailable, ClientPool, Upstream
 from launcher.observe.hook import NO_OBSERVER, Observer
@@ -122,14 +121,15 @@ class Handlers:
         self.observer.routed(request, upstream.name, req.model, served, req.stream)
         if upstream.api is ApiKind.ANTHROPIC:
             return await self._relay(request, upstream, body)
-        return await self._chat(request, upstream, req, prepared)
+        return await self._chat(request, upstream, req, prepared, served)
 
     async def _count_tokens(self, request: Request) -> Response:
         body = await self._body(request)
         req = parse_count_tokens_request(body)
         prepared = prepare(req, self.options.strip_billing_header)
         upstream = await self._acquire()
-        self.observer.routed(request, upstream.name, req.model, upstream.model, False)
+        served = self.options.backend_model(req.model, upstream.model)
+        self.observer.routed(request, upstream.name, req.model, served, False)
         if upstream.api is ApiKind.ANTHROPIC:
             return await self._relay(request, upstream, body)
         outcome = Outcome(self.gate, upstream)
@@ -153,20 +153,22 @@ class Handlers:
             await release()
             raise
 
-    async def _chat(self, request: Request, upstream: Upstream, req: MessagesRequest, prepared: Prepared) -> Response:
-        if upstream.accepts_images is False and has_images(prepared.messages):
-            raise invalid_request(
-                f"this model does not accept images (backend {upstream.name} serves a text-only model)"
-            )
+    async def _chat(
+        self, request: Request, upstream: Upstream, req: MessagesRequest, prepared: Prepared, model: str | None
+    ) -> Response:
         outcome = Outcome(self.gate, upstream)
         client = self.pool.checkout(upstream)
         release = once(lambda: self.pool.checkin(upstream))
         try:
+            if upstream.accepts_images is False and has_images(prepared.messages):
+                # Raised in here so the permit is reported: a half-open breaker's one trial must come back.
+                raise invalid_request(
+                    f"this model does not accept images (backend {upstream.name} serves a text-only model)"
+                )
             size = len(request.state.raw)
             prompt, max_tokens = await tokens.fit(
                 client, upstream, prepared.messages, prepared.tools, size, req.max_tokens
             )
-            model = self.options.backend_model(req.model, upstream.model)
             payload = dumps(build_body(req, prepared, model, max_tokens))
             parser = make_text_parser() if prepared.tools and self.options.parse_text_tool_calls else None
             poster = self.pool.poster(upstream)
@@ -213,7 +215,7 @@ class Handlers:
     # ----- small endpoints
 
     def models(self) -> list[dict[str, Any]]:
-        ids = [m for m in self.options.models if not any(ch in m for ch in "*?[")] or ["claude-local"]
+        ids = [m for m in self.options.models if not is_pattern(m)] or ["claude-local"]
         return [{"type": "model", "id": m, "display_name": m, "created_at": "2025-01-01T00:00:00Z"} for m in ids]
 
     async def list_models(self, request: Request) -> Response:
@@ -225,7 +227,7 @@ class Handlers:
         matches, or a Claude model id (what Claude Code asks for; the backend's model answers it)."""
         if model_id.startswith("claude-") or model_id in (m["id"] for m in self.models()):
             return True
-        return any(any(ch in p for ch in "*?[") and fnmatch.fnmatchcase(model_id, p) for p in self.options.models)
+        return self.options.backend_model(model_id, None) is not None
 
     async def get_model(self, request: Request) -> Response:
         wanted = request.path_params["model_id"]

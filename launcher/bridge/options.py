@@ -9,6 +9,11 @@ from dataclasses import dataclass, field
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
 
 
+def is_pattern(model: str) -> bool:
+    """Whether a `models` key is a glob (`claude-*`) rather than one model id."""
+    return any(ch in model for ch in "*?[")
+
+
 @dataclass(frozen=True)
 class ProxyOptions:
     """How the proxy behaves; every default is what a local setup wants.
@@ -49,6 +54,6 @@ class ProxyOptions:
         if requested in self.models:
             return self.models[requested]
         for pattern, target in self.models.items():
-            if any(ch in pattern for ch in "*?[") and fnmatch.fnmatchcase(requested, pattern):
+            if is_pattern(pattern) and fnmatch.fnmatchcase(requested, pattern):
                 return target
         return default

@@ -280,7 +280,8 @@ def test_an_image_refused_by_the_backend_is_an_invalid_request(client: anthropic
 
 def test_images_for_a_text_only_model_are_refused_before_the_backend(backend: tuple[Backend, ServerThread]) -> None:
     upstream = Upstream("mlx-lm", backend[1].url + "/v1", ApiKind.OPENAI, accepts_images=False)
-    with ServerThread(create_proxy_app(StaticGate(upstream), ProxyOptions())) as proxy:
+    gate = StaticGate(upstream)
+    with ServerThread(create_proxy_app(gate, ProxyOptions())) as proxy:
         client = anthropic.Anthropic(base_url=proxy.url, api_key="k", max_retries=0)
         before = backend[0].requests
         result = {"type": "tool_result", "tool_use_id": "toolu_1", "content": [PICTURE]}
@@ -292,4 +293,6 @@ def test_images_for_a_text_only_model_are_refused_before_the_backend(backend: tu
         with pytest.raises(anthropic.BadRequestError, match="does not accept images"):
             client.messages.create(model="m", max_tokens=9, messages=messages)
         assert backend[0].requests == before
+        # The refusal still reports its permit (a client error): a half-open breaker's one trial must come back.
+        assert gate.reports == [True]
         assert client.messages.create(model="m", max_tokens=9, messages=[{"role": "user", "content": "hi"}]).content
