@@ -89,6 +89,11 @@ class _WithoutMarkers:
         text, self._held = text[: len(text) - keep], text[len(text) - keep :]
         return self._pass(text)
 
+    @property
+    def start_marker(self) -> str | None:
+        """The parser's, so a tool call started inside the thinking still ends it (`reasoning_splitter_for`)."""
+        return getattr(self._parser, "start_marker", None)
+
     def finish(self) -> Sequence[TextDelta | ToolCallDelta]:
         held, self._held = self._held, ""
         return [*self._pass(held), *(self._parser.finish() if self._parser is not None else [])]

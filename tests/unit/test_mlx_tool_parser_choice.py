@@ -146,3 +146,12 @@ def test_kimi_k3_reply_channel_markers_never_reach_the_client(tmp_path: Path, to
         assert [(c.name, json.loads(c.arguments)) for c in out.tool_calls] == [("Read", {"file_path": "/a.py"})]
     else:
         assert out.content == K3_REPLY.removeprefix("<|open|>response<|sep|>").replace("<|close|>response<|sep|>", "")
+
+
+def test_a_tool_stream_behind_the_reply_markers_still_names_its_start_marker(tmp_path: Path) -> None:
+    """The reasoning splitter ends the thinking at the tool format's start marker: the marker filter in front
+    of the parser (Kimi K3's reply markers) must not hide it."""
+    loaded = loaded_with(real_tokenizer(tmp_path, "{% for m in messages %}{{ m.content }}{% endfor %}", XTML))
+    stream = tool_stream_for(loaded, TOOLS, forced=None)
+    marker = getattr(stream, "start_marker", None)
+    assert isinstance(marker, str) and marker and marker in K3_REPLY, marker
