@@ -112,13 +112,17 @@ class BatchRunner:
         for other in planned:
             if cache_key(other.request.model.alias, other.request.cache_namespace) == key:
                 others.append((other, self._store.reusable(key, other.request.prompt_tokens)))
-        if not others:
-            return False
-        have = self._store.reusable(key, prompt)
+        have: int | None = None  # what the cache gives `job` now: looked up only for a long shared prefix
         for other, reused in others:
             theirs = other.request.prompt_tokens
-            checkpointed = len(theirs) - reused >= SHARED_PREFIX_MIN
-            if checkpointed and min(common_prefix(theirs, prompt), len(prompt) - 1) - have >= SHARED_PREFIX_MIN:
+            if len(theirs) - reused < SHARED_PREFIX_MIN:
+                continue  # no checkpoint will come of it
+            shared = min(common_prefix(theirs, prompt), len(prompt) - 1)
+            if shared < SHARED_PREFIX_MIN:
+                continue
+            if have is None:
+                have = self._store.reusable(key, prompt)
+            if shared - have >= SHARED_PREFIX_MIN:
                 return True
         return False
 
@@ -187,9 +191,10 @@ class BatchRunner:
         cache = MlxCacheOps().copy_prefix(run.lease.cache, reused, reused)
         logits_of = run.job.request.model.last_logits or full_call(self.model)
         logits = logits_of(mx.array(prompt[reused:], dtype=mx.int32)[None], cache)
-        history = mx.array(prompt, dtype=mx.int32)
-        for processor in processors:
-            logits = processor(history, logits)
+        if processors:  # e.g. a repetition penalty: over the whole prompt, cached part included
+            history = mx.array(prompt, dtype=mx.int32)
+            for processor in processors:
+                logits = processor(history, logits)
         token = sampler(logits - mx.logsumexp(logits, axis=-1, keepdims=True))
         return cache, int(token.item())
 

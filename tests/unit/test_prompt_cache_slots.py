@@ -57,6 +57,10 @@ def run(t: SlotTable[FakeCache], tokens: list[int], generated: Sequence[int] = (
 
 
 def test_common_prefix() -> None:
+    long = list(range(3000))
+    assert common_prefix(long, [*long[:1700], -1, *long[1701:]]) == 1700
+    assert common_prefix(long, tuple(long[:2500])) == 2500
+    assert common_prefix(long, long) == 3000
     assert common_prefix([1, 2, 3], [1, 2, 4]) == 2
     assert common_prefix([1, 2], [1, 2, 3]) == 2
     assert common_prefix([], [1]) == 0
