@@ -202,7 +202,8 @@ def local_server_spec(
     entry's `contextLength` (else the model folder's own) reaches the proxy's prompt-size check for
     every kind, unless the kind passes a `context_length` of its own.
     """
-    extra.setdefault("context_length", entry.context_length or model_context_length(entry.model))
+    if "context_length" not in extra:  # a kind that passes its own read the model folder already
+        extra["context_length"] = entry.context_length or model_context_length(entry.model)
     liveness = Probe(local_url(entry, port, entry.health_path or health_path))
     merged = {**(env or {}), **entry.env}
     if preload_blas:

@@ -21,7 +21,6 @@ from adapters.base import (
     CheckStatus,
     LaunchSpec,
     local_server_spec,
-    model_context_length,
     require_port,
 )
 from adapters.checks import (
@@ -96,7 +95,6 @@ class MlxTextgenAdapter:
             env={"ANYCLAUDE_PYTHON": venv_python(entry.python_venv)},
             preload_blas=True,
             model_name=served,
-            context_length=entry.context_length or model_context_length(entry.model),
         )
 
     def checks(self, name: str, entry: BackendConfig, config: Config) -> list[Check]:
