@@ -14,10 +14,8 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
-import json
 import logging
 import pkgutil
-import secrets
 from collections.abc import Callable, Sequence
 from functools import cache
 from pathlib import Path
@@ -26,7 +24,9 @@ from typing import Any
 from adapters.mlx_server.mlx_boundaries import NOT_A_CALL, CallBoundary, boundary_for, prepare_for
 from adapters.mlx_server.stops import partial_suffix_length
 from adapters.tool_parsers import PARSERS, StreamEvent, ToolCall
+from adapters.tool_parsers._calls import call_from_object
 from adapters.tool_parsers._stream import _Sink
+from adapters.tool_parsers._types import Malformed
 
 log = logging.getLogger("anyclaude.mlx_server")
 
@@ -208,29 +208,8 @@ class MlxToolStream:
         except Exception as exc:  # mlx-lm's parsers raise anything on bad model output; none may end the reply
             return f"the parser failed: {exc!r}"
         items = parsed if isinstance(parsed, list) else [parsed]
-        calls = [_to_call(item) for item in items]
-        if not calls or None in calls:
+        try:  # "parameters" for "arguments" (a model writing the JSON by hand), arguments as JSON text
+            calls = [call_from_object(item) for item in items]
+        except Malformed:
             return f"the parser gave {parsed!r}"
-        return [call for call in calls if call is not None]
-
-
-def _to_call(item: Any) -> ToolCall | None:
-    """`{"name", "arguments"}` from a parser as a ToolCall with arguments as a JSON object, else None."""
-    if not isinstance(item, dict) or not isinstance(item.get("name"), str) or not item["name"]:
-        return None
-    # A model writing the JSON format by hand sometimes says "parameters" (Llama's word) for "arguments".
-    arguments = item.get("arguments", item.get("parameters", {}))
-    if isinstance(arguments, str):
-        try:
-            arguments = json.loads(arguments)
-        except ValueError:
-            return None
-    if arguments is None:
-        arguments = {}
-    if not isinstance(arguments, dict):
-        return None
-    return ToolCall(new_call_id(), item["name"], json.dumps(arguments, ensure_ascii=False))
-
-
-def new_call_id() -> str:
-    return "call_" + secrets.token_hex(12)
+        return calls or f"the parser gave {parsed!r}"
