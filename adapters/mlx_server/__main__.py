@@ -220,8 +220,9 @@ def _known_parsers() -> list[str]:
 
 def _check_tool_parser(name: str | None) -> None:
     """Refuse a `--tool-parser` that neither mlx-lm nor we know, naming those that exist."""
-    if name is not None and name not in _known_parsers():
-        raise ValueError(f"unknown tool parser {name!r}; known: {', '.join(_known_parsers())}")
+    known = _known_parsers() if name is not None else []
+    if name is not None and name not in known:
+        raise ValueError(f"unknown tool parser {name!r}; known: {', '.join(known)}")
 
 
 if __name__ == "__main__":
