@@ -22,6 +22,7 @@ from hypothesis import strategies as st
 
 from adapters.mlx_server.mlx_tools import MlxToolStream, mlx_parser_names
 from adapters.tool_parsers import StreamEvent, TextDelta, ToolCallDelta
+from tests.tool_streams import Call, feed_all, summary
 
 
 def _tool(name: str, **properties: dict[str, Any]) -> dict[str, Any]:
@@ -38,7 +39,6 @@ TOOLS = [
     _tool("TodoWrite", todos={"type": "array", "items": {"type": "object"}}),
 ]
 
-Call = tuple[str, dict[str, Any]]
 PY_SOURCE = 'def smaller(a, b):\n    return a if a < b else b  # "min" & more\n'
 
 
@@ -345,17 +345,7 @@ def mlx_module(fmt: str) -> Any:
 
 
 def run(fixture: Fixture, pieces: list[str]) -> list[StreamEvent]:
-    stream = MlxToolStream.for_module(fixture.fmt, TOOLS)
-    events: list[StreamEvent] = []
-    for piece in pieces:
-        events += stream.feed(piece)
-    return events + stream.finish()
-
-
-def summary(events: list[StreamEvent]) -> tuple[str, list[Call]]:
-    text = "".join(e.text for e in events if isinstance(e, TextDelta))
-    calls = [(e.call.name, json.loads(e.call.arguments)) for e in events if isinstance(e, ToolCallDelta)]
-    return text, calls
+    return feed_all(MlxToolStream.for_module(fixture.fmt, TOOLS), pieces)
 
 
 def expected(fixture: Fixture) -> tuple[str, list[Call]]:

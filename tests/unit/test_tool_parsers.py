@@ -17,14 +17,12 @@ from adapters.tool_parsers import (
     ParsedOutput,
     StreamEvent,
     TextDelta,
-    ToolCallDelta,
     ToolParser,
     detect_parser,
     get_parser,
     parse_any,
 )
-
-Call = tuple[str, dict[str, Any]]
+from tests.tool_streams import Call, calls_of, feed_all, summary
 
 MARKERS: dict[str, tuple[str, ...]] = {
     "hermes": ("<tool_call>", "</tool_call>"),
@@ -288,21 +286,8 @@ PLAIN_TEXTS = [
 ]
 
 
-def calls_of(calls: Any) -> list[Call]:
-    return [(c.name, json.loads(c.arguments)) for c in calls]
-
-
 def run_stream(parser: ToolParser, pieces: list[str]) -> list[StreamEvent]:
-    stream = parser.stream()
-    events: list[StreamEvent] = []
-    for piece in pieces:
-        events += stream.feed(piece)
-    return events + stream.finish()
-
-
-def summary(events: list[StreamEvent]) -> tuple[str, list[Call]]:
-    text = "".join(e.text for e in events if isinstance(e, TextDelta))
-    return text, calls_of(e.call for e in events if isinstance(e, ToolCallDelta))
+    return feed_all(parser.stream(), pieces)
 
 
 def assert_stream_matches(parser: ToolParser, text: str, markers: tuple[str, ...] = ()) -> None:
