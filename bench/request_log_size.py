@@ -13,8 +13,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
-import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -27,33 +25,15 @@ sys.path.insert(0, str(ROOT))
 
 import anthropic  # noqa: E402
 
+from launcher.observe import store  # noqa: E402
+from launcher.supervision.ports import free_port  # noqa: E402
+from tests.harness import wait_until  # noqa: E402
 from tests.scripted_backend import claude_code_body  # noqa: E402
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def rows(db: Path) -> int:
-    if not db.exists():
-        return 0
-    conn = sqlite3.connect(db)
-    try:
-        return int(conn.execute("SELECT COUNT(*) FROM requests").fetchone()[0])
-    except sqlite3.OperationalError:
-        return 0
-    finally:
-        conn.close()
-
-
-def wait(predicate: object, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():  # type: ignore[operator]
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out waiting for {what}")
-        time.sleep(0.1)
+    with store.reader(db) as conn:
+        return store.count(conn) if conn is not None else 0
 
 
 def main() -> None:
@@ -90,7 +70,7 @@ def main() -> None:
                     headers |= {"x-claude-code-agent-id": str(uuid.uuid4()), "x-claude-code-parent-agent-id": session}
                 if body is not None:
                     kwargs = {k: body[k] for k in ("model", "max_tokens", "messages", "system", "tools")}
-                    with client.messages.stream(**kwargs, extra_headers=headers) as stream:  # type: ignore[arg-type]
+                    with client.messages.stream(**kwargs, extra_headers=headers) as stream:
                         stream.get_final_message()
                 else:
                     with client.messages.stream(
@@ -101,7 +81,7 @@ def main() -> None:
                     ) as stream:
                         stream.get_final_message()
             db = home / "requests.db"
-            wait(lambda: rows(db) >= args.requests, 60, "the log to hold every request")
+            wait_until(lambda: rows(db) >= args.requests, 60, what="the log to hold every request")
             elapsed = time.monotonic() - started
         finally:
             serve.terminate()

@@ -37,7 +37,7 @@ def request_log_check(home: Home) -> Check:
         return Check("home.request-log", CheckStatus.OK, f"{path}: no request yet (written from the first one on)")
     try:
         with store.reader(path) as conn:
-            count = conn.execute("SELECT COUNT(*) FROM requests").fetchone()[0] if conn is not None else 0
+            count = store.count(conn) if conn is not None else 0
     except sqlite3.Error as exc:
         fix = f"Move it aside (mv {shlex.quote(str(path))} {shlex.quote(str(path))}.bad); a new one is started."
         return Check("home.request-log", CheckStatus.WARN, f"{path} cannot be read ({exc})", fix)

@@ -192,6 +192,11 @@ def rows(
     return [dict(zip(COLUMNS, row, strict=True)) for row in reversed(found)]
 
 
+def count(conn: sqlite3.Connection) -> int:
+    """How many requests the log holds."""
+    return int(conn.execute("SELECT COUNT(*) FROM requests").fetchone()[0])
+
+
 def latest_id(conn: sqlite3.Connection) -> int:
     """The id of the newest request (0 for an empty log)."""
     return int(conn.execute("SELECT COALESCE(MAX(id), 0) FROM requests").fetchone()[0])
@@ -225,13 +230,13 @@ def prune(conn: sqlite3.Connection, max_days: float, max_bytes: int, now: float 
     # so a full log is not pruned again on the very next batch.
     for _ in range(8):
         used = used_bytes(conn)
-        count = conn.execute("SELECT COUNT(*) FROM requests").fetchone()[0]
-        if used <= max_bytes or count == 0:
+        held = count(conn)
+        if used <= max_bytes or held == 0:
             break
         share = min(1.0, (used - max_bytes) / used + 0.1)
         with _transaction(conn):
             last = conn.execute(
-                "SELECT id FROM requests ORDER BY id LIMIT 1 OFFSET ?", (max(0, int(count * share) - 1),)
+                "SELECT id FROM requests ORDER BY id LIMIT 1 OFFSET ?", (max(0, int(held * share) - 1),)
             ).fetchone()
             deleted += _delete_through(conn, int(last[0]))
         conn.execute("PRAGMA incremental_vacuum")
