@@ -24,6 +24,7 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.types import Receive, Scope, Send
 
+from launcher.config import DEFAULT_REQUEST_LOG_BYTES, DEFAULT_REQUEST_LOG_DAYS
 from launcher.observe import store
 from launcher.observe.record import BODY_KEEP_BYTES, RequestRecord
 
@@ -47,8 +48,8 @@ class LogSettings:
     """The request log's config keys, read again for every batch (a config edit applies live)."""
 
     enabled: bool = True
-    max_days: float = 30.0
-    max_bytes: int = 64 * 1024 * 1024
+    max_days: float = DEFAULT_REQUEST_LOG_DAYS
+    max_bytes: int = DEFAULT_REQUEST_LOG_BYTES
 
 
 class _Watched(Response):

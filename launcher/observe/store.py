@@ -11,7 +11,7 @@ import contextlib
 import os
 import sqlite3
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -117,26 +117,16 @@ def reader(path: Path) -> Iterator[sqlite3.Connection | None]:
         conn.close()
 
 
-def insert(conn: sqlite3.Connection, records: Sequence[RequestRecord]) -> list[int]:
-    """Write `records` in one transaction; returns their row ids."""
-    ids: list[int] = []
-    conn.execute("BEGIN")
-    try:
+def insert(conn: sqlite3.Connection, records: Sequence[RequestRecord]) -> None:
+    """Write `records` in one transaction."""
+    with _transaction(conn):
         for r in records:
-            cursor = conn.execute(_INSERT, _row(r))
-            row_id = int(cursor.lastrowid or 0)
-            ids.append(row_id)
+            row_id = conn.execute(_INSERT, _row(r)).lastrowid
             if r.request_body is not None or r.answer:
                 answer = b"".join(r.answer or [])
                 conn.execute(
                     "INSERT INTO bodies (id, request, answer) VALUES (?, ?, ?)", (row_id, r.request_body, answer)
                 )
-        conn.execute("COMMIT")
-    except BaseException:
-        with contextlib.suppress(sqlite3.Error):
-            conn.execute("ROLLBACK")
-        raise
-    return ids
 
 
 def _row(r: RequestRecord) -> tuple[Any, ...]:
@@ -167,26 +157,14 @@ def _row(r: RequestRecord) -> tuple[Any, ...]:
 
 
 def rows(
-    conn: sqlite3.Connection,
-    limit: int = 50,
-    after_id: int = 0,
-    since: float | None = None,
-    where: Iterable[tuple[str, Any]] = (),
+    conn: sqlite3.Connection, limit: int = 50, after_id: int = 0, since: float | None = None
 ) -> list[dict[str, Any]]:
-    """Requests, oldest first: the last `limit` with id > `after_id` (and started ≥ `since`).
-
-    `where` is (column, value) pairs matched exactly; the column must be one of COLUMNS.
-    """
+    """Requests, oldest first: the last `limit` with id > `after_id` (and started ≥ `since`)."""
     clauses: list[str] = ["id > ?"]
     params: list[Any] = [after_id]
     if since is not None:
         clauses.append("started >= ?")
         params.append(since)
-    for column, value in where:
-        if column not in COLUMNS:
-            raise ValueError(f"unknown column {column}")
-        clauses.append(f"{column} = ?")
-        params.append(value)
     query = f"SELECT {', '.join(COLUMNS)} FROM requests WHERE {' AND '.join(clauses)} ORDER BY id DESC LIMIT ?"
     found = conn.execute(query, (*params, max(0, limit))).fetchall()
     return [dict(zip(COLUMNS, row, strict=True)) for row in reversed(found)]
@@ -200,12 +178,6 @@ def count(conn: sqlite3.Connection) -> int:
 def latest_id(conn: sqlite3.Connection) -> int:
     """The id of the newest request (0 for an empty log)."""
     return int(conn.execute("SELECT COALESCE(MAX(id), 0) FROM requests").fetchone()[0])
-
-
-def body(conn: sqlite3.Connection, row_id: int) -> tuple[bytes | None, bytes | None] | None:
-    """The stored request and answer of request `row_id` (only kept with logBodies on)."""
-    found = conn.execute("SELECT request, answer FROM bodies WHERE id = ?", (row_id,)).fetchone()
-    return None if found is None else (found[0], found[1])
 
 
 def used_bytes(conn: sqlite3.Connection) -> int:
@@ -239,7 +211,6 @@ def prune(conn: sqlite3.Connection, max_days: float, max_bytes: int, now: float 
                 "SELECT id FROM requests ORDER BY id LIMIT 1 OFFSET ?", (max(0, int(held * share) - 1),)
             ).fetchone()
             deleted += _delete_through(conn, int(last[0]))
-        conn.execute("PRAGMA incremental_vacuum")
     if deleted:
         conn.execute("PRAGMA incremental_vacuum")
         conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")

@@ -5,6 +5,7 @@ The stack's backend changes on a config swap, so every function here reads `stac
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 from pathlib import Path
@@ -16,6 +17,7 @@ from launcher.observe.metrics import BackendView
 from launcher.supervision import statefile
 
 if TYPE_CHECKING:
+    from launcher.paths import Home
     from launcher.stack import Backend, Stack
 
 # A scrape must not hang on a busy backend: its queue depth is skipped after this long.
@@ -24,8 +26,9 @@ QUEUE_PROBE_TIMEOUT = 0.5
 TAIL_BYTES = 32 * 1024
 
 
-def backend_state(stack: Stack) -> dict[str, Any]:
-    """The serving backend as the dashboard shows it, plus other backends the state files know."""
+async def backend_state(stack: Stack) -> dict[str, Any]:
+    """The serving backend as the dashboard shows it, plus other backends the state files know (those are
+    read on a thread: the state files, and each launcher's process, are looked at every second per page)."""
     backend = stack.backend
     supervisor = backend.supervisor
     current = {
@@ -40,9 +43,17 @@ def backend_state(stack: Stack) -> dict[str, Any]:
         "model": backend.upstream.model or backend.spec.model_name or _configured_model(stack, backend.spec.name),
         "serving": True,
     }
+    return {
+        "mode": stack.settings.mode,
+        "config": str(stack.settings.path) if stack.settings.path else None,
+        "backends": [current, *await asyncio.to_thread(_other_backends, stack.settings.home, backend.spec.name)],
+    }
+
+
+def _other_backends(home: Home, serving: str) -> list[dict[str, Any]]:
     others = []
-    for record in statefile.list_records(stack.settings.home):
-        if record.name == backend.spec.name or statefile.launcher_alive(record) is None:
+    for record in statefile.list_records(home):
+        if record.name == serving or statefile.launcher_alive(record) is None:
             continue
         others.append(
             {
@@ -58,11 +69,7 @@ def backend_state(stack: Stack) -> dict[str, Any]:
                 "serving": False,
             }
         )
-    return {
-        "mode": stack.settings.mode,
-        "config": str(stack.settings.path) if stack.settings.path else None,
-        "backends": [current, *others],
-    }
+    return others
 
 
 def _configured_model(stack: Stack, name: str) -> str | None:

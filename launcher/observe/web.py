@@ -9,6 +9,7 @@ key with each call). A request carrying an `Origin` must come from the page itse
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import os
 import time
@@ -37,6 +38,7 @@ KEEPALIVE = 15.0
 MAX_ROWS = 1000
 
 
+@functools.cache
 def _static(name: str) -> bytes:
     return resources.files("launcher.observe").joinpath("static", name).read_bytes()
 
@@ -62,7 +64,6 @@ class Dashboard:
             Route("/ui/api/history", self._checked(self.history), methods=["GET"]),
             Route("/ui/api/rollback", self._checked(self.rollback), methods=["POST"]),
             Route("/ui/api/doctor", self._checked(self.doctor), methods=["GET"]),
-            Route("/ui/api/log", self._checked(self.log), methods=["GET"]),
             Route("/ui/events", self._checked(self.events), methods=["GET"]),
         ]
 
@@ -120,7 +121,7 @@ class Dashboard:
         settings = self.stack.settings
         path = self.recorder.path
         body = {
-            **views.backend_state(self.stack),
+            **await views.backend_state(self.stack),
             "proxy": self.stack.proxy.url if self.stack.proxy else None,
             "request_log": {
                 "enabled": settings.config.request_log,
@@ -135,13 +136,12 @@ class Dashboard:
     async def requests(self, request: Request) -> Response:
         query = request.query_params
         after, limit = _int(query.get("after"), 0), min(_int(query.get("limit"), 200), MAX_ROWS)
-        where = [(column, query[column]) for column in ("backend", "session_id", "model_asked") if query.get(column)]
-        found = await asyncio.to_thread(self._rows, after, limit, where)
+        found = await asyncio.to_thread(self._rows, after, limit)
         return json_response({"requests": found})
 
-    def _rows(self, after: int, limit: int, where: list[tuple[str, Any]]) -> list[dict[str, Any]]:
+    def _rows(self, after: int, limit: int) -> list[dict[str, Any]]:
         with store.reader(self.recorder.path) as conn:
-            return [] if conn is None else store.rows(conn, limit, after, where=where)
+            return [] if conn is None else store.rows(conn, limit, after)
 
     async def usage(self, request: Request) -> Response:
         try:
@@ -197,13 +197,6 @@ class Dashboard:
         rows = [{"name": c.name, "status": str(c.status), "finding": c.finding, "fix": c.fix} for c in checks]
         return json_response({"checks": rows})
 
-    async def log(self, request: Request) -> Response:
-        name = request.query_params.get("name", "")
-        if name not in views.log_names(self.stack.settings.home.logs):
-            raise ApiError(404, f"no log named {name!r}")
-        tail = views.LogTail(self.stack.settings.home.logs / f"{name}.log")
-        return json_response({"name": name, "lines": await asyncio.to_thread(tail.read)})
-
     # ------------------------------------------------------------------ live updates
 
     async def events(self, request: Request) -> Response:
@@ -222,12 +215,12 @@ class Dashboard:
         quiet_since = time.monotonic()
         while not self._closing:
             sent = False
-            found = await asyncio.to_thread(self._rows, after, MAX_ROWS, [])
+            found = await asyncio.to_thread(self._rows, after, MAX_ROWS)
             if found:
                 after = found[-1]["id"]
                 yield _event("requests", found)
                 sent = True
-            state = views.backend_state(self.stack)
+            state = await views.backend_state(self.stack)
             if state != last_state:
                 last_state = state
                 yield _event("backends", state)
