@@ -58,6 +58,7 @@ class RequestRecord:
     tail: deque[bytes] = field(default_factory=lambda: deque(maxlen=TAIL_CHUNKS))
     whole: bytes | None = None
     json_answer: bool = False
+    encoded: str | None = None  # the answer's content-encoding (a relay passes the real API's gzip on)
     keep_bodies: bool = False
     request_body: bytes | None = None
     answer: list[bytes] | None = None
@@ -112,9 +113,13 @@ class RequestRecord:
 
     def settle(self) -> None:
         """Read usage, stop reason and error type from what the client was sent; drop the raw chunks."""
-        if self.json_answer:
+        if self.encoded is not None and self.encoded != "gzip":
+            pass  # an encoding the log does not read: no figures, and no verdict on how it ended
+        elif self.json_answer:
             raw = self.whole if self.whole is not None else b"".join([*self.head, *self.tail])
-            self._read_message(_json(raw))
+            self._read_message(_json(_gunzip(raw) if self.encoded else raw))
+        elif self.encoded:
+            pass  # a gzip stream is kept only in part (head and tail): it cannot be unpacked
         else:
             for event in _events(b"".join(self.head)) + _events(b"".join(self.tail)):
                 self._read_event(event)
@@ -166,6 +171,16 @@ class RequestRecord:
             value = usage.get(key)
             if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
                 setattr(self, attr, value)
+
+
+def _gunzip(raw: bytes) -> bytes:
+    import gzip
+    import zlib
+
+    try:
+        return gzip.decompress(raw)
+    except (OSError, EOFError, zlib.error):
+        return b""
 
 
 def _json(raw: bytes) -> Any:

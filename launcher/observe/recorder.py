@@ -136,6 +136,7 @@ class Recorder:
             record.request_bytes = len(raw)
             if record.keep_bodies:
                 record.request_body = raw[:BODY_KEEP_BYTES]
+        record.encoded = response.headers.get("content-encoding")
         if isinstance(response, StreamingResponse):
             record.json_answer = "text/event-stream" not in response.headers.get("content-type", "")
             record.streamed = not record.json_answer

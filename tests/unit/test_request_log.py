@@ -97,6 +97,24 @@ def test_a_relayed_json_answer_in_many_chunks_is_read_whole() -> None:
     assert (r.input_tokens, r.output_tokens, r.stop_reason) == (7, 11, "end_turn")
 
 
+def test_a_compressed_relayed_answer_is_read_or_left_unjudged() -> None:
+    """The real API may gzip its answer (the client's accept-encoding travels on): a gzip JSON answer is read;
+    an encoded stream the log cannot read is not called incomplete."""
+    import gzip
+
+    r = record(json_answer=True, status=200, encoded="gzip")
+    message = {"type": "message", "stop_reason": "end_turn", "usage": {"input_tokens": 7, "output_tokens": 11}}
+    packed = gzip.compress(json.dumps(message).encode())
+    for start in range(0, len(packed), 16):
+        r.chunk(packed[start : start + 16])
+    r.settle()
+    assert (r.input_tokens, r.output_tokens, r.stop_reason) == (7, 11, "end_turn")
+    streamed = record(streamed=True, status=200, encoded="br")
+    streamed.chunk(b"\x8b\x01\x80 not readable")
+    streamed.settle()
+    assert streamed.error_type is None and streamed.output_tokens is None
+
+
 def test_claude_code_ids_come_from_the_headers_and_nothing_else_does() -> None:
     headers = [
         (b"x-api-key", b"sk-secret"),
