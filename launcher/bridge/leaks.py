@@ -91,6 +91,7 @@ class TextCallWatch:
         self._line_start = True  # the buffer's first character starts a line
         self._scanner: BracketScanner | None = None
         self._searched = 0  # where the next search for a fence's end starts
+        self._after_call = False
         self.recovered = 0
         self.failed = False
 
@@ -136,6 +137,9 @@ class TextCallWatch:
         return False  # marker: held to the end of the answer
 
     def _emit(self, out: list[str | ToolCallFound], text: str) -> None:
+        if self._after_call:  # whitespace that only separated a call from what follows is dropped
+            text = text.lstrip()
+            self._after_call = not text
         if text:
             out.append(text)
 
@@ -258,6 +262,7 @@ class TextCallWatch:
     def _found(self, calls: list[ToolCall], out: list[str | ToolCallFound]) -> None:
         self.recovered += len(calls)
         out.extend(ToolCallFound(call.id, call.name, call.arguments) for call in calls)
+        self._after_call = True
         log.info("recovered %d tool call(s) the model wrote as text", len(calls))
 
     def _failed(self, reason: str) -> None:
