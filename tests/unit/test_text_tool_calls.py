@@ -8,6 +8,8 @@ import logging
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from adapters.tool_parsers.recover import Toolbox, json_verdict
 from launcher.bridge.leaks import TextCallWatch, ToolCallFound
@@ -288,3 +290,41 @@ def test_a_name_is_matched_exactly_else_by_a_unique_case_insensitive_match() -> 
         None,
         None,
     )
+
+
+_PIECES = [
+    "```",
+    "```json",
+    "{",
+    "}",
+    "{{",
+    "}}",
+    '"name"',
+    ": ",
+    '"Read"',
+    '"x"',
+    ", ",
+    '"arguments"',
+    '"file_path"',
+    '"/a"',
+]
+_PIECES += ["\n", " ", "Sure.", "<tool_call>", "</tool_call>", "<function=Read>", "'", "[", "]", "`"]
+
+
+@given(st.lists(st.sampled_from(_PIECES), max_size=30), st.lists(st.integers(1, 7), min_size=1, max_size=40))
+@settings(max_examples=300, deadline=None)
+def test_any_text_is_kept_whole_unless_it_became_calls_and_splitting_never_matters(
+    tokens: list[str], sizes: list[int]
+) -> None:
+    text = "".join(tokens)
+    pieces, at = [], 0
+    for size in sizes * (len(text) + 1):
+        if at >= len(text):
+            break
+        pieces.append(text[at : at + size])
+        at += size
+    whole = run(text)
+    assert run(text, pieces) == whole
+    shown, calls, _ = whole
+    if not calls:
+        assert shown == text
