@@ -37,6 +37,7 @@ _CALL_MARKUP = ("<tool_call>", "<function=", "[TOOL_CALLS]", "<|python_tag|>", "
 # A fence opener or a `{` at a line's start (the text searched starts with "\n" when it is at one).
 _LINE_OPENER = re.compile(r"\n[ \t]*(```|\{)")
 _FENCE_CLOSE = re.compile(r"\n[ \t]*```")
+_NON_SPACE = re.compile(r"\S")
 # Fences whose language could hold a JSON call; any other (python, bash, ...) is code, released at once.
 _JSON_LANGUAGES = frozenset({"", "json", "jsonc", "json5", "tool_call", "tool_code", "tool", "javascript", "js"})
 
@@ -182,8 +183,8 @@ class TextCallWatch:
         if language not in _JSON_LANGUAGES:
             return self._release_as_code(out, opener_end + 1)
         body_start = opener_end + 1
-        first = buf[body_start:].lstrip()
-        if first and first[0] not in "{[<":
+        first = _NON_SPACE.search(buf, body_start)
+        if first is not None and first.group() not in "{[<":
             return self._release_as_code(out, body_start)
         close = _FENCE_CLOSE.search(buf, max(self._searched, opener_end))
         if close is None:
