@@ -171,7 +171,8 @@ class Handlers:
             )
             payload = dumps(build_body(req, prepared, model, max_tokens))
             parser = None
-            if prepared.tools and self.options.parse_text_tool_calls:
+            # tool_choice "none": the model may not call, so nothing it writes is taken for a call.
+            if prepared.tools and prepared.tool_choice != "none" and self.options.parse_text_tool_calls:
                 observer = self.observer
                 parser = make_text_parser(
                     prepared.tools, lambda recovered, failed: observer.text_tool_calls(request, recovered, failed)

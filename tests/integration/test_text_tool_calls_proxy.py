@@ -63,12 +63,13 @@ def serve(tmp_path: Path) -> Iterator[StartServe]:
         yield start
 
 
-def ask(c: anthropic.Anthropic, said: str, stream: bool) -> anthropic.types.Message:
+def ask(c: anthropic.Anthropic, said: str, stream: bool, **extra: Any) -> anthropic.types.Message:
     params: dict[str, Any] = {
         "model": "claude-sonnet-4-6",
         "max_tokens": 256,
         "tools": TOOLS,
         "messages": [{"role": "user", "content": f"Read the notes. [script:say]{said}"}],
+        **extra,
     }
     if not stream:
         return c.messages.create(**params)
@@ -116,10 +117,15 @@ def test_calls_written_as_text_become_tool_use_and_failures_are_flagged(serve: S
         assert [(b.type, getattr(b, "text", None)) for b in failed.content] == [("text", UNFIXABLE)]
         assert failed.stop_reason == "end_turn"
         expected_rows.append((0, 1))
+    # tool_choice none: the model may not call, so its text is never taken for a call.
+    said = CALLS["fence"][0]
+    refused = ask(c, said, True, tool_choice={"type": "none"})
+    assert [(b.type, getattr(b, "text", None)) for b in refused.content] == [("text", said)]
+    expected_rows.append((None, 0))
 
     rows = logged(s.home, len(expected_rows))
     assert [(r["text_tool_calls"], r["tool_parse_failed"]) for r in rows] == expected_rows
-    assert [r["streamed"] for r in rows[-2:]] == [0, 1]
+    assert [r["streamed"] for r in rows[-3:-1]] == [0, 1]
     # The proxy's log says why, and never the arguments' contents.
     log_file = s.home / "logs" / "anyclaude.log"
     reason = "shown as text: Read is called without its required file_path"
@@ -129,6 +135,6 @@ def test_calls_written_as_text_become_tool_use_and_failures_are_flagged(serve: S
     listed = anyclaude("requests", "--json", "--tool-parse-failed", "-n", "50")
     assert listed.returncode == 0, listed.stderr
     found = [json.loads(line) for line in listed.stdout.splitlines()]
-    assert [(r["id"], r["tool_parse_failed"]) for r in found] == [(r["id"], 1) for r in rows[-2:]]
-    table = anyclaude("requests", "-n", "2")
+    assert [(r["id"], r["tool_parse_failed"]) for r in found] == [(r["id"], 1) for r in rows[-3:-1]]
+    table = anyclaude("requests", "-n", "3")
     assert table.stdout.count("tool_parse_failed") == 2, table.stdout
