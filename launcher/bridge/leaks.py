@@ -34,12 +34,12 @@ MARKERS = ("<tool_call>", "<function=", "[TOOL_CALLS]", "<|python_tag|>", "<|cha
 _LONGEST = max(len(m) for m in MARKERS)
 # Markup that is a call attempt: held text holding one of these but giving no call is a failed call.
 _CALL_MARKUP = ("<tool_call>", "<function=", "[TOOL_CALLS]", "<|python_tag|>", "to=functions.")
-# A fence opener or a `{` at a line's start (the text searched starts with "\n" when it is at one).
-_LINE_OPENER = re.compile(r"\n[ \t]*(```|\{)")
+# A fence opener, `{` or `[` at a line's start (the text searched starts with "\n" when it is at one).
+_LINE_OPENER = re.compile(r"\n[ \t]*(```|\{|\[)")
 _FENCE_CLOSE = re.compile(r"\n[ \t]*```")
 _NON_SPACE = re.compile(r"\S")
-# Fences whose language could hold a JSON call; any other (python, bash, ...) is code, released at once.
-_JSON_LANGUAGES = frozenset({"", "json", "jsonc", "json5", "tool_call", "tool_code", "tool", "javascript", "js"})
+# Fences whose language could hold a call; any other (python, bash, ...) is code, released at once.
+_CALL_LANGUAGES = frozenset({"", "json", "jsonc", "json5", "tool_call", "tool_code", "tool", "javascript", "js", "xml"})
 
 Report = Callable[[int, bool], None]  # (calls recovered from text, whether text looked like a failed call)
 
@@ -69,6 +69,12 @@ def _partial_marker(text: str) -> int:
 def _could_open(line: str) -> bool:
     """Whether an unfinished line (from its start) could still become a fence opener or a `{` line."""
     return line.lstrip(" \t") in ("", "`", "``")
+
+
+def _json_head(buf: str) -> tuple[int, str]:
+    """Where a held `{`/`[` value starts, and what follows its opening brackets (a call needs a quoted key)."""
+    start = min(i for i in (buf.find("{"), buf.find("[")) if i >= 0)
+    return start, buf[start:].lstrip("{[ \t\r\n")
 
 
 Mode = Literal["text", "fence", "code", "json", "marker"]
@@ -180,7 +186,7 @@ class TextCallWatch:
         if opener_end < 0:
             return False
         language = buf[:opener_end].strip().removeprefix("```").strip().lower()
-        if language not in _JSON_LANGUAGES:
+        if language not in _CALL_LANGUAGES:
             return self._release_as_code(out, opener_end + 1)
         body_start = opener_end + 1
         first = _NON_SPACE.search(buf, body_start)
@@ -220,10 +226,9 @@ class TextCallWatch:
 
     def _json_step(self, out: list[str | ToolCallFound]) -> bool:
         buf = self._buf
-        start = buf.find("{")
         if self._scanner is None:
-            # Decided early when the object cannot be a call: after its braces must come a quoted key.
-            head = buf[start:].lstrip("{ \t\r\n")
+            # Decided early when the value cannot be a call: after its brackets must come a quoted key.
+            start, head = _json_head(buf)
             if not head:
                 return False
             if head[0] not in "\"'":

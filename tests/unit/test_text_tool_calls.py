@@ -121,6 +121,16 @@ CASES: dict[str, tuple[str, str, list[tuple[str, dict[str, Any]]]]] = {
         "",
         [("Read", {"file_path": "/a", "limit": 3})],
     ),
+    "a list of calls": (
+        'Both:\n[{"name": "Read", "arguments": {"file_path": "/a"}}, {"name": "Bash", "arguments": {"command": "ls"}}]',
+        "Both:\n",
+        [("Read", {"file_path": "/a"}), ("Bash", {"command": "ls"})],
+    ),
+    "qwen3-coder XML in an xml fence": (
+        "```xml\n<function=Bash>\n<parameter=command>\nls\n</parameter>\n</function>\n```",
+        "",
+        [("Bash", {"command": "ls"})],
+    ),
     "qwen3-coder XML": (
         "<function=Read>\n<parameter=file_path>\n/tmp/x/notes.txt\n</parameter>\n"
         "<parameter=limit>\n20\n</parameter>\n</function>",
@@ -142,6 +152,7 @@ PLAIN = {
     "code in a fence": '```python\ndef f():\n    return {"name": "Read"}\n```\nThat is all.',
     "braces in prose": "Use a dict:\n{ not json here }\nand a set {1, 2}.",
     "inline JSON": 'Call it as `{"name": "Read", "arguments": {}}` when needed.',
+    "markdown at line starts": "[docs](https://example.com) and\n[ ] a task\n`code` here\n  - item",
     "just prose": "The word in the file is papaya.\nNothing else to do.",
 }
 
