@@ -18,7 +18,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from adapters.tool_parsers._calls import _new_call_id
+from adapters.tool_parsers._calls import _new_call_id, load_json_or_undoubled
 from adapters.tool_parsers._json_repair import DECODER, load_json
 from adapters.tool_parsers._types import Malformed, ToolCall
 
@@ -200,13 +200,7 @@ def _decode_values(text: str) -> list[object]:
         return values
     except ValueError:
         pass
-    try:
-        return [load_json(text)]
-    except Malformed:
-        if "{{" not in text:
-            raise
-    # A broken chat template shows calls with doubled braces; models copy them.
-    return [load_json(text.replace("{{", "{").replace("}}", "}"))]
+    return [load_json_or_undoubled(text)]
 
 
 def _name_and_arguments(obj: dict[str, Any]) -> tuple[object, object]:

@@ -100,6 +100,11 @@ CASES: dict[str, tuple[str, str, list[tuple[str, dict[str, Any]]]]] = {
         [("Bash", {"command": "ls -la"})],
     ),
     "doubled braces": ('{{"name": "Read", "arguments": {{"file_path": "a"}}}}', "", [("Read", {"file_path": "a"})]),
+    "doubled braces in tool_call": (
+        '<tool_call>\n{{"name": "Read", "arguments": {{"file_path": "/tmp/x/notes.txt"}}}}\n</tool_call>',
+        "",
+        [("Read", NOTES)],
+    ),
     "single quotes": (
         "```json\n{'name': 'Read', 'arguments': {'file_path': '/tmp/x/notes.txt'}}\n```",
         "",
