@@ -16,6 +16,7 @@ the request log (`tool_parse_failed`).
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 from collections.abc import Callable, Mapping, Sequence
@@ -24,7 +25,7 @@ from typing import Any, Literal, Protocol
 
 from adapters.tool_parsers import parse_any
 from adapters.tool_parsers._json_repair import BracketScanner
-from adapters.tool_parsers._types import Malformed, ToolCall
+from adapters.tool_parsers._types import Malformed, ParsedOutput, ToolCall
 from adapters.tool_parsers.recover import NOT_A_CALL, Toolbox, Verdict, json_verdict
 
 log = logging.getLogger("anyclaude.bridge")
@@ -75,6 +76,23 @@ def _json_head(buf: str) -> tuple[int, str]:
     """Where a held `{`/`[` value starts, and what follows its opening brackets (a call needs a quoted key)."""
     start = min(i for i in (buf.find("{"), buf.find("[")) if i >= 0)
     return start, buf[start:].lstrip("{[ \t\r\n")
+
+
+_TOOL_CALL = "<tool_call>"
+
+
+def _unclosed_call(held: str) -> str | None:
+    """The JSON after a `<tool_call>` the answer never closed, when it is whole as it is (servers that drop
+    special tokens drop the closing tag; a cut answer's JSON is never repaired into a call here)."""
+    start = held.find(_TOOL_CALL)
+    if start < 0 or "</tool_call>" in held:
+        return None
+    body = held[start + len(_TOOL_CALL) :].strip()
+    try:
+        json.loads(body)
+    except ValueError:
+        return None
+    return body
 
 
 Mode = Literal["text", "fence", "code", "json", "marker"]
@@ -280,6 +298,11 @@ class TextCallWatch:
         """Text from a format's marker to the end of the answer: `parse_any`, then checked against the tools."""
         parsed = parse_any(held)
         calls = parsed.tool_calls
+        if not calls and self._tools is not None and (whole := _unclosed_call(held)) is not None:
+            verdict = json_verdict(whole, self._tools)
+            calls = verdict.calls
+            if calls:
+                parsed = ParsedOutput(held[: held.find(_TOOL_CALL)], calls)
         if self._tools is not None and calls:
             try:
                 calls = [self._tools.call(call.name, call.arguments) for call in calls]

@@ -105,6 +105,16 @@ CASES: dict[str, tuple[str, str, list[tuple[str, dict[str, Any]]]]] = {
         "",
         [("Read", NOTES)],
     ),
+    "a fence inside tool_call": (
+        '<tool_call>\n```json\n{"name": "Read", "arguments": {"file_path": "/tmp/x/notes.txt"}}\n```\n</tool_call>',
+        "",
+        [("Read", NOTES)],
+    ),
+    "tool_call never closed": (
+        'Sure.\n<tool_call>\n{"name": "Read", "arguments": {"file_path": "/tmp/x/notes.txt"}}\n',
+        "Sure.\n",
+        [("Read", NOTES)],
+    ),
     "single quotes": (
         "```json\n{'name': 'Read', 'arguments': {'file_path': '/tmp/x/notes.txt'}}\n```",
         "",
@@ -167,6 +177,7 @@ FAILED = {
     "a value of the wrong type": '{"name": "Read", "arguments": {"file_path": "/a", "limit": "three"}}',
     "JSON too broken to read": '```json\n{"name": "Bash", "arguments": {"command": "ls" "-la"]]}\n```',
     "markup that does not parse": '<tool_call>\n{"name": "Read", "arguments": {"file_path": \n</tool_call>',
+    "tool_call cut off": '<tool_call>\n{"name": "Read", "arguments": {"file_path": "/tmp/x/no',
     "markup naming no offered tool": '<tool_call>\n{"name": "WebFetch", "arguments": {"url": "x"}}\n</tool_call>',
 }
 
