@@ -298,9 +298,10 @@ class TextCallWatch:
         """Text from a format's marker to the end of the answer: `parse_any`, then checked against the tools."""
         parsed = parse_any(held)
         calls = parsed.tool_calls
+        reason = "its tool-call markup cannot be parsed"
         if not calls and self._tools is not None and (whole := _unclosed_call(held)) is not None:
             verdict = json_verdict(whole, self._tools)
-            calls = verdict.calls
+            calls, reason = verdict.calls, verdict.failure or reason
             if calls:
                 parsed = ParsedOutput(held[: held.find(_TOOL_CALL)], calls)
         if self._tools is not None and calls:
@@ -312,7 +313,7 @@ class TextCallWatch:
                 return
         if not calls:
             if any(markup in held for markup in _CALL_MARKUP):
-                self._failed("its tool-call markup cannot be parsed")
+                self._failed(reason)
             self._emit(out, parsed.content)
             return
         self._emit(out, parsed.content)
