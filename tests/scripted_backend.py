@@ -284,6 +284,16 @@ class Backend:
             yield _event(chunk({"content": "x"}))
             yield _event({"error": {"message": "out of memory"}})
             return
+        if name == "say":
+            # The model writes, in pieces of three characters, the text after `[script:say]` in the last user message.
+            text = _said(self.last)
+            yield _event(chunk({"role": "assistant", "content": ""}))
+            for at in range(0, len(text), 3):
+                yield _event(chunk({"content": text[at : at + 3]}))
+            yield _event(chunk(finish="stop"))
+            yield _event(usage(40, len(text) // 3))
+            yield b"data: [DONE]\n\n"
+            return
         for item in SCRIPTS[name]:
             yield _event(item)
         yield b"data: [DONE]\n\n"
@@ -327,6 +337,17 @@ class Backend:
 
     async def last_body(self, request: Request) -> Response:
         return JSONResponse(self.last)
+
+
+def _said(body: Any) -> str:
+    """What follows `[script:say]` in the last user message."""
+    for message in reversed(body.get("messages") or []):
+        if message.get("role") == "user":
+            content = message.get("content")
+            if isinstance(content, list):
+                content = "".join(p.get("text", "") for p in content if isinstance(p, dict))
+            return str(content).partition("[script:say]")[2]
+    return ""
 
 
 def _has_image(body: Any) -> bool:

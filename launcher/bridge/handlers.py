@@ -170,7 +170,13 @@ class Handlers:
                 client, upstream, prepared.messages, prepared.tools, size, req.max_tokens
             )
             payload = dumps(build_body(req, prepared, model, max_tokens))
-            parser = make_text_parser() if prepared.tools and self.options.parse_text_tool_calls else None
+            parser = None
+            # tool_choice "none": the model may not call, so nothing it writes is taken for a call.
+            if prepared.tools and prepared.tool_choice != "none" and self.options.parse_text_tool_calls:
+                observer = self.observer
+                parser = make_text_parser(
+                    prepared.tools, lambda recovered, failed: observer.text_tool_calls(request, recovered, failed)
+                )
             poster = self.pool.poster(upstream)
             forwarded = chat.session_headers(request.headers)
             call = chat.Call(upstream, poster, payload, req.model, prompt, req.stop_sequences, parser, forwarded)

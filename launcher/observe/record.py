@@ -47,6 +47,8 @@ class RequestRecord:
     status: int = 0
     error_type: str | None = None
     first_token_at: float | None = None
+    text_tool_calls: int | None = None  # calls recovered from the answer's text (None: text not searched)
+    tool_parse_failed: bool = False  # text looked like a tool call that could not be made one
     ended_at: float | None = None
     # Filled on the writer thread by `settle`.
     stop_reason: str | None = None

@@ -127,6 +127,11 @@ class Recorder:
         if record is not None:
             record.backend, record.model_asked, record.model_served, record.streamed = backend, asked, served, stream
 
+    def text_tool_calls(self, request: Request, recovered: int, failed: bool) -> None:
+        record: RequestRecord | None = request.scope.get(SCOPE_KEY)
+        if record is not None:
+            record.text_tool_calls, record.tool_parse_failed = recovered, failed
+
     def end(self, record: RequestRecord | None, request: Request, response: Response) -> Response:
         if record is None:
             return response

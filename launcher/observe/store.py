@@ -19,7 +19,7 @@ from launcher.observe.record import RequestRecord
 from launcher.paths import FILE_MODE, Home, private_dir
 
 FILE_NAME = "requests.db"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 # A busy writer holds the lock for a few milliseconds per batch; readers wait this long for it.
 BUSY_TIMEOUT_MS = 5_000
 
@@ -45,13 +45,16 @@ COLUMNS = (
     "status",
     "error_type",
     "request_bytes",
+    "text_tool_calls",
+    "tool_parse_failed",
 )
+_INTEGER_COLUMNS = ("streamed", "status", "tool_parse_failed")
 
 _SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS requests (
     id INTEGER PRIMARY KEY,
     started REAL NOT NULL,
-    {", ".join(f"{c} {'INTEGER' if c in ('streamed', 'status') else ''}".strip() for c in COLUMNS[2:])}
+    {", ".join(f"{c} {'INTEGER' if c in _INTEGER_COLUMNS else ''}".strip() for c in COLUMNS[2:])}
 );
 CREATE INDEX IF NOT EXISTS requests_started ON requests(started);
 CREATE TABLE IF NOT EXISTS bodies (id INTEGER PRIMARY KEY, request BLOB, answer BLOB);
@@ -94,12 +97,26 @@ def open_writer(path: Path) -> sqlite3.Connection:
     # NORMAL in WAL mode: a commit is not fsynced, yet a crash never corrupts the file.
     conn.execute("PRAGMA synchronous=NORMAL")
     conn.executescript(_SCHEMA)
+    _add_missing_columns(conn)
     conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
     for part in _side_files(path):
         with contextlib.suppress(OSError):
             if part.stat().st_mode & 0o777 != FILE_MODE:
                 part.chmod(FILE_MODE)
     return conn
+
+
+def _present(conn: sqlite3.Connection) -> set[str]:
+    return {str(row[1]) for row in conn.execute("PRAGMA table_info(requests)")}
+
+
+def _add_missing_columns(conn: sqlite3.Connection) -> None:
+    """Columns a log written by an older anyclaude lacks (their old rows read as NULL)."""
+    present = _present(conn)
+    for column in COLUMNS:
+        if column not in present:
+            kind = " INTEGER" if column in _INTEGER_COLUMNS else ""
+            conn.execute(f"ALTER TABLE requests ADD COLUMN {column}{kind}")
 
 
 @contextlib.contextmanager
@@ -153,19 +170,30 @@ def _row(r: RequestRecord) -> tuple[Any, ...]:
         r.status,
         r.error_type,
         r.request_bytes,
+        r.text_tool_calls,
+        int(r.tool_parse_failed),
     )
 
 
 def rows(
-    conn: sqlite3.Connection, limit: int = 50, after_id: int = 0, since: float | None = None
+    conn: sqlite3.Connection,
+    limit: int = 50,
+    after_id: int = 0,
+    since: float | None = None,
+    parse_failed: bool = False,
 ) -> list[dict[str, Any]]:
-    """Requests, oldest first: the last `limit` with id > `after_id` (and started ≥ `since`)."""
+    """Requests, oldest first: the last `limit` with id > `after_id` (and started ≥ `since`; and, with
+    `parse_failed`, only those whose text looked like a tool call that could not be made one)."""
     clauses: list[str] = ["id > ?"]
     params: list[Any] = [after_id]
     if since is not None:
         clauses.append("started >= ?")
         params.append(since)
-    query = f"SELECT {', '.join(COLUMNS)} FROM requests WHERE {' AND '.join(clauses)} ORDER BY id DESC LIMIT ?"
+    present = _present(conn)  # a log from an older anyclaude, not yet opened by a newer writer, lacks some
+    if parse_failed:
+        clauses.append("tool_parse_failed = 1" if "tool_parse_failed" in present else "0")
+    selected = ", ".join(c if c in present else f"NULL AS {c}" for c in COLUMNS)
+    query = f"SELECT {selected} FROM requests WHERE {' AND '.join(clauses)} ORDER BY id DESC LIMIT ?"
     found = conn.execute(query, (*params, max(0, limit))).fetchall()
     return [dict(zip(COLUMNS, row, strict=True)) for row in reversed(found)]
 

@@ -100,11 +100,13 @@ function filtered() {
   const backend = $("f-backend").value;
   const session = $("f-session").value.trim();
   const errors = $("f-errors").checked;
+  const parseFailed = $("f-parse").checked;
   return ui.rows.filter(
     (r) =>
       (!backend || r.backend === backend) &&
       (!session || (r.session_id || "").startsWith(session)) &&
-      (!errors || failed(r)),
+      (!errors || failed(r)) &&
+      (!parseFailed || r.tool_parse_failed),
   );
 }
 
@@ -128,7 +130,8 @@ function renderRequests(fresh) {
   const body = $("requests").tBodies[0];
   body.replaceChildren();
   for (const r of shown.slice().reverse()) {
-    const status = r.status + (r.error_type ? " " + r.error_type : "");
+    const status = r.status + (r.error_type ? " " + r.error_type : "") + (r.tool_parse_failed ? " tool_parse_failed" : "");
+    const textCalls = r.text_tool_calls ? r.text_tool_calls + " from text" : "";
     const cls = (failed(r) ? "error" : "") + (fresh && fresh.has(r.id) ? " fresh" : "");
     body.append(
       el("tr", { class: cls.trim(), "data-id": r.id },
@@ -145,7 +148,7 @@ function renderRequests(fresh) {
         el("td", { class: "num" }, secs(r.duration)),
         el("td", { class: "num" }, r.decode_tps === null ? "-" : r.decode_tps.toFixed(1)),
         el("td", {}, r.stop_reason || "-"),
-        el("td", {}, status),
+        el("td", { title: textCalls }, status),
         el("td", { class: "num" }, size(r.request_bytes)),
       ),
     );
@@ -378,7 +381,7 @@ document.addEventListener("DOMContentLoaded", () => {
     sessionStorage.setItem(KEY_STORE, ui.key);
     start().catch(() => {});
   });
-  for (const id of ["f-backend", "f-errors"]) $(id).addEventListener("change", () => renderRequests(new Set()));
+  for (const id of ["f-backend", "f-errors", "f-parse"]) $(id).addEventListener("change", () => renderRequests(new Set()));
   $("f-session").addEventListener("input", () => renderRequests(new Set()));
   $("since").addEventListener("change", () => loadUsage().catch(() => {}));
   $("doctor-run").addEventListener("click", () => loadDoctor().catch(() => {}));
