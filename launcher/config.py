@@ -61,6 +61,26 @@ class _Model(BaseModel):
     )
 
 
+class ClaudeStart(_Model):
+    """How anyclaude starts Claude Code on this backend's model (launcher/claude_fit.py)."""
+
+    tools: str | list[str] = Field(
+        "auto",
+        description='Tools Claude Code offers: "auto" (none for a model that cannot call tools, Read,Edit,Bash for a '
+        'small model, all otherwise), "all", a list such as "Read,Edit,Bash", or "" for none.',
+    )
+    system_prompt: str = Field(
+        "auto",
+        description='"auto" (compact for a small model), "default" (Claude Code\'s own), "compact" (anyclaude\'s short '
+        "one: the tools' rules and the working folder), or the path of a file holding the prompt.",
+    )
+    exclude_dynamic_sections: bool = Field(
+        True,
+        description="With Claude Code's own system prompt, move the per-folder sections (working directory, git "
+        "status) into the first message, so one cached prompt serves every folder.",
+    )
+
+
 class BackendConfig(_Model):
     """One entry of `backends`: how to start (or reach) one model server."""
 
@@ -109,6 +129,10 @@ class BackendConfig(_Model):
         None, ge=1, description='The model\'s context window in tokens; longer prompts get "prompt is too long".'
     )
     max_output_tokens: int | None = Field(None, ge=1, description="Cap on max_tokens sent to this backend.")
+    claude: ClaudeStart = Field(
+        ClaudeStart.model_validate({}),
+        description="How Claude Code is started on this model: {tools, systemPrompt, excludeDynamicSections}.",
+    )
 
     # --- keys of the backend kinds (adapters/*.py) ---
     binary: str | None = Field(None, description="Server executable, a name on PATH or a path (mistralrs, llama-cpp).")
@@ -358,12 +382,18 @@ def _resolve_paths(config: Config, base: Path) -> Config:
             return str((base / value).resolve()) if not Path(value).is_absolute() else value
         return value
 
+    def prompt_file(claude: ClaudeStart) -> ClaudeStart:
+        if claude.system_prompt in ("auto", "default", "compact"):
+            return claude
+        return claude.model_copy(update={"system_prompt": resolve(claude.system_prompt, always=True)})
+
     backends = {
         name: entry.model_copy(
             update={
                 "server_script": resolve(entry.server_script, always=True),
                 "python_venv": resolve(entry.python_venv, always=True),
                 "model": resolve(entry.model, always=False),
+                "claude": prompt_file(entry.claude),
             }
         )
         for name, entry in config.backends.items()

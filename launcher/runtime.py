@@ -24,7 +24,7 @@ from launcher.applog import setup_logging, teardown_logging
 from launcher.config import Settings
 from launcher.control import find_proxy
 from launcher.diskfull import TROUBLE
-from launcher.errors import BackendFatalError
+from launcher.errors import BackendFatalError, ConfigError
 from launcher.history import record_applied
 from launcher.loop import add_signal_handler, remove_signal_handler
 from launcher.preflight import preflight
@@ -211,6 +211,8 @@ async def _claude_session(settings: Settings, ui: Progress, path: str, args: Seq
         max_output_tokens=entry.max_output_tokens,
     )
     env = claude.claude_env(os.environ, target)
+    if local:
+        args = [*fitted_args(settings, ui, args), *args]
     headless = any(arg in ("-p", "--print") for arg in args)
     if local and not headless:
         claude.offer_onboarding(
@@ -223,6 +225,34 @@ async def _claude_session(settings: Settings, ui: Progress, path: str, args: Seq
     # From here the terminal is Claude Code's: anyclaude prints nothing until it exits (all goes to the log).
     with ui.silenced():
         return await claude.run_claude(path, args, env)
+
+
+def fitted_args(settings: Settings, ui: Progress, user_args: Sequence[str]) -> tuple[str, ...]:
+    """The arguments that fit Claude Code to the backend's model (tools, system prompt), said on the start line.
+
+    A prompt file that cannot be read is an error naming the config key, before Claude Code starts."""
+    from launcher.claude_fit import fit_claude
+
+    entry = settings.entry
+    try:
+        fit = fit_claude(
+            entry.model,
+            tools=entry.claude.tools,
+            system_prompt=entry.claude.system_prompt,
+            exclude_dynamic_sections=entry.claude.exclude_dynamic_sections,
+            context_length=entry.context_length,
+            user_args=user_args,
+            cwd=Path.cwd(),
+        )
+    except OSError as exc:
+        raise ConfigError(
+            f"{settings.path}: backends.{settings.mode}.claude.systemPrompt: cannot read {exc.filename} "
+            f"({exc.strerror}).",
+            'Point it at a readable text file, or use "auto", "default" or "compact".',
+        ) from exc
+    if fit.summary:
+        ui.line(fit.summary)
+    return fit.args
 
 
 def _confirm(question: str) -> bool:

@@ -1,0 +1,183 @@
+"""Claude Code fitted to the model behind it: which tools it offers and which system prompt it sends.
+
+Claude Code 2.1.197's full request is ~20k tokens: 24 tools' schemas (~64 KB) and a ~6 KB system prompt. A large
+model carries that; a small one does not. Measured on Qwen2.5-Coder-1.5B (bench/agent.py, FACTS): at ~3,400
+prompt tokens it mostly refuses ("I don't have access to the file") or writes ```json blocks, while at ~1,800
+(Read, Edit and Bash with a compact system prompt) it makes the right call nearly every time. So:
+
+- a model that cannot call tools (its template drops them) gets no tools at all (`--tools ""`): offered tools it
+  cannot call, it would invent their results;
+- a small model (under `SMALL_MODEL_PARAMS` parameters, or a window under `SMALL_WINDOW` tokens, too small for
+  the full prompt and a working conversation) gets `LEAN_TOOLS` and the compact system prompt below;
+- any other model gets Claude Code as it is, with the per-folder sections (working directory, git status, date)
+  moved out of the system prompt (`--exclude-dynamic-system-prompt-sections`), so the cached prompt serves every
+  folder.
+
+Each choice is a backend's `claude` setting (`tools`, `systemPrompt`, `excludeDynamicSections`) and what the
+person passed to `claude` wins: `--tools`, `--allowedTools`, `--system-prompt` or `--system-prompt-file` given
+after `--` turns the matching choice off.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import struct
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from adapters.capabilities import tool_support
+
+LEAN_TOOLS = ("Read", "Edit", "Bash")
+# Below this many parameters a model is "small": the 0.5B-3B coders that run on a laptop's CPU or a base Mac.
+SMALL_MODEL_PARAMS = 4_000_000_000
+# Claude Code's full prompt (~20k tokens) plus a working conversation needs at least this window.
+SMALL_WINDOW = 32_768
+# Prompt tokens of Claude Code 2.1.197's first request ("hi"), counted with Qwen2.5's tokenizer: each tool's
+# schema as a chat template renders it, the system prompt and the first user message with its reminders.
+FULL_PROMPT_TOKENS = 19_400
+_TOOL_TOKENS = {"Read": 484, "Edit": 259, "Write": 175, "Bash": 746, "Glob": 189, "Grep": 872}
+_COMPACT_PROMPT_TOKENS = 280
+_DEFAULT_PROMPT_TOKENS = 1_450  # the default system prompt with the per-folder sections moved out
+
+_TOOL_RULES = {
+    "Read": "To see a file, call Read with its absolute path. Never guess what a file holds.",
+    "Edit": "To change a file, Read it first, then call Edit with old_string copied exactly from it and new_string.",
+    "Write": "To create a file, call Write with its absolute path and the whole content.",
+    "Bash": "To run a command (tests, ls, grep, find, wc, git, python), call Bash; report what it printed.",
+    "Glob": "To find files by name, call Glob with a pattern such as **/*.py.",
+    "Grep": "To search file contents, call Grep with a regular expression.",
+}
+
+
+@dataclass(frozen=True)
+class ClaudeFit:
+    """The arguments anyclaude adds to Claude Code's command line, and the start line that says so."""
+
+    args: tuple[str, ...]
+    summary: str | None
+
+
+def fit_claude(
+    model: str | None,
+    *,
+    tools: str | list[str],
+    system_prompt: str,
+    exclude_dynamic_sections: bool,
+    context_length: int | None,
+    user_args: Sequence[str],
+    cwd: Path,
+) -> ClaudeFit:
+    """Choose Claude Code's tools and system prompt for `model` (a local folder, or a name).
+
+    Args:
+        model: the backend's model (a folder is read for its template and size; anything else is "unknown").
+        tools: "auto", "all", a comma-separated list or a list ("" or []: none).
+        system_prompt: "auto", "default", "compact", or the path of a file holding the prompt.
+        exclude_dynamic_sections: pass `--exclude-dynamic-system-prompt-sections` with the default prompt.
+        context_length: the model's window, when known.
+        user_args: what the person passes to `claude` (their choices win).
+        cwd: the folder Claude Code works in (named in the compact prompt).
+    """
+    can_call = tool_support(model).can_call
+    small = _is_small(model, context_length)
+    chosen_tools = _tools(tools, can_call, small)
+    user_tools = any(a.split("=", 1)[0] in ("--tools", "--allowedTools", "--allowed-tools") for a in user_args)
+    user_prompt = any(a.split("=", 1)[0] in ("--system-prompt", "--system-prompt-file") for a in user_args)
+    args: list[str] = []
+    said: list[str] = []
+    if chosen_tools is not None and not user_tools:
+        args += ["--tools", ",".join(chosen_tools)]
+        said.append(f"tools {', '.join(chosen_tools)}" if chosen_tools else "no tools (the model cannot call them)")
+    prompt = "default" if user_prompt else _prompt_kind(system_prompt, small or chosen_tools == [])
+    if not user_prompt and prompt == "compact":
+        args += ["--system-prompt", compact_prompt(LEAN_TOOLS if chosen_tools is None else chosen_tools, cwd)]
+        said.append("compact system prompt")
+    elif not user_prompt and prompt not in ("default", "compact"):
+        path = Path(prompt).expanduser()
+        args += ["--system-prompt", path.read_text(encoding="utf-8")]
+        said.append(f"system prompt from {path}")
+    elif not user_prompt and exclude_dynamic_sections:
+        args.append("--exclude-dynamic-system-prompt-sections")
+    if not said:
+        return ClaudeFit(tuple(args), None)
+    size = prompt_estimate(chosen_tools, prompt)
+    return ClaudeFit(tuple(args), f"Claude Code: {'; '.join(said)} (~{size:,} prompt tokens)")
+
+
+def compact_prompt(tools: Sequence[str], cwd: Path) -> str:
+    """anyclaude's own short system prompt: the rules of the offered tools and the working folder."""
+    rules = [f"- {_TOOL_RULES[name]}" for name in tools if name in _TOOL_RULES]
+    if not tools:
+        return (
+            f"You are a helpful assistant in a terminal, in the folder {cwd}. You have no tools: you cannot read "
+            "or edit files or run commands. When asked to, say so plainly and show the command the user could run; "
+            "never make up a file's contents or a command's output. Answer briefly."
+        )
+    lines = [
+        f"You are a coding agent in a terminal on {platform.system()}. You help with software tasks in the "
+        f"folder {cwd} by calling the tools you are given.",
+        *rules,
+        f"- Paths are absolute: a file notes.txt in this folder is {cwd / 'notes.txt'}.",
+        "- Call one tool at a time and wait for its result. Never make up a tool's result.",
+        "- When the task is done, answer in one or two short sentences.",
+    ]
+    return "\n".join(lines)
+
+
+def prompt_estimate(tools: Sequence[str] | None, prompt: str) -> int:
+    """Roughly how many prompt tokens Claude Code's first request has with these choices (for the start line)."""
+    if tools is None:
+        return FULL_PROMPT_TOKENS
+    system = _COMPACT_PROMPT_TOKENS if prompt == "compact" else _DEFAULT_PROMPT_TOKENS
+    return system + sum(_TOOL_TOKENS.get(name, 500) for name in tools)
+
+
+def model_params(model: str | None) -> int | None:
+    """The parameter count of a local model folder, from its safetensors headers; None when it cannot be read."""
+    if not model:
+        return None
+    folder = Path(model).expanduser()
+    files = sorted(folder.glob("*.safetensors")) if folder.is_dir() else []
+    total = 0
+    for file in files:
+        try:
+            with file.open("rb") as f:
+                (size,) = struct.unpack("<Q", f.read(8))
+                header = json.loads(f.read(size))
+        except (OSError, ValueError, struct.error):
+            return None
+        for name, info in header.items():
+            if name != "__metadata__" and isinstance(info, dict):
+                count = 1
+                for dim in info.get("shape", []):
+                    count *= int(dim)
+                total += count
+    return total or None
+
+
+def _is_small(model: str | None, context_length: int | None) -> bool:
+    params = model_params(model)
+    return (params is not None and params < SMALL_MODEL_PARAMS) or (
+        context_length is not None and context_length < SMALL_WINDOW
+    )
+
+
+def _tools(setting: str | list[str], can_call: bool | None, small: bool) -> list[str] | None:
+    """The tool list to pass, or None for Claude Code's own (all)."""
+    if isinstance(setting, list):
+        return list(setting)
+    if setting == "all":
+        return None
+    if setting != "auto":
+        return [name.strip() for name in setting.split(",") if name.strip()]
+    if can_call is False:
+        return []
+    return list(LEAN_TOOLS) if small else None
+
+
+def _prompt_kind(setting: str, lean: bool) -> str:
+    if setting != "auto":
+        return setting
+    return "compact" if lean else "default"
