@@ -14,7 +14,7 @@ prompt tokens it mostly refuses ("I don't have access to the file") or writes ``
   folder.
 
 Each choice is a backend's `claude` setting (`tools`, `systemPrompt`, `excludeDynamicSections`) and what the
-person passed to `claude` wins: `--tools`, `--allowedTools`, `--system-prompt` or `--system-prompt-file` given
+person passed to `claude` wins: `--tools`, `--system-prompt` or `--system-prompt-file` given
 after `--` turns the matching choice off.
 """
 
@@ -83,7 +83,7 @@ def fit_claude(
     can_call = tool_support(model).can_call
     small = _is_small(model, context_length)
     chosen_tools = _tools(tools, can_call, small)
-    user_tools = any(a.split("=", 1)[0] in ("--tools", "--allowedTools", "--allowed-tools") for a in user_args)
+    user_tools = any(a.split("=", 1)[0] == "--tools" for a in user_args)
     user_prompt = any(a.split("=", 1)[0] in ("--system-prompt", "--system-prompt-file") for a in user_args)
     args: list[str] = []
     said: list[str] = []

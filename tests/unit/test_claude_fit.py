@@ -85,7 +85,7 @@ def test_a_large_model_keeps_claude_codes_prompt_with_folder_sections_moved(tmp_
     assert fit("some-remote-model") == ("--exclude-dynamic-system-prompt-sections",)
 
 
-@pytest.mark.parametrize("user", ["--tools", "--allowedTools", "--tools=Read"])
+@pytest.mark.parametrize("user", ["--tools", "--tools=Read"])
 def test_the_users_own_tool_choice_wins(tmp_path: Path, user: str) -> None:
     folder = model_folder(tmp_path, template=TOOLS_TEMPLATE, params=1_000_000)
     assert "--tools" not in fit(folder, user, "Read")
