@@ -83,7 +83,7 @@ class CallCollector:
         self.calls.append(PendingCall(call_id, name, [arguments]))
 
     def _call_for(self, index: int | None, call_id: str | None) -> PendingCall | None:
-        """The call a fragment belongs to if it carries no name; None: it starts the first call on its index."""
+        """The call a fragment continues unless its function name starts another; None: there is none yet."""
         if index is not None:
             return self._by_index.get(index)
         if call_id:
