@@ -160,3 +160,15 @@ def test_a_stop_sequence_split_across_chunks_is_removed_and_a_near_miss_kept() -
     message = fold(run(near, stop_sequences=["</stop>"]))
     assert message["content"] == [{"type": "text", "text": "a </start>"}]
     assert message["stop_reason"] == "end_turn"
+
+
+def test_a_replacement_character_in_thinking_is_held_the_same_way() -> None:
+    chunks = [chunk({"reasoning_content": "odd \ufffd"}), chunk({"content": "ok"}), chunk(finish="stop")]
+    message = fold(run(chunks))
+    assert message["content"][0]["thinking"] == "odd \ufffd"
+    cut = fold(run([chunk({"reasoning_content": "star \N{GLOWING STAR}\ufffd\ufffd"}), chunk(finish="length")]))
+    assert cut["content"][0]["thinking"] == "star \N{GLOWING STAR}"
+    assert (
+        cut["content"][0]["signature"]
+        == fold(run([chunk({"reasoning_content": "star \N{GLOWING STAR}"})]))["content"][0]["signature"]
+    )
