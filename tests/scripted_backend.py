@@ -144,6 +144,59 @@ SCRIPTS: dict[str, list[Chunk]] = {
         chunk(finish="tool_calls"),
         usage(15, 8),
     ],
+    # A backend that gives one call a new id on every fragment (Poolside's API; mlx-openai-server did).
+    "changing_id": [
+        tc(0, "call_1", "Bash", '{"command":'),
+        tc(0, "call_2", args=' "ls'),
+        tc(0, "call_3", args=' -l"}'),
+        chunk(finish="tool_calls"),
+        usage(20, 10),
+    ],
+    "changing_id_no_index": [
+        tc(None, "call_1", "Bash", '{"command":'),
+        tc(None, "call_2", args=' "ls'),
+        tc(None, "call_3", args=' -l"}'),
+        chunk(finish="tool_calls"),
+        usage(20, 10),
+    ],
+    # Parallel calls with neither index nor id (LiteLLM's interleaved-calls case), and calls sharing one id.
+    "anonymous_calls": [
+        tc(None, None, "Read", '{"file_path":'),
+        tc(None, args=' "/a"}'),
+        tc(None, None, "Grep", '{"pattern": "x"}'),
+        chunk(finish="tool_calls"),
+        usage(20, 10),
+    ],
+    "shared_id": [
+        tc(0, "call_0", "Read", '{"file_path": "/a"}'),
+        tc(0, "call_0", "Grep", '{"pattern": "x"}'),
+        chunk(finish="tool_calls"),
+        usage(20, 10),
+    ],
+    # Reasoning that goes on after a tool call began.
+    "think_after_call": [
+        chunk({"role": "assistant", "reasoning_content": "First."}),
+        chunk({"content": "Reading."}),
+        tc(0, "call_r", "Read", '{"file_path":'),
+        chunk({"reasoning_content": "Then more."}),
+        tc(0, args=' "/r"}'),
+        chunk(finish="tool_calls"),
+        usage(15, 8),
+    ],
+    # A reply cut by max_tokens inside a character, decoded with replacement (our MLX server did this).
+    "cut_character": [
+        chunk({"content": "Shine "}),
+        chunk({"content": "\N{GLOWING STAR}\ufffd"}),
+        chunk(finish="length"),
+        usage(5, 3),
+    ],
+    # A backend that leaves the stop sequence in the text and goes on past it.
+    "stop_left_in": [
+        chunk({"content": "one two E"}),
+        chunk({"content": "ND three"}),
+        chunk(finish="stop"),
+        usage(5, 4),
+    ],
 }
 
 
