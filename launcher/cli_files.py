@@ -23,7 +23,7 @@ def models() -> None:
 @click.argument("dest", type=click.Path(file_okay=False, path_type=Path))
 @click.option("--dtype", default="float32", show_default=True, help="float32 (fast on CPUs), float16 or bfloat16.")
 def models_import(gguf: Path, dest: Path, dtype: str) -> None:
-    """Convert a llama-family GGUF file into an MLX model folder (no torch, no network)."""
+    """Convert a llama or Qwen2 GGUF file (any quantization) into an MLX model folder (no torch, no network)."""
     from rich.progress import Progress as Bar
 
     from adapters.mlx_server.gguf_import import import_gguf
@@ -38,7 +38,27 @@ def models_import(gguf: Path, dest: Path, dtype: str) -> None:
             out = import_gguf(gguf, dest, dtype=dtype, progress=progress)
         except ValueError as exc:
             raise AnyclaudeError(f"{gguf}: {exc}") from None
+    from adapters.mlx_server.gguf_import import import_fixes
+
+    for fix in import_fixes(out):
+        click.echo(f"Fixed for tool calls: {fix}.")
     click.echo(f'Imported {gguf.name} into {out}. Use it with: "model": "{out}"')
+
+
+@models.command("fix")
+@click.argument("folder", type=click.Path(exists=True, file_okay=False, path_type=Path))
+def models_fix(folder: Path) -> None:
+    """Repair a model folder's known tool-call faults in place (Qwen2.5-Coder's markers and template)."""
+    from adapters.model_fixes import fix_folder, folder_faults
+
+    faults = folder_faults(folder)
+    if not faults:
+        click.echo(f"{folder}: no known tool-call fault; nothing to do.")
+        return
+    for fault in faults:
+        click.echo(f"Found: {fault.what} ({fault.effect}).")
+    for change in fix_folder(folder):
+        click.echo(f"Fixed: {change}.")
 
 
 # ------------------------------------------------------------------------------------ config

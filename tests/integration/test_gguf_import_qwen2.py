@@ -14,6 +14,8 @@ from gguf import GGMLQuantizationType, GGUFWriter, quants
 
 from adapters.mlx_server.gguf_import import import_fixes, import_gguf
 from adapters.model_fixes import fix_folder, folder_faults
+from launcher.supervision.ports import free_port
+from tests.harness import anyclaude
 from tests.integration.test_gguf_import import (
     FFN,
     HIDDEN,
@@ -235,3 +237,23 @@ def test_a_folder_of_another_family_has_no_marker_fault(tmp_path: Path) -> None:
     assert [f.what for f in folder_faults(folder)] == [
         "the chat template shows the example tool call with doubled braces ({{...}})"
     ]
+
+
+def test_doctor_flags_the_faults_and_models_fix_repairs_them(tmp_path: Path) -> None:
+    folder = _broken_coder_folder(tmp_path / "Qwen2.5-Coder-1.5B-Instruct")
+    entry = {"type": "mlx-server", "port": free_port(), "model": str(folder)}
+    config = tmp_path / ".anyclauderc.json"
+    config.write_text(json.dumps({"port": free_port(), "backend": "mlx", "backends": {"mlx": entry}}))
+
+    def tools_row() -> dict[str, Any]:
+        done = anyclaude("doctor", "--json", "--config", str(config))
+        return next(row for row in json.loads(done.stdout)["checks"] if row["name"].endswith(".tools"))
+
+    before = tools_row()
+    fixed = anyclaude("models", "fix", str(folder))
+    after = tools_row()
+
+    assert before["status"] == "warn" and "declares </tool_call> and <tool_call> as tokens" in before["finding"]
+    assert f"anyclaude models fix {folder}" in before["fix"]
+    assert fixed.returncode == 0 and "Fixed: the template's example tool call has single braces." in fixed.stdout
+    assert after["status"] == "ok", after
