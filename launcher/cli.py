@@ -94,6 +94,11 @@ def init(force: bool) -> None:
 
     path = write_starter(Path.cwd(), force)
     click.echo(f"Wrote {path}. Point backends.mlx.model at your model folder, then run: anyclaude")
+    click.echo(
+        "Pick a model that calls tools (the built-in demo model cannot: it only chats). By memory: 8-16 GB, "
+        "Qwen2.5-Coder-1.5B/7B-Instruct (see backends.mlx-small: Claude Code gets a lean prompt a small model can "
+        "follow); 32 GB or more, Qwen3-Coder-30B-A3B-Instruct 4-bit (backends.mlx)."
+    )
 
 
 def _print_dry_run(settings: Any) -> None:
