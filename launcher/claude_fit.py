@@ -42,12 +42,12 @@ _COMPACT_PROMPT_TOKENS = 280
 _DEFAULT_PROMPT_TOKENS = 1_450  # the default system prompt with the per-folder sections moved out
 
 _TOOL_RULES = {
-    "Read": "To see a file, call Read with its absolute path. Never guess what a file holds.",
-    "Edit": "To change a file, Read it first, then call Edit with old_string copied exactly from it and new_string.",
-    "Write": "To create a file, call Write with its absolute path and the whole content.",
-    "Bash": "To run a command (tests, ls, grep, find, wc, git, python), call Bash; report what it printed.",
-    "Glob": "To find files by name, call Glob with a pattern such as **/*.py.",
-    "Grep": "To search file contents, call Grep with a regular expression.",
+    "Read": "Read: see a file (its absolute path). Never guess what a file holds.",
+    "Edit": "Edit: change a file, only when the user asks for a change. Read it first; copy old_string exactly.",
+    "Write": "Write: create a file with its absolute path and the whole content, only when asked to.",
+    "Bash": "Bash: run a command (ls, grep, find, wc, git, python, tests) and report what it printed.",
+    "Glob": "Glob: find files by name with a pattern such as **/*.py.",
+    "Grep": "Grep: search file contents with a regular expression.",
 }
 
 
@@ -116,12 +116,12 @@ def compact_prompt(tools: Sequence[str], cwd: Path) -> str:
             "never make up a file's contents or a command's output. Answer briefly."
         )
     lines = [
-        f"You are a coding agent in a terminal on {platform.system()}. You help with software tasks in the "
-        f"folder {cwd} by calling the tools you are given.",
+        f"You are a coding agent in a terminal on {platform.system()}, working in the folder {cwd}. Use the tools "
+        "to look at files and run commands:",
         *rules,
-        f"- Paths are absolute: a file notes.txt in this folder is {cwd / 'notes.txt'}.",
-        "- Call one tool at a time and wait for its result. Never make up a tool's result.",
-        "- When the task is done, answer in one or two short sentences.",
+        f"Paths are absolute: a file notes.txt in this folder is {cwd / 'notes.txt'}.",
+        "Call one tool at a time. As soon as a tool's result answers the user, stop calling tools and reply with "
+        "the answer in one short sentence. Never make up a tool's result.",
     ]
     return "\n".join(lines)
 

@@ -55,7 +55,7 @@ def test_a_small_tool_model_gets_the_lean_tools_and_the_compact_prompt(tmp_path:
 
     assert args[:2] == ("--tools", ",".join(LEAN_TOOLS))
     assert args[2] == "--system-prompt"
-    assert "/work/proj" in args[3] and "call Edit with old_string copied exactly" in args[3]
+    assert "/work/proj" in args[3] and "copy old_string exactly" in args[3]
     assert "--exclude-dynamic-system-prompt-sections" not in args
 
 
@@ -116,5 +116,5 @@ def test_config_settings_override_the_choice(tmp_path: Path) -> None:
 
 def test_compact_prompt_names_only_the_offered_tools() -> None:
     text = compact_prompt(["Read", "Bash"], Path("/w"))
-    assert "call Read" in text and "call Bash" in text and "Edit" not in text
+    assert "- Read: see a file" in text and "- Bash: run a command" in text and "Edit" not in text
     assert "/w/notes.txt" in text
