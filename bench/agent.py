@@ -38,9 +38,10 @@ from tests.harness import wait_until
 KINDS = ("mlx-server", "mlx-lm")
 
 
-def config_for(kind: str, model: Path, folder: Path) -> Path:
+def config_for(kind: str, model: Path, folder: Path, claude: dict[str, str] | None = None) -> Path:
     entry: dict[str, Any] = {"type": kind, "port": free_port(), "model": str(model), "startupTimeout": 900_000}
     entry["contextLength"] = 32768
+    entry["claude"] = claude or {}
     if kind == "mlx-server":
         entry["temperature"] = 0.0
     path = folder / f"{kind}.json"
@@ -92,6 +93,8 @@ def main() -> None:
     parser.add_argument("--only", help="comma-separated task names")
     parser.add_argument("--kinds", default=",".join(KINDS), help="backend kinds, comma-separated")
     parser.add_argument("--no-cold", action="store_true", help="skip the cold/warm one-line question")
+    parser.add_argument("--tools", help='claude.tools for both backends (default "auto": Read,Edit,Bash here)')
+    parser.add_argument("--system-prompt", help='claude.systemPrompt (default "auto": compact here)')
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "out" / "agent.json")
     args = parser.parse_args()
     if args.model is None:
@@ -110,7 +113,8 @@ def main() -> None:
                 f"({warm_answer!r})",
                 flush=True,
             )
-        serves = {kind: Serve(config_for(kind, args.model, work), work / f"anyclaude-{kind}") for kind in kinds}
+        claude = {"tools": args.tools or "auto", "systemPrompt": args.system_prompt or "auto"}
+        serves = {kind: Serve(config_for(kind, args.model, work, claude), work / f"anyclaude-{kind}") for kind in kinds}
         try:
             for task in tasks:
                 for kind in kinds:
