@@ -229,7 +229,14 @@ def restart(name: str | None) -> None:
 @cli.command()
 @click.argument("name", required=False)
 @click.option("-f", "--follow", is_flag=True, help="Keep printing new lines.")
-@click.option("-n", "--lines", default=50, show_default=True, help="How many lines to show first.")
+@click.option(
+    "-n",
+    "--lines",
+    type=click.IntRange(0, sys.maxsize),
+    default=50,
+    show_default=True,
+    help="How many lines to show first.",
+)
 def logs(name: str | None, follow: bool, lines: int) -> None:
     """Show a backend's log (`anyclaude` for the launcher's own)."""
     from launcher.logview import pick_log, show_log

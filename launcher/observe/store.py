@@ -22,6 +22,8 @@ FILE_NAME = "requests.db"
 SCHEMA_VERSION = 1
 # A busy writer holds the lock for a few milliseconds per batch; readers wait this long for it.
 BUSY_TIMEOUT_MS = 5_000
+# The largest id (and number) SQLite can bind: a query past it fails instead of matching nothing.
+MAX_ID = 2**63 - 1
 
 # Columns of `requests`, in order; every reader returns rows as dicts with these keys.
 COLUMNS = (
