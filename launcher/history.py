@@ -63,7 +63,8 @@ def record_applied(settings: Settings) -> Snapshot | None:
     try:
         snapshot = _record(settings)
     except OSError as exc:
-        TROUBLE.failed(WHAT, history_dir(settings.home), exc)
+        # Kept once space returns; a later edit that fails too replaces this one (it is newer).
+        TROUBLE.failed(WHAT, history_dir(settings.home), exc, retry=lambda: _record(settings))
         return None
     TROUBLE.ok(WHAT)
     return snapshot

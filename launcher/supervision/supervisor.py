@@ -11,6 +11,8 @@ import asyncio
 import contextlib
 import logging
 import os
+import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum, auto
@@ -21,7 +23,7 @@ import httpx
 from adapters.base import LaunchSpec
 from launcher.diskfull import TROUBLE
 from launcher.errors import AnyclaudeError, BackendFatalError, BackendStartError, PortInUseError
-from launcher.paths import Home
+from launcher.paths import Home, write_private
 from launcher.supervision import statefile
 from launcher.supervision.backoff import Backoff
 from launcher.supervision.breaker import CircuitBreaker
@@ -104,6 +106,10 @@ class Supervisor:
         self._immediate = False
         self._changed = asyncio.Event()  # set and replaced on every transition
         self._inherited: statefile.BackendRecord | None = None
+        # The state file is written here and, after a failed write, by the disk retry thread.
+        self._write_lock = threading.Lock()
+        self._saves = 0
+        self._removed = False
         self._record = statefile.BackendRecord(
             name=spec.name,
             kind=spec.kind,
@@ -411,7 +417,10 @@ class Supervisor:
             # Two supervisors of one name overlap during a blue/green swap: remove only our own record.
             current = statefile.read_record(self.home, self.spec.name)
             if current is None or current.started_at == self._record.started_at:
-                statefile.remove_record(self.home, self.spec.name)
+                with self._write_lock:
+                    self._removed = True  # a pending retry must not bring the file back
+                    statefile.remove_record(self.home, self.spec.name)
+                TROUBLE.drop(f"the state file of {self.spec.name}")
             self.log.close()
 
     def _give_up(self) -> None:
@@ -483,12 +492,26 @@ class Supervisor:
         self._record.restarts = self.restarts
         self._record.breaker = self.breaker.snapshot()
         what = f"the state file of {self.spec.name}"
-        try:
-            statefile.write_record(self.home, self._record)
-        except OSError as exc:  # a full disk must not take the supervisor down, nor flood the log
-            TROUBLE.failed(what, statefile.record_path(self.home, self.spec.name), exc)
-        else:
-            TROUBLE.ok(what)
+        self._record.updated_at = time.time()
+        text, path = self._record.to_json(), statefile.record_path(self.home, self.spec.name)
+        with self._write_lock:
+            self._saves += 1
+            generation, self._removed = self._saves, False
+            try:
+                write_private(path, text)
+            except OSError as exc:  # a full disk must not take the supervisor down, nor flood the log
+                failed = exc
+            else:
+                TROUBLE.ok(what)
+                return
+
+        def retry() -> None:
+            # Called from the retry thread: a newer save (written, or failed with its own retry) wins.
+            with self._write_lock:
+                if generation == self._saves and not self._removed:
+                    write_private(path, text)
+
+        TROUBLE.failed(what, path, failed, retry)
 
     @property
     def serving(self) -> bool:
