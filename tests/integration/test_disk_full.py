@@ -112,7 +112,7 @@ def test_a_state_file_that_could_not_be_written_at_start_is_written_once_space_r
     full_disk: tuple[Path, Path], tmp_path: Path
 ) -> None:
     """`status` and `stop` find the backend within seconds of space returning, with no state change needed."""
-    home, filler = full_disk
+    _home, filler = full_disk
     port = free_port()
     entry = {"command": fault_command(), "port": port, "healthInterval": 200}
     data: dict[str, Any] = {"port": free_port(), "backend": "fault", "backends": {"fault": entry}}
