@@ -37,6 +37,8 @@ class BackendRecord:
     port: int | None = None
     argv_hash: str | None = None
     watchdog: bool = False  # `pid` is the watchdog in front of the backend (procs.watchdog_argv)
+    # The watchdog's descendants as last seen, [pid, create time] each: what is stopped if it dies alone.
+    tree: list[list[float]] = field(default_factory=list)
     base_url: str | None = None
     launcher_pid: int = field(default_factory=os.getpid)
     launcher_create_time: float | None = None

@@ -31,7 +31,7 @@ from launcher.supervision.childlog import BackendLog, Pump
 from launcher.supervision.clock import Clock, MonotonicClock
 from launcher.supervision.health import probe
 from launcher.supervision.ports import port_holder
-from launcher.supervision.procs import spawn, terminate_group
+from launcher.supervision.procs import leftovers, spawn, stop_processes, terminate_group, tree_of
 from launcher.supervision.states import SERVING, ProcessState, can_transition
 
 log = logging.getLogger("anyclaude.supervisor")
@@ -106,6 +106,8 @@ class Supervisor:
         self._immediate = False
         self._changed = asyncio.Event()  # set and replaced on every transition
         self._inherited: statefile.BackendRecord | None = None
+        # The watchdog's descendants as last seen (pid -> create time): what is stopped if it dies on its own.
+        self._tree: dict[int, float] = {}
         # The state file is written here and, after a failed write, by the disk retry thread.
         self._write_lock = threading.Lock()
         self._saves = 0
@@ -286,6 +288,7 @@ class Supervisor:
         self._record.watchdog = True
         self._record.create_time = statefile.process_create_time(self._proc.pid)
         self._record.started_at = self.clock.now()
+        self._tree, self._record.tree = {}, []
         self._save()
 
     async def _wait_ready(self) -> _Outcome | None:
@@ -297,6 +300,7 @@ class Supervisor:
         async with httpx.AsyncClient(timeout=READY_PROBE_TIMEOUT, transport=self.transport, trust_env=False) as client:
             while True:
                 if self._exited():
+                    await self._stop_leftovers()
                     return await self._failed_start(f"exited with code {self._returncode()} while starting")
                 if self._stop.is_set():
                     return _Outcome.STOP
@@ -337,6 +341,7 @@ class Supervisor:
         liveness = self.spec.liveness
         client = httpx.AsyncClient(timeout=self.timings.health_timeout, transport=self.transport, trust_env=False)
         async with client:
+            await self._look_at_tree()
             while True:
                 interval = self.timings.health_interval
                 if misses:
@@ -350,8 +355,10 @@ class Supervisor:
                     code = self._returncode()
                     self.log.note(f"exited with code {code}")
                     await self._reap_pump()
+                    await self._stop_leftovers()
                     self.reason = f"{self.spec.name} exited with code {code}"
                     return _Outcome.FAILED
+                await self._look_at_tree()
                 if woke or liveness is None:
                     continue
                 result = await probe(client, liveness)
@@ -394,6 +401,44 @@ class Supervisor:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._proc.wait(), 5.0)
         await self._reap_pump()
+        await self._stop_leftovers()
+
+    async def _look_at_tree(self) -> None:
+        """Note the watchdog's descendants while it lives (a dead watchdog has none: the last look stays)."""
+        if self._proc is None or self._exited():
+            return
+        # Non-empty only while the watchdog lived: at its death its children go to init at once.
+        seen = await asyncio.to_thread(tree_of, self._proc.pid)
+        if seen and seen != self._tree:
+            self._tree = seen
+            self._record.tree = sorted([pid, created] for pid, created in seen.items())
+            self._save()
+
+    async def _stop_leftovers(self) -> None:
+        """Stop what a watchdog that died on its own (SIGKILL, the OOM killer) left running.
+
+        A watchdog stops its whole tree before it exits; killed, it cannot: the backend's direct child
+        dies with it (parent-death signal), but what that child started lives on, re-parented to init,
+        holding the port and memory, and no later stop would ever reach it. Only processes proven ours
+        (pid + create time, or the watchdog's own session while a proven member holds it) are signalled.
+        """
+        tree, self._tree = self._tree, {}
+        session, since = self._record.pid, self._record.create_time
+        if not tree or session is None or since is None:
+            return
+        found = await asyncio.to_thread(leftovers, session, since, tree)
+        if not found:
+            return
+        pids = ", ".join(str(p.pid) for p in found)
+        log.warning(
+            "%s: its watchdog is gone; stopping %d processes it left running (pids %s)",
+            self.spec.name,
+            len(found),
+            pids,
+        )
+        self.log.note(f"the watchdog is gone; stopping what it left running: pids {pids}")
+        grace = 0.0 if self._immediate else self.timings.stop_timeout
+        await asyncio.to_thread(stop_processes, found, grace)
 
     async def _stop_for_restart(self) -> _Outcome:
         self._set_state(S.STOPPING, "restart requested")
