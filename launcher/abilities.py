@@ -39,7 +39,15 @@ def start_note(entry: BackendConfig) -> str | None:
 
 
 def record_tools(record: BackendRecord, home: Home) -> ToolSupport:
-    """Whether a running backend's model can call tools, from the config its state file names (or the default)."""
+    """Whether a running backend's model can call tools: as its launcher found at start (in the state file),
+    else from the config its state file names (or the default).
+
+    The launcher's finding comes first: the config may have been edited since, or may not be readable from
+    this shell (an environment variable it names that only the launcher's shell had).
+    """
+    known = record.tools.get("can_call") if isinstance(record.tools, dict) else None
+    if isinstance(known, bool):
+        return ToolSupport(known, str(record.tools.get("why") or ""))
     try:
         if record.config_path:
             entry = parse_config_file(Path(record.config_path), os.environ).backends.get(record.name)

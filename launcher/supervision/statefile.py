@@ -44,6 +44,8 @@ class BackendRecord:
     launcher_create_time: float | None = None
     launcher_argv_hash: str | None = None
     config_path: str | None = None
+    # Whether the model can call tools, as the launcher found at start: {"can_call": bool | None, "why": str}.
+    tools: dict[str, Any] = field(default_factory=dict)
     proxy_url: str | None = None
     log_path: str | None = None
     restarts: int = 0

@@ -83,6 +83,7 @@ class Supervisor:
         log_backups: int = 5,
         config_path: str | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
+        tools: dict[str, Any] | None = None,
     ) -> None:
         self.spec = spec
         self.home = home
@@ -122,6 +123,7 @@ class Supervisor:
             launcher_argv_hash=statefile.process_argv_hash(os.getpid()),
             config_path=config_path,
             log_path=str(self.log.path),
+            tools=tools or {},
         )
         self.breaker.add_listener(lambda old, new, why: self._save())
 
