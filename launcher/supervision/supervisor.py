@@ -42,6 +42,8 @@ READY_POLL = 0.05
 # Once a liveness probe failed, the next ones come this soon (not a whole healthInterval later): a hung
 # backend is then found within healthTimeout x healthFailures plus a second or two, not 30 s.
 DEGRADED_PROBE_INTERVAL = 1.0
+# While a backend starts (a model loading for minutes), its tree is looked at this often (a /proc scan).
+TREE_LOOK_INTERVAL = 1.0
 READY_PROBE_TIMEOUT = 2.0
 START_FAILURE_LINES = 20
 
@@ -109,6 +111,7 @@ class Supervisor:
         self._inherited: statefile.BackendRecord | None = None
         # The watchdog's descendants as last seen (pid -> create time): what is stopped if it dies on its own.
         self._tree: dict[int, float] = {}
+        self._tree_seen_at = 0.0
         # The state file is written here and, after a failed write, by the disk retry thread.
         self._write_lock = threading.Lock()
         self._saves = 0
@@ -312,6 +315,8 @@ class Supervisor:
                 if result.ok:
                     self._became_ready(f"answered {result.detail} after {self._uptime():.2f} s")
                     return None
+                if self.clock.now() - self._tree_seen_at >= TREE_LOOK_INTERVAL:
+                    await self._look_at_tree()
                 if self.clock.now() >= deadline:
                     await self._kill("startup timeout")
                     return await self._failed_start(
@@ -410,6 +415,7 @@ class Supervisor:
         if self._proc is None or self._exited():
             return
         # Non-empty only while the watchdog lived: at its death its children go to init at once.
+        self._tree_seen_at = self.clock.now()
         seen = await asyncio.to_thread(tree_of, self._proc.pid)
         if seen and seen != self._tree:
             self._tree = seen
