@@ -4,6 +4,7 @@ config errors, a mistyped option of anyclaude's own, and what the top-level `--h
 from __future__ import annotations
 
 import json
+import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -79,3 +80,26 @@ def test_top_level_help_shows_mode_and_config() -> None:
     shown = anyclaude("--help")
     assert shown.returncode == 0
     assert "--mode NAME" in shown.stdout and "--config PATH" in shown.stdout, shown.stdout
+
+
+def test_status_asks_our_mlx_server_about_a_model_named_by_its_hugging_face_id(
+    tiny_model: Path, tmp_path: Path
+) -> None:
+    """The config names a Hugging Face id; only the server, which found it in the cache, knows the model."""
+    from tests.integration.test_tools_notice import without_tools
+
+    cache = tmp_path / "hf"
+    repo = cache / "models--local--NoTools-Model"
+    shutil.copytree(without_tools(tiny_model, tmp_path), repo / "snapshots" / "0123abc")
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text("0123abc")
+    entry = {"command": None, "type": "mlx-server", "model": "local/NoTools-Model"}
+    s = start_serve(tmp_path, entry=entry, name="mlx", env={"HF_HUB_CACHE": str(cache)})
+    try:
+        s.wait_state("READY", timeout=120)
+        shown = anyclaude("status")
+        row = next(line for line in shown.stdout.splitlines() if line.startswith("mlx "))
+        assert row.split()[7] == "no", shown.stdout
+        assert "mlx cannot call tools: its chat template drops tool definitions" in shown.stdout
+    finally:
+        s.close()
