@@ -64,3 +64,36 @@ def test_a_killed_watchdog_leaves_no_backend_tree_running(tmp_path: Path) -> Non
             wait_until(lambda pid=pid: not alive(pid), 10, what=f"pid {pid} to be gone")
     finally:
         s.close()
+
+
+def test_a_watchdog_killed_while_its_backend_starts_leaves_nothing_either(tmp_path: Path) -> None:
+    """A model that takes minutes to load: the tree is recorded while it starts, not only once it is READY."""
+    marker = tmp_path / "tree.marks"
+    port = free_port()
+    command = [sys.executable, "-m", "tests.fault_backend", "--port", "{port}", "--marker", str(marker)]
+    entry = {
+        "command": [*command, "--grandchild", "--escaped-grandchild", "--ready-after", "600"],
+        "port": port,
+        "stopTimeout": 1000,
+        "restartDelay": 100,
+        "startupTimeout": 600000,
+    }
+    config = tmp_path / ".anyclauderc.json"
+    config.write_text(json.dumps({"port": free_port(), "backend": "slow", "backends": {"slow": entry}}))
+    s = launch_serve(config, "slow", marker, port)
+    try:
+        recorded = wait_until(
+            lambda: len((s.record() or {}).get("tree", [])) >= 3 and s.record(),
+            20,
+            what="the tree in the state file while starting",
+        )
+        assert recorded["state"] == "STARTING", recorded
+        pids = [pid for pid, _ in recorded["tree"]]
+        os.kill(recorded["pid"], signal.SIGKILL)
+        for pid in pids:
+            wait_until(lambda pid=pid: not alive(pid), 15, what=f"pid {pid} to be gone")
+        s.interrupt()
+        s.wait_exit(timeout=20)  # 1: the backend never started, and says so
+        assert "Traceback" not in s.text(), s.text()[-3000:]
+    finally:
+        s.close()
