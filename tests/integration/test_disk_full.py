@@ -108,11 +108,11 @@ def test_a_log_on_a_device_file_is_never_chmodded(tmp_path: Path) -> None:
             os.chmod("/dev/full", stat.S_IMODE(before))
 
 
-def test_a_state_file_that_could_not_be_written_at_start_is_written_once_space_returns(
+def test_what_could_not_be_written_at_start_is_written_once_space_returns(
     full_disk: tuple[Path, Path], tmp_path: Path
 ) -> None:
     """`status` and `stop` find the backend within seconds of space returning, with no state change needed."""
-    _home, filler = full_disk
+    home, filler = full_disk
     port = free_port()
     entry = {"command": fault_command(), "port": port, "healthInterval": 200}
     data: dict[str, Any] = {"port": free_port(), "backend": "fault", "backends": {"fault": entry}}
@@ -132,6 +132,10 @@ def test_a_state_file_that_could_not_be_written_at_start_is_written_once_space_r
         assert shown.returncode == 0, shown.stderr
         assert "fault" in shown.stdout and "READY" in shown.stdout, shown.stdout
         wait_until(lambda: "Writing the state file of fault works again" in s.text(), 5, what="the recovery")
+        # The backend's first lines, written while the disk was full, are written late rather than lost.
+        log = home / "logs" / "fault.log"
+        wait_until(lambda: log.exists() and "fault backend pid" in log.read_text(), 5, what="the kept lines")
+        assert "the disk was full from" in log.read_text()
 
         stopped = anyclaude("stop")
         assert stopped.returncode == 0, (stopped.stdout, stopped.stderr)
