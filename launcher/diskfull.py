@@ -73,13 +73,14 @@ class WriteTrouble:
         `retry`, when given, replaces any earlier one for `what` and is called from a background
         thread every `retry_every` seconds until it returns without an OSError (or `ok(what)`).
         """
+        if retry is not None:
+            with self._lock:
+                self._retries[what] = (os.fspath(path), retry)
+                self._start_retrier()
         if getattr(self._saying, "active", False):
             return  # a sink's own write failed while saying something: never loop
         now = self._clock()
         with self._lock:
-            if retry is not None:
-                self._retries[what] = (os.fspath(path), retry)
-                self._start_retrier()
             last = self._failing.get(what)
             if last is not None and now - last < self.repeat_after:
                 return
@@ -126,7 +127,10 @@ class WriteTrouble:
                 # A newer failure of the same thing replaced this retry meanwhile: that one is still due.
                 if self._retries.get(what, (None, None))[1] is not retry:
                     continue
-            self.ok(what)
+                del self._retries[what]
+                said = self._failing.pop(what, None) is not None
+            if said:
+                self._say(f"Writing {what} works again.")
 
     def _start_retrier(self) -> None:
         """Start the retry thread unless it runs (called with the lock held)."""
