@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from launcher.cli import cli, config_options
-from launcher.errors import AnyclaudeError
+from launcher.errors import AnyclaudeError, ConfigNotFoundError
 
 # ------------------------------------------------------------------------------------ models
 
@@ -79,7 +79,9 @@ def config_path_cmd(config_path: str | None, mode: str | None) -> None:
 
     found = find_config(config_path, os.environ, Path.cwd())
     if found is None:
-        raise AnyclaudeError("No config file found.", hint="Write one here with `anyclaude init` (the full example).")
+        raise ConfigNotFoundError(
+            "No config file found.", hint="Write one here with `anyclaude init` (the full example)."
+        )
     click.echo(str(found.absolute()))
 
 
@@ -154,7 +156,7 @@ def rollback(index: int, config_path: str | None, mode: str | None) -> None:
 
     target = find_config(config_path, os.environ, Path.cwd())
     if target is None:
-        raise AnyclaudeError("No config file to roll back.", hint="Pass --config PATH.")
+        raise ConfigNotFoundError("No config file to roll back.", hint="Pass --config PATH.")
     snap = do_rollback(Home.from_env(), target, index)
     click.echo(f"Wrote config #{index} ({snap.digest}) to {target}.")
 

@@ -65,6 +65,9 @@ def build_supervisor(settings: Settings, spec: LaunchSpec, transport: Any = None
         stable_after=entry.stable_after / 1000,
     )
     breaker = CircuitBreaker(entry.breaker_failures, entry.breaker_reset_timeout / 1000, name=spec.name)
+    from launcher.abilities import entry_tools
+
+    tools = entry_tools(entry)
     return Supervisor(
         spec,
         settings.home,
@@ -77,6 +80,7 @@ def build_supervisor(settings: Settings, spec: LaunchSpec, transport: Any = None
         log_backups=settings.config.log_backups,
         config_path=str(settings.path) if settings.path else None,
         transport=transport,
+        tools={"can_call": tools.can_call, "why": tools.why},
     )
 
 

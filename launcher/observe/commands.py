@@ -106,7 +106,15 @@ def _print_requests(found: Sequence[dict[str, Any]], as_json: bool, rich_out: bo
 
 
 @cli.command()
-@click.option("-n", "--lines", "count", default=20, show_default=True, help="How many of the last requests to show.")
+@click.option(
+    "-n",
+    "--lines",
+    "count",
+    type=click.IntRange(0, 2**63 - 1),  # what SQLite can bind; past it the query would fail
+    default=20,
+    show_default=True,
+    help="How many of the last requests to show.",
+)
 @click.option("-f", "--follow", is_flag=True, help="Keep showing new requests as they come.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per request, one per line.")
 @click.option(

@@ -2,7 +2,8 @@
 
 WAL lets `anyclaude requests -f`, `usage` and the dashboard read while the proxy writes. One writer
 (the recorder's thread) owns a connection; every reader opens its own. Rows older than
-`requestLogMaxDays`, and the oldest rows past `requestLogMaxBytes`, are deleted by `prune`.
+`requestLogMaxDays` are deleted by `prune`; `fit` keeps the files on disk (database, write-ahead log
+and its index) within `requestLogMaxBytes` after every write, deleting the oldest rows.
 """
 
 from __future__ import annotations
@@ -22,6 +23,17 @@ FILE_NAME = "requests.db"
 SCHEMA_VERSION = 2
 # A busy writer holds the lock for a few milliseconds per batch; readers wait this long for it.
 BUSY_TIMEOUT_MS = 5_000
+# The largest id (and number) SQLite can bind: a query past it fails instead of matching nothing.
+MAX_ID = 2**63 - 1
+# The write-ahead log is folded into the database once it holds this share of requestLogMaxBytes, and cut
+# back to that size on disk (SQLite otherwise keeps its largest size: 4 MB over a 256 KB limit).
+WAL_SHARE = 0.04
+# Once the files take FIT_AT of the limit, the oldest rows go until they take FIT_TARGET of it. The gap
+# below the limit is what one write adds before the next check: its pages in the write-ahead log and, once
+# folded in, in the database (a few 4 KB pages each, ~10 % of a 256 KB limit). The gap under FIT_AT is room
+# for the next writes, so a full log is not pruned again on the very next one.
+FIT_AT = 0.9
+FIT_TARGET = 0.8
 
 # Columns of `requests`, in order; every reader returns rows as dicts with these keys.
 COLUMNS = (
@@ -206,6 +218,54 @@ def count(conn: sqlite3.Connection) -> int:
 def latest_id(conn: sqlite3.Connection) -> int:
     """The id of the newest request (0 for an empty log)."""
     return int(conn.execute("SELECT COALESCE(MAX(id), 0) FROM requests").fetchone()[0])
+
+
+def size_wal(conn: sqlite3.Connection, max_bytes: int) -> None:
+    """Keep the write-ahead log a small share of `max_bytes` on disk (see WAL_SHARE)."""
+    page_size = int(conn.execute("PRAGMA page_size").fetchone()[0])
+    wal_bytes = max(page_size, int(max_bytes * WAL_SHARE))
+    conn.execute(f"PRAGMA wal_autocheckpoint={max(1, wal_bytes // page_size)}")
+    conn.execute(f"PRAGMA journal_size_limit={wal_bytes}")
+
+
+def fit(conn: sqlite3.Connection, path: Path, max_bytes: int) -> int:
+    """Keep the log's files on disk within `max_bytes`; returns how many rows went.
+
+    Near the limit (FIT_AT), the write-ahead log is folded into the database first (often enough on its
+    own); then the oldest rows go until the files take at most FIT_TARGET of the limit, and the freed pages
+    are given back to the file system. The index file (-shm, 32 KB) and what is left of the
+    write-ahead log count against the limit too.
+    """
+    if disk_size(path) <= max_bytes * FIT_AT:
+        return 0
+    _checkpoint(conn)
+    target = int(max_bytes * FIT_TARGET)
+    total = disk_size(path)
+    if total <= target:
+        return 0
+    with contextlib.suppress(OSError):
+        target -= total - path.stat().st_size  # the -shm file and any write-ahead log a reader kept
+    deleted = 0
+    for _ in range(8):
+        used = used_bytes(conn)
+        held = count(conn)
+        if used <= target or held == 0:
+            break
+        share = min(1.0, (used - target) / used + 0.02)
+        with _transaction(conn):
+            last = conn.execute(
+                "SELECT id FROM requests ORDER BY id LIMIT 1 OFFSET ?", (max(0, int(held * share) - 1),)
+            ).fetchone()
+            deleted += _delete_through(conn, int(last[0]))
+    if deleted:
+        conn.execute("PRAGMA incremental_vacuum")
+        _checkpoint(conn)
+    return deleted
+
+
+def _checkpoint(conn: sqlite3.Connection) -> None:
+    """Fold the write-ahead log into the database and cut the log file to nothing (a reader may delay it)."""
+    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
 
 
 def used_bytes(conn: sqlite3.Connection) -> int:
