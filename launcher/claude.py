@@ -10,6 +10,9 @@ Each variable below was checked against the Claude Code 2.1.197 binary; the fail
   gets past it. Left alone when the user set `ANTHROPIC_AUTH_TOKEN`: then Claude Code sends that as a Bearer
   token and an extra key would only add a second credential to the request.
 - `API_TIMEOUT_MS`: the per-request timeout (default 10 minutes) would abort a long local prefill.
+- `CLAUDE_STREAM_IDLE_TIMEOUT_MS` (as long as `API_TIMEOUT_MS`): Claude Code 2.1.197 aborts a stream after
+  300 s without an event, pings not counting, and retries it: a prompt that takes a slow machine longer than
+  five minutes to read would never be answered (seen: Qwen2.5-Coder-1.5B on a busy 2-core CPU, 1,815 tokens).
 - `CLAUDE_CODE_MAX_OUTPUT_TOKENS`: Claude Code asks for 32k-64k output tokens, more than a small context holds;
   a reply cut at `max_tokens` is retried three times and then shown as an error.
 - `CLAUDE_CODE_AUTO_COMPACT_WINDOW` (and `CLAUDE_AUTOCOMPACT_PCT_OVERRIDE` below 100k tokens, the window's
@@ -125,6 +128,7 @@ def claude_env(base: Mapping[str, str], target: ClaudeTarget) -> dict[str, str]:
         return env
     added: dict[str, str] = {
         "API_TIMEOUT_MS": str(API_TIMEOUT_MS),
+        "CLAUDE_STREAM_IDLE_TIMEOUT_MS": str(API_TIMEOUT_MS),
         "CLAUDE_CODE_ATTRIBUTION_HEADER": "0",
         "DISABLE_TELEMETRY": "1",
         "DISABLE_ERROR_REPORTING": "1",
