@@ -103,7 +103,7 @@ def create_proxy_app(
 
 
 def bind_socket(host: str, port: int) -> socket.socket:
-    """A listening socket on host:port. Raises PortInUseError naming the holder (RELIABILITY 6)."""
+    """A listening socket on host:port. Raises PortInUseError naming the holder (docs/reliability.md 6)."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     # proto=IPPROTO_TCP: asyncio sets TCP_NODELAY only on sockets that say they are TCP; with proto 0
     # every small write waits for the peer's delayed ACK (~40 ms per response).

@@ -82,7 +82,7 @@ def announce(ui: Progress) -> Callable[[Supervisor, ProcessState, ProcessState, 
     def on_state(supervisor: Supervisor, old: ProcessState, new: ProcessState, why: str) -> None:
         name = supervisor.spec.name
         if new is S.BACKOFF and supervisor.error is not None:
-            # RELIABILITY 2: a backend that dies while starting is reported at once, with its last log lines.
+            # docs/reliability.md 2: a backend that dies while starting is reported at once, with its last log lines.
             ui.line(f"✗ {supervisor.error.message}", style="red")
         if new is S.READY:
             ui.line(f"✓ {name} is ready ({why}).", style="green")

@@ -1,5 +1,5 @@
 """Who may talk to the proxy: Host header allow-list, Origin allow-list, API key, body size
-(RELIABILITY 17, 20, 21, 28), and CORS headers for the origins allowed.
+(docs/reliability.md 17, 20, 21, 28), and CORS headers for the origins allowed.
 
 Pure ASGI middleware: it runs before routing, costs a few dict lookups, and never buffers or wraps a
 streaming response (Starlette's BaseHTTPMiddleware would, and breaks disconnect handling). Both read

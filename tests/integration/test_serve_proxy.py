@@ -1,6 +1,6 @@
 """`anyclaude serve` end to end: proxy + supervised backend, with the official anthropic SDK as the client.
 
-RELIABILITY.md items 1 (requests wait for a starting backend), 6 (proxy port taken), 7 (backend killed
+docs/reliability.md items 1 (requests wait for a starting backend), 6 (proxy port taken), 7 (backend killed
 mid-stream), 9 (circuit breaker), and the embedded MLX server.
 """
 

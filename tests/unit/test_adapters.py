@@ -353,7 +353,7 @@ def test_mlx_lm_says_whether_its_model_can_see_images(tmp_path: Path) -> None:
     assert launch(MlxLmAdapter(), {"port": 8081, "model": "/no/such/model"}).accepts_images is None
 
 
-# --- contextLength reaches the proxy's prompt-size check for every kind (RELIABILITY 18) -------------
+# --- contextLength reaches the proxy's prompt-size check for every kind (docs/reliability.md 18) -------------
 
 
 @pytest.mark.parametrize(
