@@ -199,16 +199,17 @@ async def _claude_session(settings: Settings, ui: Progress, path: str, args: Seq
     entry = settings.entry
     local = entry.type != "anthropic" and settings.mode != "claude"
     key = settings.config.api_key.get_secret_value() if settings.config.api_key else None
-    from launcher.abilities import model_name
+    from adapters.facts import model_facts, with_folder_facts
 
+    facts = model_facts(with_folder_facts(entry))  # what the proxy and the server were given too
     target = claude.ClaudeTarget(
         proxy_url=proxy_url,
         api_key=key,
         local=local,
         # Claude Code shows the model that answers; with a model map the Claude ids route requests (claude.py).
-        model=None if settings.config.models else model_name(entry),
-        context_length=entry.context_length,
-        max_output_tokens=entry.max_output_tokens,
+        model=None if settings.config.models else facts.served_name,
+        context_length=facts.context_length,
+        max_output_tokens=facts.max_output_tokens,
     )
     env = claude.claude_env(os.environ, target)
     headless = any(arg in ("-p", "--print") for arg in args)
