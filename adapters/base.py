@@ -17,6 +17,8 @@ from urllib.parse import urlsplit
 from adapters.facts import ModelFacts, model_facts, with_folder_facts
 from adapters.facts import model_config as model_config  # the kinds import these from here
 from adapters.facts import model_context_length as model_context_length
+from adapters.findings import Check as Check  # the kinds and doctor import these from here
+from adapters.findings import CheckStatus as CheckStatus
 from launcher.redact import is_secret_name
 
 if TYPE_CHECKING:
@@ -81,27 +83,6 @@ class LaunchSpec:
     @property
     def health_url(self) -> str | None:
         return self.readiness.url if self.readiness else None
-
-
-class CheckStatus(StrEnum):
-    OK = "ok"
-    WARN = "warn"
-    FAIL = "fail"
-
-
-@dataclass(frozen=True)
-class Check:
-    """One doctor finding: a distinct name, what was found, and how to fix it when it is not OK.
-
-    `key` is set on a failure no restart can fix (a model path that does not exist): the entry key to
-    edit. Such a check is run before the backend is started, and stops the start with that key named.
-    """
-
-    name: str
-    status: CheckStatus
-    finding: str
-    fix: str | None = None
-    key: str | None = None
 
 
 class Adapter(Protocol):

