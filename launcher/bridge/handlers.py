@@ -12,6 +12,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from adapters.base import ApiKind
+from adapters.contracts import is_default_model
 from launcher.bridge import chat, passthrough, tokens
 from launcher.bridge.asgi import ClientGone, ClosingStreamingResponse, once, unless_disconnected
 from launcher.bridge.codec import DecodeError, dumps, loads
@@ -211,7 +212,7 @@ class Handlers:
     def serves(self, model_id: str) -> bool:
         """Whether a request for `model_id` is answered: an id `/v1/models` lists, one a configured pattern
         matches, or a Claude model id (what Claude Code asks for; the backend's model answers it)."""
-        if model_id.startswith("claude-") or model_id in (m["id"] for m in self.models()):
+        if is_default_model(model_id) or model_id in (m["id"] for m in self.models()):
             return True
         return self.options.backend_model(model_id, None) is not None
 
