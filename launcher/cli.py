@@ -8,30 +8,14 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import click
 
 from launcher import __version__
+from launcher.cli_options import config_options
 from launcher.errors import EXIT_RUNTIME, AnyclaudeError
-
-F = TypeVar("F", bound=Callable[..., Any])
-
-
-def config_options(func: F) -> F:
-    func = click.option(
-        "--mode", "-m", metavar="NAME", help="Backend to use (default: $ANYCLAUDE_MODE, then `backend`)."
-    )(func)
-    return click.option(
-        "--config",
-        "config_path",
-        "-c",
-        metavar="PATH",
-        type=click.Path(dir_okay=False),
-        help="Config file (default: $ANYCLAUDE_CONFIG, ./.anyclauderc.json, ~/.anyclauderc.json).",
-    )(func)
 
 
 class _Anyclaude(click.Group):
@@ -299,11 +283,15 @@ def doctor(config_path: str | None, mode: str | None, as_json: bool, deep: bool)
     sys.exit(render(checks, as_json))
 
 
-# `models`, `config` and `rollback` live in cli_files.py; importing it registers them on `cli`.
-from launcher import cli_files  # noqa: E402, F401
+# `models`, `config` and `rollback` live in cli_files.py; `requests`, `usage` and `dashboard` (the request log)
+# with the rest of observability. Neither imports this module: they are added here.
+from launcher import cli_files  # noqa: E402
+from launcher.observe import commands as observe_commands  # noqa: E402
 
-# `requests`, `usage` and `dashboard` (the request log) live with the rest of observability.
-from launcher.observe import commands  # noqa: E402, F401
+for _command in (cli_files.models, cli_files.config, cli_files.rollback):
+    cli.add_command(_command)
+for _command in (observe_commands.requests, observe_commands.usage, observe_commands.dashboard):
+    cli.add_command(_command)
 
 # ------------------------------------------------------------------------------------ entry point
 

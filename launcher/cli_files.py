@@ -7,13 +7,13 @@ from pathlib import Path
 
 import click
 
-from launcher.cli import cli, config_options
+from launcher.cli_options import config_options
 from launcher.errors import AnyclaudeError, ConfigNotFoundError
 
 # ------------------------------------------------------------------------------------ models
 
 
-@cli.group()
+@click.group()
 def models() -> None:
     """Model folders for the MLX backends."""
 
@@ -64,7 +64,7 @@ def models_fix(folder: Path) -> None:
 # ------------------------------------------------------------------------------------ config
 
 
-@cli.group()
+@click.group()
 def config() -> None:
     """Inspect and check the config file."""
 
@@ -88,11 +88,19 @@ def config_path_cmd(config_path: str | None, mode: str | None) -> None:
 @config.command("validate")
 @config_options
 def config_validate(config_path: str | None, mode: str | None) -> None:
-    """Check the config file; print what would run."""
+    """Check the config file and what it names, starting nothing: model paths and scripts exist, ports are free
+    or held by this anyclaude's own backends. Problems are said as `doctor` says them; exit 1 on any."""
+    import os
+    import sys
+
     import adapters  # noqa: F401
-    from adapters.base import AdapterError, launch_spec
+    from adapters.base import AdapterError, CheckStatus, launch_spec
     from launcher.config import load_settings
+    from launcher.control import survey
+    from launcher.doctor.configuration import config_checks
+    from launcher.doctor.report import mask, plain
     from launcher.errors import ConfigError
+    from launcher.paths import Home
 
     settings = load_settings(config_path, mode)
     for name, entry in settings.config.backends.items():
@@ -102,6 +110,12 @@ def config_validate(config_path: str | None, mode: str | None) -> None:
             launch_spec(name, settings.config)
         except AdapterError as exc:
             raise ConfigError(f"{settings.path}: {exc}", hint="Fix that backend entry.") from None
+    checks, secrets = config_checks(str(settings.path), mode, os.environ, Path.cwd(), survey(Home.from_env()))
+    problems = [c for c in mask(checks, secrets) if c.status is CheckStatus.FAIL]
+    if problems:
+        click.echo(f"{settings.path}: {len(problems)} problem(s) found", err=True)
+        click.echo(plain(problems), nl=False, err=True)
+        sys.exit(1)
     enabled = sum(1 for e in settings.config.backends.values() if e.enabled)
     click.echo(
         f"{settings.path}: valid ({len(settings.config.backends)} backends, {enabled} enabled; mode {settings.mode})"
@@ -140,7 +154,7 @@ def config_history(config_path: str | None, mode: str | None) -> None:
         click.echo(f"{index:3d}  {when}  {snap.digest}{mark}")
 
 
-@cli.command()
+@click.command()
 @click.argument("index", type=int, default=1)
 @config_options
 def rollback(index: int, config_path: str | None, mode: str | None) -> None:
@@ -164,6 +178,7 @@ def rollback(index: int, config_path: str | None, mode: str | None) -> None:
 @config.command("schema")
 def config_schema() -> None:
     """Print the JSON Schema of .anyclauderc.json (for editors)."""
+    from launcher.config import Config
     from launcher.config_schema import config_json_schema
 
-    click.echo(json.dumps(config_json_schema(), indent=2))
+    click.echo(json.dumps(config_json_schema(Config), indent=2))

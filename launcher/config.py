@@ -12,6 +12,7 @@ import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -118,7 +119,7 @@ class BackendConfig(_Model):
     health_interval: Millis = Field(5_000, description="ms between liveness probes.")
     health_timeout: Millis = Field(5_000, description="ms a liveness probe may take.")
     health_failures: int = Field(3, ge=1, description="Consecutive failed liveness probes before a restart.")
-    # RELIABILITY.md: restarts wait about 1, 2, 4, 8, 16 s, then the supervisor gives up (FATAL).
+    # docs/reliability.md: restarts wait about 1, 2, 4, 8, 16 s, then the supervisor gives up (FATAL).
     restart_delay: Millis = Field(1_000, description="ms before the first restart; doubles each time.")
     restart_delay_max: Millis = Field(30_000, description="ms cap on the restart delay.")
     max_restarts: int = Field(5, ge=0, description="Failed starts in a row before FATAL.")
@@ -197,6 +198,48 @@ class BackendConfig(_Model):
         None, description="mlx-server: system prompt (text) or {messages, tools} JSON prefilled at startup."
     )
     warmup_tools: str | None = Field(None, description="mlx-server: JSON list of tools prefilled with warmupFile.")
+
+
+class Applies(StrEnum):
+    """How an edit of a backend key reaches a running backend (docs/reliability.md 14)."""
+
+    LIVE = "live"  # read by the proxy for each request: nothing restarts
+    SUPERVISOR = "supervisor"  # taken by the running supervisor in place: nothing restarts
+    RESTART = "restart"  # the backend is replaced (blue/green, or in place on its own port)
+
+
+# `claude` shapes the next Claude Code anyclaude starts; the backend never sees it.
+_LIVE_KEYS = {"description", "context_length", "max_output_tokens", "claude"}
+_SUPERVISOR_KEYS = {
+    "startup_timeout",
+    "stop_timeout",
+    "health_interval",
+    "health_timeout",
+    "health_failures",
+    "restart_delay",
+    "restart_delay_max",
+    "max_restarts",
+    "stable_after",
+    "breaker_failures",
+    "breaker_reset_timeout",
+}
+# The one table: every backend key, by how an edit of it is applied. A key that also changes what is
+# started (a kind passing contextLength to its server) restarts through the launch spec all the same.
+BACKEND_KEY_APPLIES: dict[str, Applies] = {
+    key: Applies.LIVE if key in _LIVE_KEYS else Applies.SUPERVISOR if key in _SUPERVISOR_KEYS else Applies.RESTART
+    for key in BackendConfig.model_fields
+}
+
+
+def restart_keys_changed(old: BackendConfig | None, new: BackendConfig | None) -> list[str]:
+    """The keys whose edit needs the backend replaced (camelCase, as written in the file)."""
+    if old is None or new is None:
+        return ["(entry)"] if old is not new else []
+    return [
+        to_camel(key)
+        for key, applies in BACKEND_KEY_APPLIES.items()
+        if applies is Applies.RESTART and getattr(old, key) != getattr(new, key)
+    ]
 
 
 class Config(_Model):
@@ -365,7 +408,7 @@ def parse_config_text(text: str, path: Path, env: Mapping[str, str]) -> Config:
     try:
         config = Config.model_validate(cleaned)
     except ValidationError as exc:
-        raise config_error(path, exc) from None
+        raise config_error(path, exc, Config, BackendConfig) from None
     _cross_check(config, path)
     return _resolve_paths(config, path.parent.absolute())
 
@@ -409,7 +452,7 @@ def _cross_check(config: Config, path: Path) -> None:
             f"{did_you_mean(config.backend, config.backends)}",
             hint=f"Known backends: {', '.join(sorted(config.backends)) or 'none defined'}.",
         )
-    # RELIABILITY.md 19: a proxy reachable from the network must ask for a key.
+    # docs/reliability.md 19: a proxy reachable from the network must ask for a key.
     if config.host not in LOOPBACK_HOSTS and config.api_key is None:
         raise ConfigError(
             f"{path}: host: binding the proxy to {config.host} exposes it to the network without a key",

@@ -1,6 +1,6 @@
 """Writes under `$ANYCLAUDE_HOME` that fail (a full disk, a read-only mount): said once, never fatal.
 
-A full disk must not stop the service (RELIABILITY 26). Every writer that can hit one (the launcher's
+A full disk must not stop the service (docs/reliability.md 26). Every writer that can hit one (the launcher's
 log, the backends' logs, state files, config history) reports here instead of raising or printing a
 traceback: the first failure of each kind is said once, with what could not be written and how to
 free space; the same failure is said again at most every `REPEAT_AFTER` seconds; the first success

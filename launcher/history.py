@@ -3,7 +3,7 @@
 `anyclaude config history` lists them; `anyclaude rollback [N]` writes snapshot N back to the config
 file, and the running anyclaude's watcher then applies it like any other edit.
 
-A snapshot never holds a secret (RELIABILITY 27): literal keys are masked with a token naming their
+A snapshot never holds a secret (docs/reliability.md 27): literal keys are masked with a token naming their
 field (`launcher.masking`), and a rollback takes them from the current config file, where they live.
 """
 

@@ -82,7 +82,7 @@ def announce(ui: Progress) -> Callable[[Supervisor, ProcessState, ProcessState, 
     def on_state(supervisor: Supervisor, old: ProcessState, new: ProcessState, why: str) -> None:
         name = supervisor.spec.name
         if new is S.BACKOFF and supervisor.error is not None:
-            # RELIABILITY 2: a backend that dies while starting is reported at once, with its last log lines.
+            # docs/reliability.md 2: a backend that dies while starting is reported at once, with its last log lines.
             ui.line(f"✗ {supervisor.error.message}", style="red")
         if new is S.READY:
             ui.line(f"✓ {name} is ready ({why}).", style="green")
@@ -199,20 +199,21 @@ async def _claude_session(settings: Settings, ui: Progress, path: str, args: Seq
     entry = settings.entry
     local = entry.type != "anthropic" and settings.mode != "claude"
     key = settings.config.api_key.get_secret_value() if settings.config.api_key else None
-    from launcher.abilities import model_name
+    from adapters.facts import model_facts, with_folder_facts
 
+    facts = model_facts(with_folder_facts(entry))  # what the proxy and the server were given too
     target = claude.ClaudeTarget(
         proxy_url=proxy_url,
         api_key=key,
         local=local,
         # Claude Code shows the model that answers; with a model map the Claude ids route requests (claude.py).
-        model=None if settings.config.models else model_name(entry),
-        context_length=entry.context_length,
-        max_output_tokens=entry.max_output_tokens,
+        model=None if settings.config.models else facts.served_name,
+        context_length=facts.context_length,
+        max_output_tokens=facts.max_output_tokens,
     )
     env = claude.claude_env(os.environ, target)
     if local:
-        args = [*fitted_args(settings, ui, args), *args]
+        args = [*fitted_args(settings, ui, args, facts.context_length), *args]
     headless = any(arg in ("-p", "--print") for arg in args)
     if local and not headless:
         claude.offer_onboarding(
@@ -227,7 +228,9 @@ async def _claude_session(settings: Settings, ui: Progress, path: str, args: Seq
         return await claude.run_claude(path, args, env)
 
 
-def fitted_args(settings: Settings, ui: Progress, user_args: Sequence[str]) -> tuple[str, ...]:
+def fitted_args(
+    settings: Settings, ui: Progress, user_args: Sequence[str], context_length: int | None
+) -> tuple[str, ...]:
     """The arguments that fit Claude Code to the backend's model (tools, system prompt), said on the start line.
 
     A prompt file that cannot be read is an error naming the config key, before Claude Code starts."""
@@ -240,7 +243,7 @@ def fitted_args(settings: Settings, ui: Progress, user_args: Sequence[str]) -> t
             tools=entry.claude.tools,
             system_prompt=entry.claude.system_prompt,
             exclude_dynamic_sections=entry.claude.exclude_dynamic_sections,
-            context_length=entry.context_length,
+            context_length=context_length,
             user_args=user_args,
             cwd=Path.cwd(),
         )

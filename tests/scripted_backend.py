@@ -333,6 +333,12 @@ class Backend:
                 yield _event({"error": {"message": "out of memory"}})
                 return
             name = "text"
+        if name == "ticks":  # a steady stream: a token every 20 ms for 4 s (gaps the proxy adds show)
+            yield _event(chunk({"role": "assistant", "content": ""}))
+            for _ in range(200):
+                await asyncio.sleep(0.02)
+                yield _event(chunk({"content": "."}))
+            name = "text"
         if name == "midstream_error":
             yield _event(chunk({"content": "x"}))
             yield _event({"error": {"message": "out of memory"}})

@@ -30,6 +30,7 @@ from adapters.mlx_server.config import (
     ServerConfig,
     validate_models,
 )
+from adapters.mlx_server.process import configure_process
 
 EXIT_BAD_CONFIG = 2
 EXIT_LOAD_FAILED = 1
@@ -162,9 +163,8 @@ def default_alias(source: str) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the server until it is stopped; returns the exit status."""
-    # Before anything imports huggingface_hub or transformers: they read these once, at import.
-    os.environ["HF_HUB_OFFLINE"] = "1"
-    os.environ["TRANSFORMERS_OFFLINE"] = "1"
+    # Before anything imports huggingface_hub or transformers: they read the offline settings once, at import.
+    configure_process(own_process=True)
     args = build_parser().parse_args(argv)
     try:
         config = config_from_args(args)

@@ -6,7 +6,6 @@ and the process exits non-zero, so a supervisor sees the failure at once instead
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -132,8 +131,7 @@ def resolve_model_path(source: str) -> Path:
 
 def _cached_snapshot(repo_id: str) -> Path | None:
     """The cached snapshot folder of `repo_id`, or None; works offline only."""
-    # huggingface_hub reads HF_HUB_OFFLINE when imported; the server never reaches the Hub.
-    os.environ["HF_HUB_OFFLINE"] = "1"
+    # A read of the local cache only: nothing here reaches the Hub (process.py owns the offline settings).
     from huggingface_hub import try_to_load_from_cache
 
     try:

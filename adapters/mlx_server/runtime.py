@@ -20,6 +20,7 @@ from adapters.mlx_server.cache_warmup import prepare_model_cache
 from adapters.mlx_server.config import ServerConfig
 from adapters.mlx_server.engine import Engine
 from adapters.mlx_server.pool import LoadedModel, ModelPool
+from adapters.mlx_server.process import configure_process
 from adapters.mlx_server.prompt_cache import PromptCacheStore, SlotPromptCache, build_prompt_cache
 
 log = logging.getLogger("anyclaude.mlx_server")
@@ -66,6 +67,7 @@ class Runtime:
         if self.readiness is not Readiness.STOPPED:
             return
         self.readiness = Readiness.LOADING
+        configure_process(own_process=False)  # the server's own process did more already (__main__)
         self.engine.start()
         self._loader = asyncio.create_task(self._load_default(), name="mlx-load-default")
         interval = self.config.cache_persist_interval

@@ -1,6 +1,6 @@
 """Anthropic content blocks → OpenAI message parts, one block type at a time.
 
-The block types accepted are exactly those Claude Code sends (RELIABILITY 17). Seen in 2.1.197's requests:
+The block types accepted are exactly those Claude Code sends (docs/reliability.md 17). Seen in 2.1.197's requests:
 `text` (with `citations` and `cache_control`), `image` inside `tool_result` (Read on a picture), `document`
 (Read on a PDF), `tool_use`, `tool_result`; and in the history of a conversation begun on the real API,
 which anyclaude can swap to a local backend underneath a running Claude Code: `thinking`,

@@ -17,6 +17,7 @@ from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from adapters.contracts import SESSION_HEADERS
 from launcher.bridge import sse
 from launcher.bridge.codec import DecodeError, loads
 from launcher.bridge.errors import ApiError
@@ -46,10 +47,6 @@ class Call:
     stop_sequences: list[str] | None
     parser: TextToolParser | None
     forwarded: dict[str, str] = field(default_factory=dict)  # the client's headers a backend may use
-
-
-# Claude Code's session and subagent ids: our MLX server keeps each agent's prompt-cache slot apart by them.
-SESSION_HEADERS = ("x-claude-code-session-id", "x-claude-code-agent-id", "x-claude-code-parent-agent-id")
 
 
 def session_headers(headers: Mapping[str, str]) -> dict[str, str]:

@@ -14,7 +14,6 @@ from typing import Any
 
 import click
 
-from launcher.cli import cli
 from launcher.errors import AnyclaudeError, NotRunningError
 
 FOLLOW_POLL = 0.5
@@ -105,7 +104,7 @@ def _print_requests(found: Sequence[dict[str, Any]], as_json: bool, rich_out: bo
     Console().print(table)
 
 
-@cli.command()
+@click.command()
 @click.option(
     "-n",
     "--lines",
@@ -150,7 +149,7 @@ def requests(count: int, follow: bool, as_json: bool, parse_failed: bool) -> Non
         last = newest
 
 
-@cli.command()
+@click.command()
 @click.option("--since", metavar="WHEN", help="Only requests since: 30m, 12h, 7d, 2w, today, or a date (2026-12-01).")
 @click.option(
     "--by", "group", type=click.Choice(["day", "session", "backend", "model"]), help="One row per day, session, …"
@@ -217,7 +216,7 @@ def usage(since: str | None, group: str | None, as_json: bool) -> None:
         )
 
 
-@cli.command()
+@click.command()
 @click.option("--mode", "-m", metavar="NAME", help="The backend whose anyclaude to open (when several run).")
 @click.option("--no-open", is_flag=True, help="Print the address only; do not open a browser.")
 def dashboard(mode: str | None, no_open: bool) -> None:

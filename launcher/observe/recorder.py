@@ -313,7 +313,7 @@ class Recorder:
             log.info("request log: removed %d old rows (keeping %g days, %d bytes)", removed, *_limits(settings))
 
     def _failed(self, message: str) -> None:
-        # RELIABILITY 26: said once per condition, not once per request.
+        # docs/reliability.md 26: said once per condition, not once per request.
         if self._failing != message:
             self._failing = message
             log.warning(

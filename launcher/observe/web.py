@@ -22,6 +22,7 @@ from starlette.responses import Response, StreamingResponse
 from starlette.routing import BaseRoute, Route
 
 from launcher.bridge.errors import ApiError
+from launcher.bridge.guard import origin_allowed
 from launcher.bridge.handlers import error_response, json_response
 from launcher.observe import store, usage, views
 from launcher.observe.metrics import CONTENT_TYPE, Metrics
@@ -89,8 +90,7 @@ class Dashboard:
         origin = request.headers.get("origin")
         if origin is None:
             return None
-        own = f"http://{request.headers.get('host', '')}"
-        if origin == own or origin in self.stack.settings.config.cors_origins:
+        if origin_allowed(origin, self.stack.settings.config.cors_origins, request.headers.get("host", "")):
             return None
         return ApiError(403, f"requests from {origin} may not use this endpoint (add it to corsOrigins to allow it)")
 

@@ -1,4 +1,4 @@
-"""A full disk under $ANYCLAUDE_HOME (RELIABILITY 26): serve and the config watcher keep going, each write
+"""A full disk under $ANYCLAUDE_HOME (docs/reliability.md 26): serve and the config watcher keep going, each write
 that fails is said once (no traceback flood on the terminal), and writing resumes when space returns.
 
 The home lives on a tiny tmpfs filled to the last block; mounting one needs root, so without it the

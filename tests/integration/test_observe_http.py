@@ -127,3 +127,13 @@ def test_dashboard_and_metrics_follow_the_api_access_rules(serve: StartServe) ->
         assert KEY not in http.get("/ui/api/state").text
     files = [db, db.with_name("requests.db-wal")]
     assert not any(KEY.encode() in p.read_bytes() for p in files if p.exists())
+
+
+def test_one_origin_rule_for_the_api_and_the_dashboard(serve: StartServe) -> None:
+    """`corsOrigins: ["*"]` opens the dashboard's API to other pages exactly as it opens the Messages API."""
+    s = serve(scripted_entry(), top={"apiKey": KEY, "corsOrigins": ["*"]})
+    s.wait_state("READY")
+    headers = {"x-api-key": KEY, "origin": "https://elsewhere.example"}
+    with httpx.Client(base_url=s.proxy_url, timeout=10, headers=headers) as http:
+        assert http.get("/v1/models").status_code == 200
+        assert http.get("/ui/api/requests").status_code == 200

@@ -1,5 +1,5 @@
-"""What the bridge refuses and what it lets through, case by case (RELIABILITY 17): strict where the Messages API
-is strict, lenient only where Claude Code's real traffic needs it. Also: the billing line wherever it is.
+"""What the bridge refuses and what it lets through, case by case (docs/reliability.md 17): strict where the
+Messages API is strict, lenient only where Claude Code's real traffic needs it. Also: the billing line wherever it is.
 """
 
 from __future__ import annotations
