@@ -224,6 +224,12 @@ async def _claude_session(settings: Settings, ui: Progress, path: str, args: Seq
         )
     # From here the terminal is Claude Code's: anyclaude prints nothing until it exits (all goes to the log).
     with ui.silenced():
+        if headless:  # the wait for an answer is shown on stderr, and a Ctrl-C exits 130 (launcher/waiting.py)
+            from launcher import waiting
+
+            return await waiting.run_headless(
+                lambda on_sigint: claude.run_claude(path, args, env, on_sigint), sys.stderr
+            )
         return await claude.run_claude(path, args, env)
 
 

@@ -1,0 +1,244 @@
+"""The wait before an answer: how far the backend has read the prompt, shown while Claude Code is silent.
+
+A cold prefill of Claude Code's prompt takes half a minute on a small CPU, minutes on a busy laptop, and under
+`-p` nothing moves meanwhile. Our MLX server reports its progress in SSE comments
+(`: prefill {"prompt_tokens": N, "cached_tokens": C, "processed": P}`); the proxy, which runs in the launcher's
+own process, records the latest report of each request on `BOARD` until the first token arrives, and the
+launcher shows the oldest waiting request on stderr (`show_progress`): one line rewritten in place on a
+terminal, a plain line every few seconds elsewhere. Claude Code's stdout is never touched.
+
+A Ctrl-C is Claude Code's (it interrupts the request), but under `-p` Claude Code 2.1.197 then exits 0;
+`Interrupts` remembers that one arrived so the run ends with 130, as an interrupted command does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import time
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any, Generic, TextIO, TypeVar
+
+from launcher.bridge.sse import Comment
+
+T = TypeVar("T")
+
+# A wait shorter than this shows nothing: a warm prompt cache answers in well under a second.
+GRACE_S = 1.0
+# How often the line is redrawn on a terminal, and how often a plain line is written elsewhere.
+TERMINAL_EVERY_S = 0.5
+PLAIN_EVERY_S = 3.0
+SIGINT_EXIT = 130
+
+
+@dataclass(frozen=True)
+class Reading:
+    """One request's prompt reading, as far as the latest report told."""
+
+    prompt_tokens: int
+    processed: int
+    opened: float  # monotonic time the request was opened
+    first_at: float | None = None  # when the first report came, and how far it had got then
+    first_processed: int = 0
+    at: float | None = None  # when the latest report came
+
+    def seconds_left(self) -> float | None:
+        """The time left at the rate seen since the first report; None until two reports differ."""
+        if self.first_at is None or self.at is None or self.at <= self.first_at:
+            return None
+        done = self.processed - self.first_processed
+        if done <= 0:
+            return None
+        rate = done / (self.at - self.first_at)
+        return max(0.0, (self.prompt_tokens - self.processed) / rate)
+
+
+def _int(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
+
+
+class Board:
+    """The latest prefill report of each request still waiting for its first token."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._ids = itertools.count()
+        self._waiting: dict[int, Reading] = {}
+
+    def open(self) -> int:
+        """A new request is waiting; its key for `report` and `close`."""
+        key = next(self._ids)
+        self._waiting[key] = Reading(0, 0, self._clock())
+        return key
+
+    def report(self, key: int, report: Mapping[str, Any]) -> None:
+        """Take a backend's prefill report; one without usable figures is ignored."""
+        before = self._waiting.get(key)
+        total, processed = _int(report.get("prompt_tokens")), _int(report.get("processed"))
+        if before is None or total is None or processed is None or total == 0:
+            return
+        now = self._clock()
+        processed = min(processed, total)
+        if before.first_at is None:
+            self._waiting[key] = Reading(total, processed, before.opened, now, processed, now)
+        else:
+            self._waiting[key] = Reading(total, processed, before.opened, before.first_at, before.first_processed, now)
+
+    def close(self, key: int) -> None:
+        """The request's answer started, or it ended: nothing to wait for any more."""
+        self._waiting.pop(key, None)
+
+    def current(self) -> Reading | None:
+        """The oldest waiting request that has reported, or None."""
+        reported = [r for r in self._waiting.values() if r.at is not None]
+        return min(reported, key=lambda r: r.opened) if reported else None
+
+    @contextlib.contextmanager
+    def waiting(self) -> Iterator[int]:
+        """`open` now, `close` when the block ends (however it ends)."""
+        key = self.open()
+        try:
+            yield key
+        finally:
+            self.close(key)
+
+
+BOARD = Board()
+
+
+class Watch(Generic[T]):
+    """Passes a backend stream's items through, recording its prefill reports on a board until `answered`.
+
+    The request is on the board from the first item read until `answered` or the end of the stream (however
+    it ends: a finished answer, a failure, or the client going away).
+    """
+
+    def __init__(self, board: Board, source: AsyncIterator[T]) -> None:
+        self.board = board
+        self._source = source
+        self._key: int | None = None
+
+    def answered(self) -> None:
+        """The first token arrived: the request no longer waits."""
+        if self._key is not None:
+            self.board.close(self._key)
+
+    async def items(self) -> AsyncGenerator[T, None]:
+        with self.board.waiting() as key:
+            self._key = key
+            async for item in self._source:
+                if isinstance(item, Comment) and (report := item.prefill()) is not None:
+                    self.board.report(key, report)  # ignored once closed
+                yield item
+
+
+def progress_line(reading: Reading) -> str:
+    """`reading the prompt: 1,240 / 3,059 tokens (41 %, ~20 s left)`."""
+    percent = 100 * reading.processed // reading.prompt_tokens
+    left = reading.seconds_left()
+    tail = f", ~{_duration(left)} left" if left is not None else ""
+    return f"reading the prompt: {reading.processed:,} / {reading.prompt_tokens:,} tokens ({percent} %{tail})"
+
+
+def _duration(seconds: float) -> str:
+    whole = max(1, round(seconds))
+    if whole < 60:
+        return f"{whole} s"
+    minutes, rest = divmod(whole, 60)
+    return f"{minutes} min {rest:02d} s"
+
+
+class ProgressWriter:
+    """Writes the board's progress line to `stream`: in place on a terminal, plain lines elsewhere."""
+
+    def __init__(self, board: Board, stream: TextIO, terminal: bool, clock: Callable[[], float] = time.monotonic):
+        self.board = board
+        self.stream = stream
+        self.terminal = terminal
+        self._clock = clock
+        self._shown = False  # a line is on the terminal now
+        self._last_plain = float("-inf")
+
+    def tick(self) -> None:
+        reading = self.board.current()
+        now = self._clock()
+        if reading is None or now - reading.opened < GRACE_S:
+            self.clear()
+            return
+        line = progress_line(reading)
+        if self.terminal:
+            self._write(f"\r{line}\x1b[K")
+            self._shown = True
+        elif now - self._last_plain >= PLAIN_EVERY_S:
+            self._write(line + "\n")
+            self._last_plain = now
+
+    def clear(self) -> None:
+        if self._shown:
+            self._write("\r\x1b[K")
+            self._shown = False
+        self._last_plain = float("-inf")  # the next wait shows its first line at once
+
+    def _write(self, text: str) -> None:
+        try:
+            self.stream.write(text)
+            self.stream.flush()
+        except (OSError, ValueError):
+            pass  # a closed or broken stderr must not end the run
+
+
+async def show_progress(writer: ProgressWriter) -> None:
+    """Redraw until cancelled; the line is cleared on the way out."""
+    every = TERMINAL_EVERY_S if writer.terminal else min(TERMINAL_EVERY_S, PLAIN_EVERY_S)
+    try:
+        while True:
+            writer.tick()
+            await asyncio.sleep(every)
+    finally:
+        writer.clear()
+
+
+class Interrupts:
+    """Counts the SIGINTs that arrive while Claude Code runs."""
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    def note(self) -> None:
+        self.count += 1
+
+    def exit_code(self, code: int) -> int:
+        """Claude Code's `code`, or 130 when a Ctrl-C interrupted a run it then called a success."""
+        return SIGINT_EXIT if self.count and code == 0 else code
+
+
+async def run_headless(
+    run: Callable[[Callable[[], None]], Awaitable[int]], stream: TextIO, board: Board = BOARD
+) -> int:
+    """Run Claude Code under `-p` (`run` takes the SIGINT callback) with the progress line on `stream`.
+
+    Returns Claude Code's exit status, or 130 after a Ctrl-C it answered with 0.
+    """
+    interrupts = Interrupts()
+    writer = ProgressWriter(board, stream, _is_terminal(stream))
+
+    def on_sigint() -> None:
+        interrupts.note()
+        writer.clear()
+
+    shower = asyncio.create_task(show_progress(writer), name="prefill-progress")
+    try:
+        code = await run(on_sigint)
+    finally:
+        shower.cancel()
+        await asyncio.gather(shower, return_exceptions=True)
+    return interrupts.exit_code(code)
+
+
+def _is_terminal(stream: TextIO) -> bool:
+    try:
+        return stream.isatty()
+    except (OSError, ValueError):
+        return False

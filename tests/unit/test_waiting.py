@@ -1,0 +1,187 @@
+"""The wait before an answer: the prefill board, the progress line, and the exit status after a Ctrl-C."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+from collections.abc import AsyncIterator
+from typing import Any
+
+from launcher.bridge.sse import Comment
+from launcher.waiting import (
+    GRACE_S,
+    PLAIN_EVERY_S,
+    Board,
+    Interrupts,
+    ProgressWriter,
+    Reading,
+    Watch,
+    progress_line,
+    run_headless,
+)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def report(processed: int, total: int = 3059, cached: int = 0) -> dict[str, int]:
+    return {"prompt_tokens": total, "cached_tokens": cached, "processed": processed}
+
+
+def test_the_line_says_tokens_read_share_and_time_left() -> None:
+    reading = Reading(3059, 1240, opened=0.0, first_at=10.0, first_processed=0, at=20.0)  # 124 tokens/s
+    assert progress_line(reading) == "reading the prompt: 1,240 / 3,059 tokens (40 %, ~15 s left)"
+
+
+def test_the_line_has_no_estimate_before_progress_is_seen() -> None:
+    reading = Reading(3059, 512, opened=0.0, first_at=10.0, first_processed=512, at=10.0)
+    assert progress_line(reading) == "reading the prompt: 512 / 3,059 tokens (16 %)"
+
+
+def test_a_long_wait_is_told_in_minutes() -> None:
+    reading = Reading(100_000, 10_000, opened=0.0, first_at=0.0, first_processed=0, at=100.0)  # 100 tokens/s
+    assert progress_line(reading) == "reading the prompt: 10,000 / 100,000 tokens (10 %, ~15 min 00 s left)"
+
+
+def test_the_board_estimates_from_the_rate_since_the_first_report() -> None:
+    clock = Clock()
+    board = Board(clock)
+    key = board.open()
+    assert board.current() is None  # no report yet: nothing to show
+    board.report(key, report(1024, cached=1024))  # admitted, the cached part already counts as read
+    clock.now += 4
+    board.report(key, report(1536, cached=1024))
+    reading = board.current()
+    assert reading is not None and reading.processed == 1536
+    assert reading.seconds_left() == (3059 - 1536) / 128
+    board.close(key)
+    assert board.current() is None
+
+
+def test_the_board_ignores_reports_without_figures_and_after_close() -> None:
+    board = Board(Clock())
+    key = board.open()
+    board.report(key, {"prompt_tokens": "many", "processed": 3})
+    board.report(key, {"prompt_tokens": 0, "processed": 0})
+    assert board.current() is None
+    board.close(key)
+    board.report(key, report(5))
+    assert board.current() is None
+
+
+def test_the_board_shows_the_oldest_waiting_request() -> None:
+    clock = Clock()
+    board = Board(clock)
+    first = board.open()
+    clock.now += 1
+    second = board.open()
+    board.report(second, report(10, total=50))
+    board.report(first, report(20, total=3000))
+    reading = board.current()
+    assert reading is not None and reading.prompt_tokens == 3000
+    board.close(first)
+    reading = board.current()
+    assert reading is not None and reading.prompt_tokens == 50
+
+
+def test_a_terminal_gets_one_line_rewritten_and_cleared() -> None:
+    clock = Clock()
+    board = Board(clock)
+    out = io.StringIO()
+    writer = ProgressWriter(board, out, terminal=True, clock=clock)
+    key = board.open()
+    board.report(key, report(100))
+    writer.tick()
+    assert out.getvalue() == ""  # a short wait shows nothing
+    clock.now += GRACE_S
+    writer.tick()
+    clock.now += 0.5
+    board.report(key, report(200))
+    writer.tick()
+    board.close(key)
+    writer.tick()
+    writer.tick()
+    assert out.getvalue().split("\r") == [
+        "",
+        "reading the prompt: 100 / 3,059 tokens (3 %)\x1b[K",
+        "reading the prompt: 200 / 3,059 tokens (6 %, ~43 s left)\x1b[K",
+        "\x1b[K",  # cleared once, when the answer started
+    ]
+
+
+def test_elsewhere_a_plain_line_every_few_seconds() -> None:
+    clock = Clock()
+    board = Board(clock)
+    out = io.StringIO()
+    writer = ProgressWriter(board, out, terminal=False, clock=clock)
+    key = board.open()
+    clock.now += GRACE_S
+    for step in range(1, 31):  # 3 s of reports every 0.1 s, ticks every 0.5 s
+        clock.now += 0.1
+        board.report(key, report(100 * step))
+        if step % 5 == 0:
+            writer.tick()
+    lines = out.getvalue().splitlines()
+    assert len(lines) == 1 + int(2.9 // PLAIN_EVERY_S)
+    assert lines[0] == "reading the prompt: 500 / 3,059 tokens (16 %, ~3 s left)"
+    assert "\r" not in out.getvalue() and "\x1b" not in out.getvalue()
+
+
+def test_a_ctrl_c_turns_a_success_into_130() -> None:
+    interrupts = Interrupts()
+    assert interrupts.exit_code(0) == 0
+    interrupts.note()
+    assert interrupts.exit_code(0) == 130
+    assert interrupts.exit_code(1) == 1  # Claude Code's own failure is kept
+
+
+async def _items(values: list[Any]) -> AsyncIterator[Any]:
+    for value in values:
+        await asyncio.sleep(0)
+        yield value
+
+
+def test_a_watched_stream_is_on_the_board_until_answered() -> None:
+    async def main() -> None:
+        board = Board()
+        comment = Comment('prefill {"prompt_tokens": 100, "cached_tokens": 0, "processed": 40}')
+        watch = Watch(board, _items([comment, {"choices": []}, comment]))
+        seen = []
+        async for item in watch.items():
+            seen.append(item)
+            current = board.current()
+            if len(seen) == 1:
+                assert current is not None and current.processed == 40
+            elif len(seen) == 2:
+                watch.answered()
+            else:
+                assert current is None  # a report after the answer started is not shown
+        assert len(seen) == 3 and board.current() is None
+
+    asyncio.run(main())
+
+
+def test_a_stream_that_ends_early_leaves_the_board() -> None:
+    async def main() -> None:
+        board = Board()
+        comment = Comment('prefill {"prompt_tokens": 100, "cached_tokens": 0, "processed": 40}')
+        items = Watch(board, _items([comment, comment])).items()
+        await items.__anext__()
+        assert board.current() is not None
+        await items.aclose()  # the client went away before the first token
+        assert board.current() is None
+
+    asyncio.run(main())
+
+
+def test_headless_run_exits_130_after_a_ctrl_c() -> None:
+    async def claude(on_sigint: Any) -> int:
+        on_sigint()
+        return 0
+
+    assert asyncio.run(run_headless(claude, io.StringIO(), Board())) == 130
