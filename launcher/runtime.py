@@ -230,6 +230,12 @@ async def _claude_session(settings: Settings, ui: Progress, path: str, args: Seq
             return await waiting.run_headless(
                 lambda on_sigint: claude.run_claude(path, args, env, on_sigint), sys.stderr
             )
+        if local:  # the status line shows the wait for an answer, and the model otherwise (launcher/waiting.py)
+            from launcher import waiting
+
+            return await waiting.run_interactive(
+                lambda full: claude.run_claude(path, full, env), args, env, settings.home.run, model_name(entry)
+            )
         return await claude.run_claude(path, args, env)
 
 

@@ -7,6 +7,12 @@ own process, records the latest report of each request on `BOARD` until the firs
 launcher shows the oldest waiting request on stderr (`show_progress`): one line rewritten in place on a
 terminal, a plain line every few seconds elsewhere. Claude Code's stdout is never touched.
 
+In the interactive UI the same line goes to Claude Code's status line: Claude Code 2.1.197 re-runs a
+`statusLine` command every `refreshInterval` seconds, during a request too (without `refreshInterval` it only
+re-runs it when the conversation changes, so not while a prompt is read). `run_interactive` passes one through
+`--settings` that prints a small file the launcher keeps current: the progress while a prompt is read, the
+model's name otherwise. A status line of the user's own (in any settings file, or their own `--settings`) wins.
+
 A Ctrl-C is Claude Code's (it interrupts the request), but under `-p` Claude Code 2.1.197 then exits 0;
 `Interrupts` remembers that one arrived so the run ends with 130, as an interrupted command does.
 """
@@ -16,12 +22,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import json
+import os
+import shlex
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Generic, TextIO, TypeVar
 
 from launcher.bridge.sse import Comment
+from launcher.paths import write_private
 
 T = TypeVar("T")
 
@@ -31,6 +42,13 @@ GRACE_S = 1.0
 TERMINAL_EVERY_S = 0.5
 PLAIN_EVERY_S = 3.0
 SIGINT_EXIT = 130
+# Seconds between Claude Code's runs of the status-line command (its minimum).
+STATUS_REFRESH_S = 1
+# Where Claude Code 2.1.197 reads managed settings, which win over everything else.
+_MANAGED_SETTINGS = (
+    Path("/etc/claude-code/managed-settings.json"),
+    Path("/Library/Application Support/ClaudeCode/managed-settings.json"),
+)
 
 
 @dataclass(frozen=True)
@@ -138,7 +156,7 @@ def progress_line(reading: Reading) -> str:
     """`reading the prompt: 1,240 / 3,059 tokens (41 %, ~20 s left)`."""
     percent = 100 * reading.processed // reading.prompt_tokens
     left = reading.seconds_left()
-    tail = f", ~{_duration(left)} left" if left is not None else ""
+    tail = f", ~{_duration(left)} left" if left is not None and reading.processed < reading.prompt_tokens else ""
     return f"reading the prompt: {reading.processed:,} / {reading.prompt_tokens:,} tokens ({percent} %{tail})"
 
 
@@ -242,3 +260,97 @@ def _is_terminal(stream: TextIO) -> bool:
         return stream.isatty()
     except (OSError, ValueError):
         return False
+
+
+# --- the interactive UI's status line -----------------------------------------------------------------------
+
+
+def status_line_settings(state: Path) -> str:
+    """The `--settings` JSON that makes Claude Code show `state`'s text as its status line."""
+    command = f"cat {shlex.quote(str(state))} 2>/dev/null"
+    return json.dumps({"statusLine": {"type": "command", "command": command, "refreshInterval": STATUS_REFRESH_S}})
+
+
+def _settings_files(env: Mapping[str, str], cwd: Path) -> list[Path]:
+    config_dir = env.get("CLAUDE_CONFIG_DIR")
+    home = env.get("HOME")
+    user = Path(config_dir).expanduser() if config_dir else (Path(home) if home else Path.home()) / ".claude"
+    files = [user / "settings.json", *_MANAGED_SETTINGS]
+    for folder in (cwd, *cwd.parents):
+        files += [folder / ".claude" / "settings.json", folder / ".claude" / "settings.local.json"]
+        if (folder / ".git").exists():
+            break  # Claude Code's project settings are those of the working folder's project
+    return files
+
+
+def has_own_status_line(args: Sequence[str], env: Mapping[str, str], cwd: Path) -> bool:
+    """Whether the user set a status line (or passes settings of their own): then anyclaude sets none."""
+    if any(arg == "--settings" or arg.startswith("--settings=") for arg in args):
+        return True
+    for path in _settings_files(env, cwd):
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue  # missing or unreadable: Claude Code itself says what is wrong with it
+        if isinstance(data, dict) and data.get("statusLine"):
+            return True
+    return False
+
+
+class StatusFile:
+    """The text the status-line command prints: progress while a prompt is read, else the model's name."""
+
+    def __init__(self, board: Board, path: Path, idle: str, clock: Callable[[], float] = time.monotonic) -> None:
+        self.board = board
+        self.path = path
+        self.idle = idle
+        self._clock = clock
+        self._written: str | None = None
+
+    def text(self) -> str:
+        reading = self.board.current()
+        if reading is None or self._clock() - reading.opened < GRACE_S:
+            return self.idle
+        return progress_line(reading)
+
+    def tick(self) -> None:
+        text = self.text()
+        if text == self._written:
+            return
+        try:
+            write_private(self.path, text + "\n")
+        except OSError:
+            return  # a full or read-only disk costs the status line, not the session
+        self._written = text
+
+    def remove(self) -> None:
+        self.path.unlink(missing_ok=True)
+
+
+async def _keep_current(status: StatusFile) -> None:
+    while True:
+        status.tick()
+        await asyncio.sleep(TERMINAL_EVERY_S)
+
+
+async def run_interactive(
+    run: Callable[[Sequence[str]], Awaitable[int]],
+    args: Sequence[str],
+    env: Mapping[str, str],
+    state_dir: Path,
+    model: str | None,
+    board: Board = BOARD,
+) -> int:
+    """Run interactive Claude Code (`run` takes its arguments) with anyclaude's status line, unless the user
+    has one; its exit status."""
+    if has_own_status_line(args, env, Path.cwd()):
+        return await run(args)
+    status = StatusFile(board, state_dir / f"statusline-{os.getpid()}.txt", model or "local model")
+    status.tick()
+    keeper = asyncio.create_task(_keep_current(status), name="status-line")
+    try:
+        return await run(["--settings", status_line_settings(status.path), *args])
+    finally:
+        keeper.cancel()
+        await asyncio.gather(keeper, return_exceptions=True)
+        status.remove()

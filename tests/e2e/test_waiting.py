@@ -1,10 +1,13 @@
 """The real Claude Code under `anyclaude -- -p` while a slow backend reads the prompt: progress on stderr, a
-clean stdout, and exit 130 after a Ctrl-C."""
+clean stdout, and exit 130 after a Ctrl-C; interactive, the same progress in Claude Code's status line."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import re
+import shlex
 import shutil
 import signal
 import subprocess
@@ -12,9 +15,11 @@ import sys
 import threading
 from pathlib import Path
 
+import psutil
 import pytest
 
 from launcher.supervision.ports import free_port
+from tests.conftest import TAG
 from tests.harness import ROOT, wait_until
 
 pytestmark = [
@@ -100,3 +105,64 @@ def test_ctrl_c_during_a_headless_request_exits_130(tmp_path: Path) -> None:
     finally:
         run.kill()
     assert code == 130, f"exit {code}\n{stdout}\n{run.err()}"
+
+
+class Tmux:
+    """A private tmux server (its own socket) running one command in a 140x40 pane."""
+
+    def __init__(self, tmp_path: Path, command: list[str]) -> None:
+        self.socket = str(tmp_path / "tmux.sock")
+        self._tmux("new-session", "-d", "-x", "140", "-y", "40", shlex.join(command))
+        self.pane_pid = int(self._tmux("display-message", "-p", "#{pane_pid}").strip())
+
+    def _tmux(self, *args: str) -> str:
+        done = subprocess.run(["tmux", "-S", self.socket, *args], capture_output=True, text=True, check=True)
+        return done.stdout
+
+    def screen(self) -> str:
+        return self._tmux("capture-pane", "-p")
+
+    def keys(self, *keys: str) -> None:
+        self._tmux("send-keys", *keys)
+
+    def close(self) -> None:
+        """End the server; the pane's processes get SIGHUP and must all be gone."""
+        family: list[psutil.Process] = []
+        with contextlib.suppress(psutil.NoSuchProcess):
+            pane = psutil.Process(self.pane_pid)
+            family = [pane, *pane.children(recursive=True)]
+        with contextlib.suppress(subprocess.CalledProcessError):
+            self._tmux("kill-server")
+        psutil.wait_procs(family, timeout=30)
+
+
+@pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is not installed")
+def test_interactive_status_line_shows_prefill_progress_then_the_model(tmp_path: Path) -> None:
+    from launcher.claude import PLACEHOLDER_API_KEY, complete_onboarding
+
+    home, project = tmp_path / "home", tmp_path / "project"
+    home.mkdir()
+    project.mkdir()
+    complete_onboarding(home / ".claude.json", project, PLACEHOLDER_API_KEY)  # no first-run screens
+    config = slow_prefill_config(project, 3.0)
+    entry = json.loads(config.read_text())
+    entry["backends"]["local"]["model"] = "demo-model"
+    config.write_text(json.dumps(entry))
+    passed = {name: os.environ[name] for name in ("PATH", "ANYCLAUDE_HOME", TAG) if name in os.environ}
+    env = [f"{name}={value}" for name, value in {**passed, "HOME": str(home), "PYTHONPATH": str(ROOT)}.items()]
+    command = ["env", "-C", str(project), *env, sys.executable, "-m", "launcher", "--config", str(config)]
+    tmux = Tmux(tmp_path, command)
+    try:
+        wait_until(lambda: "demo-model" in tmux.screen().split("❯")[-1], 120, what="the status line")
+        tmux.keys("say hello")
+        tmux.keys("Enter")
+        progress = wait_until(
+            lambda: re.search(r"reading the prompt: [\d,]+ / 1,000 tokens \(\d+ %.*\)", tmux.screen()), 60
+        )
+        assert progress is not None
+        wait_until(lambda: "Hello world" in tmux.screen(), 60, what="the answer")
+        # Once the answer came, the status line names the model again.
+        wait_until(lambda: "reading the prompt" not in tmux.screen(), 10, what="the progress to go")
+        assert "demo-model" in tmux.screen().split("Hello world")[-1]
+    finally:
+        tmux.close()

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import io
+import json
+import subprocess
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 from launcher.bridge.sse import Comment
@@ -15,9 +18,12 @@ from launcher.waiting import (
     Interrupts,
     ProgressWriter,
     Reading,
+    StatusFile,
     Watch,
+    has_own_status_line,
     progress_line,
     run_headless,
+    status_line_settings,
 )
 
 
@@ -185,3 +191,67 @@ def test_headless_run_exits_130_after_a_ctrl_c() -> None:
         return 0
 
     assert asyncio.run(run_headless(claude, io.StringIO(), Board())) == 130
+
+
+# --- the interactive UI's status line
+
+
+def test_the_status_line_command_prints_the_state_file_every_second(tmp_path: Path) -> None:
+    state = tmp_path / "a folder" / "statusline.txt"
+    state.parent.mkdir()
+    state.write_text("reading the prompt: 1 / 2 tokens (50 %)\n")
+    line = json.loads(status_line_settings(state))["statusLine"]
+    assert line["type"] == "command" and line["refreshInterval"] == 1
+    done = subprocess.run(["bash", "-c", line["command"]], capture_output=True, text=True, check=True)
+    assert done.stdout == "reading the prompt: 1 / 2 tokens (50 %)\n"  # the space in the path is quoted
+    state.unlink()
+    done = subprocess.run(["bash", "-c", line["command"]], capture_output=True, text=True)
+    assert done.stdout == "" and done.stderr == ""  # before the first write or after the end: an empty line
+
+
+def test_the_users_own_status_line_wins(tmp_path: Path) -> None:
+    home, project = tmp_path / "home", tmp_path / "repo" / "sub"
+    (home / ".claude").mkdir(parents=True)
+    project.mkdir(parents=True)
+    (tmp_path / "repo" / ".git").mkdir()
+    env = {"HOME": str(home)}
+    assert not has_own_status_line([], env, project)
+    assert has_own_status_line(["--settings", "{}"], env, project)  # their own settings: ours would compete
+    assert has_own_status_line(["--settings={}"], env, project)
+    user = home / ".claude" / "settings.json"
+    user.write_text(json.dumps({"statusLine": {"type": "command", "command": "echo me"}}))
+    assert has_own_status_line([], env, project)
+    user.write_text("{not json")
+    assert not has_own_status_line([], env, project)
+    local = tmp_path / "repo" / ".claude" / "settings.local.json"  # the project's root, above the folder
+    local.parent.mkdir()
+    local.write_text(json.dumps({"statusLine": {"type": "command", "command": "echo repo"}}))
+    assert has_own_status_line([], env, project)
+    other = tmp_path / "elsewhere"
+    other.mkdir()
+    assert has_own_status_line([], {"CLAUDE_CONFIG_DIR": str(home / ".claude")}, other) is False
+
+
+def test_the_status_file_says_the_model_until_a_prompt_is_read_for_long(tmp_path: Path) -> None:
+    clock = Clock()
+    board = Board(clock)
+    status = StatusFile(board, tmp_path / "statusline.txt", "demo-model", clock)
+    status.tick()
+    assert status.path.read_text() == "demo-model\n"
+    key = board.open()
+    board.report(key, report(100))
+    status.tick()
+    assert status.path.read_text() == "demo-model\n"  # a short wait changes nothing
+    clock.now += GRACE_S
+    status.tick()
+    assert status.path.read_text() == "reading the prompt: 100 / 3,059 tokens (3 %)\n"
+    board.close(key)
+    status.tick()
+    assert status.path.read_text() == "demo-model\n"
+    status.remove()
+    assert not status.path.exists()
+
+
+def test_the_line_has_no_estimate_once_the_whole_prompt_is_read() -> None:
+    reading = Reading(3059, 3059, opened=0.0, first_at=10.0, first_processed=0, at=20.0)
+    assert progress_line(reading) == "reading the prompt: 3,059 / 3,059 tokens (100 %)"
