@@ -62,15 +62,17 @@ class Reading:
     first_processed: int = 0
     at: float | None = None  # when the latest report came
 
-    def seconds_left(self) -> float | None:
-        """The time left at the rate seen since the first report; None until two reports differ."""
+    def seconds_left(self, now: float | None = None) -> float | None:
+        """The time left at the rate seen since the first report, counted down to `now` (reports come once per
+        chunk of the prompt, seconds apart); None until two reports differ."""
         if self.first_at is None or self.at is None or self.at <= self.first_at:
             return None
         done = self.processed - self.first_processed
         if done <= 0:
             return None
         rate = done / (self.at - self.first_at)
-        return max(0.0, (self.prompt_tokens - self.processed) / rate)
+        since = now - self.at if now is not None else 0.0
+        return max(0.0, (self.prompt_tokens - self.processed) / rate - max(0.0, since))
 
 
 def _int(value: Any) -> int | None:
@@ -152,10 +154,10 @@ class Watch(Generic[T]):
                 yield item
 
 
-def progress_line(reading: Reading) -> str:
-    """`reading the prompt: 1,240 / 3,059 tokens (41 %, ~20 s left)`."""
+def progress_line(reading: Reading, now: float | None = None) -> str:
+    """`reading the prompt: 1,240 / 3,059 tokens (41 %, ~20 s left)`, the time left as of `now`."""
     percent = 100 * reading.processed // reading.prompt_tokens
-    left = reading.seconds_left()
+    left = reading.seconds_left(now)
     tail = f", ~{_duration(left)} left" if left is not None and reading.processed < reading.prompt_tokens else ""
     return f"reading the prompt: {reading.processed:,} / {reading.prompt_tokens:,} tokens ({percent} %{tail})"
 
@@ -185,7 +187,7 @@ class ProgressWriter:
         if reading is None or now - reading.opened < GRACE_S:
             self.clear()
             return
-        line = progress_line(reading)
+        line = progress_line(reading, now)
         if self.terminal:
             self._write(f"\r{line}\x1b[K")
             self._shown = True
@@ -309,9 +311,10 @@ class StatusFile:
 
     def text(self) -> str:
         reading = self.board.current()
-        if reading is None or self._clock() - reading.opened < GRACE_S:
+        now = self._clock()
+        if reading is None or now - reading.opened < GRACE_S:
             return self.idle
-        return progress_line(reading)
+        return progress_line(reading, now)
 
     def tick(self) -> None:
         text = self.text()

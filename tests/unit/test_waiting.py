@@ -49,6 +49,12 @@ def test_the_line_has_no_estimate_before_progress_is_seen() -> None:
     assert progress_line(reading) == "reading the prompt: 512 / 3,059 tokens (16 %)"
 
 
+def test_the_time_left_counts_down_between_reports() -> None:
+    reading = Reading(3059, 1240, opened=0.0, first_at=10.0, first_processed=0, at=20.0)  # ~15 s left at 20
+    assert progress_line(reading, now=26.0).endswith("(40 %, ~9 s left)")
+    assert progress_line(reading, now=60.0).endswith("(40 %, ~1 s left)")  # a slow chunk: never below 1 s
+
+
 def test_a_long_wait_is_told_in_minutes() -> None:
     reading = Reading(100_000, 10_000, opened=0.0, first_at=0.0, first_processed=0, at=100.0)  # 100 tokens/s
     assert progress_line(reading) == "reading the prompt: 10,000 / 100,000 tokens (10 %, ~15 min 00 s left)"
