@@ -38,8 +38,8 @@ T = TypeVar("T")
 
 # A wait shorter than this shows nothing: a warm prompt cache answers in well under a second.
 GRACE_S = 1.0
-# How often the line is redrawn on a terminal, and how often a plain line is written elsewhere.
-TERMINAL_EVERY_S = 0.5
+# How often the line (or the status file) is brought up to date, and how often a plain line is written.
+TICK_S = 0.5
 PLAIN_EVERY_S = 3.0
 SIGINT_EXIT = 130
 # Seconds between Claude Code's runs of the status-line command (its minimum).
@@ -173,7 +173,9 @@ def _duration(seconds: float) -> str:
 class ProgressWriter:
     """Writes the board's progress line to `stream`: in place on a terminal, plain lines elsewhere."""
 
-    def __init__(self, board: Board, stream: TextIO, terminal: bool, clock: Callable[[], float] = time.monotonic):
+    def __init__(
+        self, board: Board, stream: TextIO, terminal: bool, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self.board = board
         self.stream = stream
         self.terminal = terminal
@@ -211,11 +213,10 @@ class ProgressWriter:
 
 async def show_progress(writer: ProgressWriter) -> None:
     """Redraw until cancelled; the line is cleared on the way out."""
-    every = TERMINAL_EVERY_S if writer.terminal else min(TERMINAL_EVERY_S, PLAIN_EVERY_S)
     try:
         while True:
             writer.tick()
-            await asyncio.sleep(every)
+            await asyncio.sleep(TICK_S)
     finally:
         writer.clear()
 
@@ -333,7 +334,7 @@ class StatusFile:
 async def _keep_current(status: StatusFile) -> None:
     while True:
         status.tick()
-        await asyncio.sleep(TERMINAL_EVERY_S)
+        await asyncio.sleep(TICK_S)
 
 
 async def run_interactive(
