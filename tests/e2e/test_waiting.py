@@ -108,11 +108,11 @@ def test_ctrl_c_during_a_headless_request_exits_130(tmp_path: Path) -> None:
 
 
 class Tmux:
-    """A private tmux server (its own socket) running one command in a 140x40 pane."""
+    """A private tmux server (its own socket) running one command in a 140x40 pane, in `cwd`."""
 
-    def __init__(self, tmp_path: Path, command: list[str]) -> None:
+    def __init__(self, tmp_path: Path, cwd: Path, command: list[str]) -> None:
         self.socket = str(tmp_path / "tmux.sock")
-        self._tmux("new-session", "-d", "-x", "140", "-y", "40", shlex.join(command))
+        self._tmux("new-session", "-d", "-x", "140", "-y", "40", "-c", str(cwd), shlex.join(command))
         self.pane_pid = int(self._tmux("display-message", "-p", "#{pane_pid}").strip())
 
     def _tmux(self, *args: str) -> str:
@@ -150,8 +150,8 @@ def test_interactive_status_line_shows_prefill_progress_then_the_model(tmp_path:
     config.write_text(json.dumps(entry))
     passed = {name: os.environ[name] for name in ("PATH", "ANYCLAUDE_HOME", TAG) if name in os.environ}
     env = [f"{name}={value}" for name, value in {**passed, "HOME": str(home), "PYTHONPATH": str(ROOT)}.items()]
-    command = ["env", "-C", str(project), *env, sys.executable, "-m", "launcher", "--config", str(config)]
-    tmux = Tmux(tmp_path, command)
+    command = ["env", *env, sys.executable, "-m", "launcher", "--config", str(config)]
+    tmux = Tmux(tmp_path, project, command)
     try:
         wait_until(lambda: "demo-model" in tmux.screen().split("❯")[-1], 120, what="the status line")
         tmux.keys("say hello")
