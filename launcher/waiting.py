@@ -331,6 +331,16 @@ class StatusFile:
         self.path.unlink(missing_ok=True)
 
 
+def remove_stale_status_files(state_dir: Path) -> None:
+    """Remove the status files of launchers that are gone (killed before they could remove their own)."""
+    import psutil
+
+    for path in state_dir.glob("statusline-*.txt"):
+        pid = path.stem.removeprefix("statusline-")
+        if pid.isdigit() and not psutil.pid_exists(int(pid)):
+            path.unlink(missing_ok=True)
+
+
 async def _keep_current(status: StatusFile) -> None:
     while True:
         status.tick()
@@ -349,6 +359,7 @@ async def run_interactive(
     has one; its exit status."""
     if has_own_status_line(args, env, Path.cwd()):
         return await run(args)
+    remove_stale_status_files(state_dir)
     status = StatusFile(board, state_dir / f"statusline-{os.getpid()}.txt", model or "local model")
     status.tick()
     keeper = asyncio.create_task(_keep_current(status), name="status-line")

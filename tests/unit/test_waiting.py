@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+import os
 import subprocess
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -22,6 +23,7 @@ from launcher.waiting import (
     Watch,
     has_own_status_line,
     progress_line,
+    remove_stale_status_files,
     run_headless,
     status_line_settings,
 )
@@ -261,3 +263,13 @@ def test_the_status_file_says_the_model_until_a_prompt_is_read_for_long(tmp_path
 def test_the_line_has_no_estimate_once_the_whole_prompt_is_read() -> None:
     reading = Reading(3059, 3059, opened=0.0, first_at=10.0, first_processed=0, at=20.0)
     assert progress_line(reading) == "reading the prompt: 3,059 / 3,059 tokens (100 %)"
+
+
+def test_status_files_of_launchers_that_are_gone_are_removed(tmp_path: Path) -> None:
+    gone = subprocess.Popen(["true"])
+    gone.wait()  # reaped: its pid names no process now
+    mine, stale, other = (tmp_path / f"statusline-{pid}.txt" for pid in (os.getpid(), gone.pid, "x"))
+    for path in (mine, stale, other, tmp_path / "local.json"):
+        path.write_text("demo-model\n")
+    remove_stale_status_files(tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([mine.name, other.name, "local.json"])
