@@ -304,14 +304,16 @@ def offer_onboarding(
 # --- running claude in this terminal -------------------------------------------------------------------------
 
 
-async def run_claude(path: str, args: Sequence[str], env: Mapping[str, str]) -> int:
+async def run_claude(
+    path: str, args: Sequence[str], env: Mapping[str, str], on_sigint: Callable[[], None] = lambda: None
+) -> int:
     """Run `claude` in this terminal until it exits; its exit status (128 + signal number after a signal).
 
     Claude Code shares our stdin/stdout/stderr and process group, so it stays in the terminal's foreground
     group and gets Ctrl-C itself. Meanwhile:
     - SIGINT is ignored here: Ctrl-C is Claude Code's interrupt key and reaches both of us; it must not stop the
       proxy under a working session. A Python-level handler (not SIG_IGN) is used, so the child does not
-      inherit an ignored SIGINT through exec.
+      inherit an ignored SIGINT through exec; it calls `on_sigint`.
     - SIGTERM is forwarded to Claude Code, so `kill <anyclaude>` ends the session; the caller's own shutdown
       runs after this returns, once nothing uses the proxy any more.
     Both handlers are restored afterwards. Cancelling this coroutine terminates Claude Code before re-raising.
@@ -332,7 +334,7 @@ async def run_claude(path: str, args: Sequence[str], env: Mapping[str, str]) -> 
                 proc.send_signal(signal.SIGTERM)
 
     # The handlers go in before the spawn: a Ctrl-C just after it must not reach the old SIGINT handler.
-    with swapped_signal(loop, signal.SIGINT, lambda: None), swapped_signal(loop, signal.SIGTERM, forward_sigterm):
+    with swapped_signal(loop, signal.SIGINT, on_sigint), swapped_signal(loop, signal.SIGTERM, forward_sigterm):
         proc = await asyncio.create_subprocess_exec(path, *args, env=dict(env), start_new_session=False)
         if sigterm_before_start:
             forward_sigterm()

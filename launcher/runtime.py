@@ -225,6 +225,18 @@ async def _claude_session(settings: Settings, ui: Progress, path: str, args: Seq
         )
     # From here the terminal is Claude Code's: anyclaude prints nothing until it exits (all goes to the log).
     with ui.silenced():
+        if headless:  # the wait for an answer is shown on stderr, and a Ctrl-C exits 130 (launcher/waiting.py)
+            from launcher import waiting
+
+            return await waiting.run_headless(
+                lambda on_sigint: claude.run_claude(path, args, env, on_sigint), sys.stderr
+            )
+        if local:  # the status line shows the wait for an answer, and the model otherwise (launcher/waiting.py)
+            from launcher import waiting
+
+            return await waiting.run_interactive(
+                lambda full: claude.run_claude(path, full, env), args, env, settings.home.run, model_name(entry)
+            )
         return await claude.run_claude(path, args, env)
 
 

@@ -29,6 +29,7 @@ from launcher.bridge.response import MessageAssembler, completion_as_chunk
 from launcher.bridge.stream import StreamTranslator, UpstreamStreamError
 from launcher.bridge.upstream import Reporter, Upstream
 from launcher.bridge.wire import Answer, Poster, UpstreamHTTPError
+from launcher.waiting import BOARD, Watch
 
 log = logging.getLogger("anyclaude.bridge")
 
@@ -109,7 +110,8 @@ async def _events(
         return (options.first_byte_timeout if heard else first_wait), True
 
     last_out = loop.time()
-    async for item in paced(upstream_events.__aiter__(), options.ping_interval, limit):
+    watch = Watch(BOARD, upstream_events.__aiter__())  # how far the prompt is read, for the launcher to show
+    async for item in paced(watch.items(), options.ping_interval, limit):
         if isinstance(item, Ping):
             events: list[Event] = []
         elif isinstance(item, sse.Comment):
@@ -120,6 +122,8 @@ async def _events(
         else:
             heard = True
             events = translator.feed(item)
+            if translator.generating:
+                watch.answered()
         if events:
             if not started:
                 started, events = True, translator.start() + events
