@@ -235,7 +235,11 @@ async def _claude_session(settings: Settings, ui: Progress, path: str, args: Seq
             from launcher import waiting
 
             return await waiting.run_interactive(
-                lambda full: claude.run_claude(path, full, env), args, env, settings.home.run, model_name(entry)
+                lambda full: claude.run_claude(path, full, env),
+                args,
+                env,
+                settings.home.run,
+                facts.served_name or "local model",
             )
         return await claude.run_claude(path, args, env)
 
