@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+import struct
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -31,6 +32,12 @@ _FOLDER_KEYS: dict[str, tuple[str, type | tuple[type, ...]]] = {
 }
 
 
+# Below this many parameters a model is small: the 0.5B-3B coders that run on a laptop's CPU or a base Mac.
+SMALL_MODEL_PARAMS = 4_000_000_000
+# Claude Code's full prompt (~20k tokens) plus a working conversation needs at least this window.
+SMALL_WINDOW = 32_768
+
+
 @dataclass(frozen=True)
 class ModelFacts:
     """What is known of one backend's model; None where nothing says."""
@@ -41,6 +48,16 @@ class ModelFacts:
     temperature: float | None = None
     top_p: float | None = None
     calls_tools: bool | None = None
+    params: int | None = None  # parameter count of a local model folder
+
+    @property
+    def small(self) -> bool:
+        """A model that cannot carry Claude Code's full prompt: few parameters or a small window.
+
+        Measured (bench/agent.py, launcher/claude_fit.py): Qwen2.5-Coder-1.5B calls tools on a ~1,800-token
+        prompt and mostly refuses at ~3,400; Claude Code's full prompt is ~19,400 tokens."""
+        few = self.params is not None and self.params < SMALL_MODEL_PARAMS
+        return few or (self.context_length is not None and self.context_length < SMALL_WINDOW)
 
 
 def folder_facts(model: str | None) -> dict[str, Any]:
@@ -103,7 +120,30 @@ def model_facts(entry: BackendConfig) -> ModelFacts:
         temperature=entry.temperature,
         top_p=entry.top_p,
         calls_tools=tool_support(entry.model).can_call,
+        params=model_params(entry.model),
     )
+
+
+def model_params(model: str | None) -> int | None:
+    """The parameter count of a local model folder, from its safetensors headers; None when it cannot be read."""
+    if not model:
+        return None
+    folder = Path(model).expanduser()
+    total = 0
+    for file in sorted(folder.glob("*.safetensors")) if folder.is_dir() else []:
+        try:
+            with file.open("rb") as f:
+                (size,) = struct.unpack("<Q", f.read(8))
+                header = json.loads(f.read(size))
+        except (OSError, ValueError, struct.error):
+            return None
+        for name, info in header.items():
+            if name != "__metadata__" and isinstance(info, dict):
+                count = 1
+                for dim in info.get("shape", []):
+                    count *= int(dim)
+                total += count
+    return total or None
 
 
 def model_config(model: str | None) -> dict[str, Any] | None:

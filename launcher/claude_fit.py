@@ -7,8 +7,8 @@ prompt tokens it mostly refuses ("I don't have access to the file") or writes ``
 
 - a model that cannot call tools (its template drops them) gets no tools at all (`--tools ""`): offered tools it
   cannot call, it would invent their results;
-- a small model (under `SMALL_MODEL_PARAMS` parameters, or a window under `SMALL_WINDOW` tokens, too small for
-  the full prompt and a working conversation) gets `LEAN_TOOLS` and the compact system prompt below;
+- a small model (`ModelFacts.small`: under 4B parameters, or a window under 32k tokens, too small for the full
+  prompt and a working conversation) gets `LEAN_TOOLS` and the compact system prompt below;
 - any other model gets Claude Code as it is, with the per-folder sections (working directory, git status, date)
   moved out of the system prompt (`--exclude-dynamic-system-prompt-sections`), so the cached prompt serves every
   folder.
@@ -20,20 +20,14 @@ after `--` turns the matching choice off.
 
 from __future__ import annotations
 
-import json
 import platform
-import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from adapters.capabilities import tool_support
+from adapters.facts import ModelFacts
 
 LEAN_TOOLS = ("Read", "Edit", "Bash")
-# Below this many parameters a model is "small": the 0.5B-3B coders that run on a laptop's CPU or a base Mac.
-SMALL_MODEL_PARAMS = 4_000_000_000
-# Claude Code's full prompt (~20k tokens) plus a working conversation needs at least this window.
-SMALL_WINDOW = 32_768
 # Prompt tokens of Claude Code 2.1.197's first request ("hi"), counted with Qwen2.5's tokenizer: each tool's
 # schema as a chat template renders it, the system prompt and the first user message with its reminders.
 FULL_PROMPT_TOKENS = 19_400
@@ -60,29 +54,26 @@ class ClaudeFit:
 
 
 def fit_claude(
-    model: str | None,
+    facts: ModelFacts,
     *,
     tools: str | list[str],
     system_prompt: str,
     exclude_dynamic_sections: bool,
-    context_length: int | None,
     user_args: Sequence[str],
     cwd: Path,
 ) -> ClaudeFit:
-    """Choose Claude Code's tools and system prompt for `model` (a local folder, or a name).
+    """Choose Claude Code's tools and system prompt for the model `facts` describe.
 
     Args:
-        model: the backend's model (a folder is read for its template and size; anything else is "unknown").
+        facts: the backend's model facts (whether it calls tools, whether it is small).
         tools: "auto", "all", a comma-separated list or a list ("" or []: none).
         system_prompt: "auto", "default", "compact", or the path of a file holding the prompt.
         exclude_dynamic_sections: pass `--exclude-dynamic-system-prompt-sections` with the default prompt.
-        context_length: the model's window, when known.
         user_args: what the person passes to `claude` (their choices win).
         cwd: the folder Claude Code works in (named in the compact prompt).
     """
-    can_call = tool_support(model).can_call
-    small = _is_small(model, context_length)
-    chosen_tools = _tools(tools, can_call, small)
+    small = facts.small
+    chosen_tools = _tools(tools, facts.calls_tools, small)
     user_tools = any(a.split("=", 1)[0] == "--tools" for a in user_args)
     user_prompt = any(a.split("=", 1)[0] in ("--system-prompt", "--system-prompt-file") for a in user_args)
     args: list[str] = []
@@ -132,36 +123,6 @@ def prompt_estimate(tools: Sequence[str] | None, prompt: str) -> int:
         return FULL_PROMPT_TOKENS
     system = _COMPACT_PROMPT_TOKENS if prompt == "compact" else _DEFAULT_PROMPT_TOKENS
     return system + sum(_TOOL_TOKENS.get(name, 500) for name in tools)
-
-
-def model_params(model: str | None) -> int | None:
-    """The parameter count of a local model folder, from its safetensors headers; None when it cannot be read."""
-    if not model:
-        return None
-    folder = Path(model).expanduser()
-    files = sorted(folder.glob("*.safetensors")) if folder.is_dir() else []
-    total = 0
-    for file in files:
-        try:
-            with file.open("rb") as f:
-                (size,) = struct.unpack("<Q", f.read(8))
-                header = json.loads(f.read(size))
-        except (OSError, ValueError, struct.error):
-            return None
-        for name, info in header.items():
-            if name != "__metadata__" and isinstance(info, dict):
-                count = 1
-                for dim in info.get("shape", []):
-                    count *= int(dim)
-                total += count
-    return total or None
-
-
-def _is_small(model: str | None, context_length: int | None) -> bool:
-    params = model_params(model)
-    return (params is not None and params < SMALL_MODEL_PARAMS) or (
-        context_length is not None and context_length < SMALL_WINDOW
-    )
 
 
 def _tools(setting: str | list[str], can_call: bool | None, small: bool) -> list[str] | None:

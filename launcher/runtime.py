@@ -19,6 +19,7 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from adapters.facts import ModelFacts
 from launcher import exposure
 from launcher.applog import setup_logging, teardown_logging
 from launcher.config import Settings
@@ -213,7 +214,7 @@ async def _claude_session(settings: Settings, ui: Progress, path: str, args: Seq
     )
     env = claude.claude_env(os.environ, target)
     if local:
-        args = [*fitted_args(settings, ui, args, facts.context_length), *args]
+        args = [*fitted_args(settings, ui, args, facts), *args]
     headless = any(arg in ("-p", "--print") for arg in args)
     if local and not headless:
         claude.offer_onboarding(
@@ -244,9 +245,7 @@ async def _claude_session(settings: Settings, ui: Progress, path: str, args: Seq
         return await claude.run_claude(path, args, env)
 
 
-def fitted_args(
-    settings: Settings, ui: Progress, user_args: Sequence[str], context_length: int | None
-) -> tuple[str, ...]:
+def fitted_args(settings: Settings, ui: Progress, user_args: Sequence[str], facts: ModelFacts) -> tuple[str, ...]:
     """The arguments that fit Claude Code to the backend's model (tools, system prompt), said on the start line.
 
     A prompt file that cannot be read is an error naming the config key, before Claude Code starts."""
@@ -255,11 +254,10 @@ def fitted_args(
     entry = settings.entry
     try:
         fit = fit_claude(
-            entry.model,
+            facts,
             tools=entry.claude.tools,
             system_prompt=entry.claude.system_prompt,
             exclude_dynamic_sections=entry.claude.exclude_dynamic_sections,
-            context_length=context_length,
             user_args=user_args,
             cwd=Path.cwd(),
         )

@@ -8,7 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from launcher.claude_fit import LEAN_TOOLS, SMALL_MODEL_PARAMS, compact_prompt, fit_claude, model_params
+from adapters.facts import SMALL_MODEL_PARAMS, ModelFacts, model_facts, model_params
+from launcher.claude_fit import LEAN_TOOLS, compact_prompt, fit_claude
+from launcher.config import BackendConfig
 
 TOOLS_TEMPLATE = (
     "{% for tool in tools %}{{ tool | tojson }}{% endfor %}{% for m in messages %}{{ m.content }}{% endfor %}"
@@ -28,15 +30,18 @@ def model_folder(tmp_path: Path, *, template: str, params: int, name: str = "mod
     return folder
 
 
-def fit(model: Path | str | None, *user_args: str, **claude: object) -> tuple[str, ...]:
+def facts_of(model: Path | str) -> ModelFacts:
+    return model_facts(BackendConfig.model_validate({"model": str(model)}))
+
+
+def fit(model: Path | str, *user_args: str, **claude: object) -> tuple[str, ...]:
     settings: dict[str, object] = {"tools": "auto", "system_prompt": "auto", "exclude_dynamic_sections": True}
     settings.update(claude)
     return fit_claude(
-        None if model is None else str(model),
+        facts_of(model),
         tools=settings["tools"],  # type: ignore[arg-type]
         system_prompt=str(settings["system_prompt"]),
         exclude_dynamic_sections=bool(settings["exclude_dynamic_sections"]),
-        context_length=None,
         user_args=user_args,
         cwd=Path("/work/proj"),
     ).args
@@ -63,11 +68,10 @@ def test_a_model_that_cannot_call_tools_gets_none_and_is_told_so(tmp_path: Path)
     folder = model_folder(tmp_path, template=NO_TOOLS_TEMPLATE, params=1_000_000)
 
     result = fit_claude(
-        str(folder),
+        facts_of(folder),
         tools="auto",
         system_prompt="auto",
         exclude_dynamic_sections=True,
-        context_length=None,
         user_args=(),
         cwd=Path("/p"),
     )
@@ -118,3 +122,9 @@ def test_compact_prompt_names_only_the_offered_tools() -> None:
     text = compact_prompt(["Read", "Bash"], Path("/w"))
     assert "- Read: see a file" in text and "- Bash: run a command" in text and "Edit" not in text
     assert "/w/notes.txt" in text
+
+
+def test_a_small_window_makes_a_model_small_whatever_its_size() -> None:
+    assert ModelFacts(params=SMALL_MODEL_PARAMS * 2, context_length=16384).small
+    assert not ModelFacts(params=SMALL_MODEL_PARAMS * 2, context_length=131072).small
+    assert not ModelFacts().small  # nothing known: Claude Code as it is
