@@ -75,6 +75,12 @@ class ClaudeStart(_Model):
         description='"auto" (compact for a small model), "default" (Claude Code\'s own), "compact" (anyclaude\'s short '
         "one: the tools' rules and the working folder), or the path of a file holding the prompt.",
     )
+    tool_descriptions: str = Field(
+        "auto",
+        pattern="^(auto|full|short)$",
+        description='"auto" (short for a small model), "full", or "short": each tool\'s description cut to its first '
+        "sentence before the model sees it (Claude Code's Read, Edit and Bash: ~1,500 prompt tokens to ~100).",
+    )
     exclude_dynamic_sections: bool = Field(
         True,
         description="With Claude Code's own system prompt, move the per-folder sections (working directory, git "

@@ -77,7 +77,10 @@ def test_a_small_model_gets_read_edit_bash_and_the_compact_prompt(tmp_path: Path
 
     assert tool_names(sent) == ["Bash", "Edit", "Read"]
     assert "You are a coding agent in a terminal" in system_text(sent)
-    assert len(json.dumps(sent)) < 12_000  # Claude Code's full request is ~77 KB
+    # Each tool's description is its first sentence: Claude Code's ~5 KB of usage rules never reach the model.
+    read = next(t["function"] for t in sent["tools"] if t["function"]["name"] == "Read")
+    assert read["description"] == "Reads a file from the local filesystem."
+    assert len(json.dumps(sent)) < 5_000  # Claude Code's full request is ~77 KB
 
 
 def test_the_users_tools_and_prompt_win(tmp_path: Path) -> None:
