@@ -32,6 +32,8 @@ LEAN_TOOLS = ("Read", "Edit", "Bash")
 # schema as a chat template renders it, the system prompt and the first user message with its reminders.
 FULL_PROMPT_TOKENS = 19_400
 _TOOL_TOKENS = {"Read": 484, "Edit": 259, "Write": 175, "Bash": 746, "Glob": 189, "Grep": 872}
+# The same with each description cut to its first sentence (`claude.toolDescriptions`: short).
+_SHORT_TOOL_TOKENS = {"Read": 234, "Edit": 183, "Write": 135, "Bash": 207, "Glob": 112, "Grep": 524}
 _COMPACT_PROMPT_TOKENS = 280
 _DEFAULT_PROMPT_TOKENS = 1_450  # the default system prompt with the per-folder sections moved out
 
@@ -61,6 +63,7 @@ def fit_claude(
     exclude_dynamic_sections: bool,
     user_args: Sequence[str],
     cwd: Path,
+    tool_descriptions: str = "auto",
 ) -> ClaudeFit:
     """Choose Claude Code's tools and system prompt for the model `facts` describe.
 
@@ -71,6 +74,7 @@ def fit_claude(
         exclude_dynamic_sections: pass `--exclude-dynamic-system-prompt-sections` with the default prompt.
         user_args: what the person passes to `claude` (their choices win).
         cwd: the folder Claude Code works in (named in the compact prompt).
+        tool_descriptions: "auto", "full" or "short" (the proxy applies it; here it sizes the prompt).
     """
     small = facts.small
     chosen_tools = _tools(tools, facts.calls_tools, small)
@@ -93,7 +97,8 @@ def fit_claude(
         args.append("--exclude-dynamic-system-prompt-sections")
     if not said:
         return ClaudeFit(tuple(args), None)
-    size = prompt_estimate(chosen_tools, prompt)
+    short = tool_descriptions == "short" or (tool_descriptions == "auto" and small)
+    size = prompt_estimate(chosen_tools, prompt, short)
     return ClaudeFit(tuple(args), f"Claude Code: {'; '.join(said)} (~{size:,} prompt tokens)")
 
 
@@ -117,12 +122,13 @@ def compact_prompt(tools: Sequence[str], cwd: Path) -> str:
     return "\n".join(lines)
 
 
-def prompt_estimate(tools: Sequence[str] | None, prompt: str) -> int:
+def prompt_estimate(tools: Sequence[str] | None, prompt: str, short: bool = False) -> int:
     """Roughly how many prompt tokens Claude Code's first request has with these choices (for the start line)."""
     if tools is None:
         return FULL_PROMPT_TOKENS
     system = _COMPACT_PROMPT_TOKENS if prompt == "compact" else _DEFAULT_PROMPT_TOKENS
-    return system + sum(_TOOL_TOKENS.get(name, 500) for name in tools)
+    sizes = _SHORT_TOOL_TOKENS if short else _TOOL_TOKENS
+    return system + sum(sizes.get(name, 500) for name in tools)
 
 
 def _tools(setting: str | list[str], can_call: bool | None, small: bool) -> list[str] | None:
