@@ -79,6 +79,7 @@ def _cache_flags(entry: BackendConfig) -> list[str]:
     for flag, value in (
         ("--cache-slots", entry.cache_slots),
         ("--cache-bytes", entry.cache_bytes),
+        ("--cache-disk-bytes", entry.cache_disk_bytes),
         ("--cache-dir", entry.cache_dir),
         ("--cache-persist-interval", entry.cache_persist_interval),
         ("--warmup-file", entry.warmup_file),
@@ -122,7 +123,7 @@ def _concurrency(entry: BackendConfig) -> dict[str, Any]:
 def _cache_settings(entry: BackendConfig) -> dict[str, Any]:
     """Prompt-cache fields of an embedded server; it saves caches only when `cacheDir` is set."""
     settings: dict[str, Any] = {"cache_dir": Path(entry.cache_dir).expanduser() if entry.cache_dir else None}
-    for name in ("cache_slots", "cache_bytes", "cache_persist_interval"):
+    for name in ("cache_slots", "cache_bytes", "cache_disk_bytes", "cache_persist_interval"):
         if (value := getattr(entry, name)) is not None:
             settings[name] = value
     for name in ("warmup_file", "warmup_tools"):

@@ -110,21 +110,25 @@ def load_slots(directory: Path, fingerprint: str, layers: int) -> list[SavedSlot
     """Every valid slot file in `directory`, most recently written first; invalid ones are skipped with a warning."""
     if not directory.is_dir():
         return []
-    from mlx_lm.models.cache import KVCache, load_prompt_cache
-
     found: list[tuple[float, SavedSlot]] = []
     for path in directory.glob(f"*{SUFFIX}"):
         if path.name.startswith("."):
             path.unlink(missing_ok=True)  # a temp file left by a kill mid-write
             continue
         try:
-            cache, meta = load_prompt_cache(str(path), return_metadata=True)  # type: ignore[no-untyped-call]
-            slot = _validated(path, cache, meta, fingerprint, layers, KVCache)
-            found.append((path.stat().st_mtime, slot))
+            found.append((path.stat().st_mtime, read_slot(path, fingerprint, layers)))
         except Exception as exc:  # any unreadable or foreign file: start without it rather than fail
             log.warning("prompt cache: skipping %s: %s", path, exc)
     found.sort(key=lambda item: item[0], reverse=True)
     return [slot for _, slot in found]
+
+
+def read_slot(path: Path, fingerprint: str, layers: int) -> SavedSlot:
+    """One slot file, checked against the model; raises (OSError, ValueError, ...) when it cannot be used."""
+    from mlx_lm.models.cache import KVCache, load_prompt_cache
+
+    cache, meta = load_prompt_cache(str(path), return_metadata=True)  # type: ignore[no-untyped-call]
+    return _validated(path, cache, meta, fingerprint, layers, KVCache)
 
 
 def _validated(
