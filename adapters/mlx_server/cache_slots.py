@@ -56,7 +56,13 @@ C = TypeVar("C")
 class CacheOps(Protocol[C]):
     """What the slot logic needs to know about a cache (mlx-lm's in `cache_mlx.py`; fakes in tests)."""
 
-    def nbytes(self, cache: C) -> int: ...
+    def nbytes(self, cache: C) -> int:
+        """Bytes of `cache` that are its own (a shared base's are in `shared`)."""
+        ...
+
+    def shared(self, cache: C) -> tuple[object, int] | None:
+        """The shared base `cache` stands on (any object, compared by identity) and its bytes, or None."""
+        ...
 
     def trimmable(self, cache: C) -> bool: ...
 
@@ -166,7 +172,9 @@ class SlotTable(Generic[C]):
 
     @property
     def nbytes(self) -> int:
-        return sum(slot.nbytes for slot in self._slots)
+        """The slots' own bytes, plus each shared base once."""
+        bases = {id(found[0]): found[1] for s in self._slots if (found := self._ops.shared(s.cache)) is not None}
+        return sum(slot.nbytes for slot in self._slots) + sum(bases.values())
 
     def take(
         self,

@@ -41,6 +41,15 @@ from typing import Any, Protocol
 
 from adapters.mlx_server.cache_disk import SUFFIX, DiskWriter, SavedSlot, load_slots, read_slot
 from adapters.mlx_server.cache_mlx import MlxCacheOps, fresh_cache, frozen_copy, persistable, prefill
+from adapters.mlx_server.cache_shared import (
+    SHARE_MIN_TOKENS,
+    Base,
+    SharedCache,
+    is_plain_kv,
+    make_base,
+    materialize,
+    share,
+)
 from adapters.mlx_server.cache_slots import (
     ANONYMOUS,
     CacheOps,
@@ -55,8 +64,9 @@ from adapters.mlx_server.cache_tier import DiskSlot, DiskTier
 
 log = logging.getLogger("anyclaude.mlx_server")
 
-# A per-layer list of mlx-lm cache objects (`mlx_lm.models.cache.make_prompt_cache`).
-KVCache = list[Any]
+# A per-layer list of mlx-lm cache objects (`mlx_lm.models.cache.make_prompt_cache`); inside the slot table
+# also a `cache_shared.SharedCache` (leases and the engine only ever see the list).
+KVCache = Any
 
 # Seconds a shutdown waits for the writer (inside the engine's 10 s join); files stay whole if it runs out.
 FINAL_WRITE_TIMEOUT_S = 8.0
@@ -212,6 +222,8 @@ class SlotPromptCache:
         loaded = self._from_disk(model_key, model, tokens) if self._disk.max_bytes > 0 else None
         with self._lock:
             lease = self._table.take(model_key, tokens, lambda: fresh_cache(model), borrow=borrow, owner=owner)
+            if isinstance(lease.cache, SharedCache):
+                lease.cache = materialize(lease.cache)  # the engine only ever gets plain mlx-lm caches
             source = lease.moved.id if lease.moved is not None else lease.copied_from
             if lease.reused > 0:
                 if loaded is not None and source == loaded:
@@ -245,6 +257,7 @@ class SlotPromptCache:
         if not tokens or self._table.max_slots <= 0:
             return
         with self._lock:
+            cache = self._shared(key, tokens, cache)
             evicted = self._table.put(key, tokens, cache, lease, owner)
             self._disk.covered_by(key, tokens)
         # A slot the new one holds all of is gone for good; the others were pushed out by the budget.
@@ -257,6 +270,34 @@ class SlotPromptCache:
         with self._lock:
             dropped = self._table.drop(lambda key: _split_key(key)[0] == alias)
         self._spill(dropped)  # just written: they stay on disk for the model's next load
+
+    def _shared(self, key: str, tokens: Sequence[int], cache: KVCache) -> KVCache:
+        """`cache` as a tail on a shared base when it shares a long prefix with RAM slots (`cache_shared.py`).
+
+        Caller holds the lock. Only replaces slots' `cache` attributes, never mutates a cache in place: a
+        running batch may still be copying the plain cache a slot held.
+        """
+        if len(tokens) <= SHARE_MIN_TOKENS or not is_plain_kv(cache):
+            return cache
+        slots = [s for s in self._table.slots if s.key == key]
+        base: Base | None = None
+        for slot in slots:
+            held = slot.cache.base if isinstance(slot.cache, SharedCache) else None
+            if held is None or not SHARE_MIN_TOKENS <= held.length < len(tokens):
+                continue
+            if common_prefix(slot.tokens, tokens) >= held.length and (base is None or held.length > base.length):
+                base = held
+        if base is not None:
+            return share(cache, base)
+        for slot in reversed(slots):  # most recently used first
+            shared = common_prefix(slot.tokens, tokens)
+            if is_plain_kv(slot.cache) and SHARE_MIN_TOKENS <= shared < min(len(slot.tokens), len(tokens)):
+                base = make_base(slot.cache, shared)
+                slot.cache = share(slot.cache, base)
+                slot.nbytes = self._ops.nbytes(slot.cache)
+                log.debug("prompt cache: %d tokens of slot %s now a shared prefix", shared, slot.id)
+                return share(cache, base)
+        return cache
 
     # ---- the disk tier ----
 
@@ -283,7 +324,7 @@ class SlotPromptCache:
                 slot.prompt_length,
                 slot.hits,
                 slot.owner,
-                slot.nbytes,
+                slot.nbytes + (slot.cache.base.nbytes if isinstance(slot.cache, SharedCache) else 0),
                 time.time(),
             )
             writes = [_saved(slot)] if slot.saved_length < len(slot.tokens) else []
@@ -388,7 +429,8 @@ class SlotPromptCache:
             slots = self._table.slots
             totals = {
                 "slots": len(slots),
-                "bytes": sum(slot.nbytes for slot in slots),
+                "bytes": self._table.nbytes,
+                "shared_prefixes": len({id(s.cache.base) for s in slots if isinstance(s.cache, SharedCache)}),
                 "max_slots": self._table.max_slots,
                 "max_bytes": self._table.max_bytes,
                 "hits": self._hits,
