@@ -158,6 +158,8 @@ def tiny_model(folder: Path) -> Path:
 
 def main() -> int:
     ensure_openblas()
+    # A SIGTERM (a `timeout` around the run) unwinds through `finally`, which stops the servers it started.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", type=Path, help="model folder (default: SmolLM2-135M-Instruct)")
     parser.add_argument("--tiny", action="store_true", help="a generated two-layer model: a quick smoke run")

@@ -168,6 +168,7 @@ class DiskWriter:
         self._cond = threading.Condition()
         self._pending: dict[Path, _Plan] = {}
         self._busy = False
+        self._writing: tuple[Path, set[str]] | None = None  # the plan being written: its folder and slot ids
         self._thread: threading.Thread | None = None
         self._failed: dict[Path, set[str]] = {}  # slot ids whose last write failed, by folder
         self._failing: str | None = None  # the reason of the failure last reported
@@ -197,6 +198,17 @@ class DiskWriter:
                 self._thread.start()
             self._cond.notify_all()
 
+    def wait_for(self, directory: Path, slot_id: str, timeout: float) -> bool:
+        """Block until no submitted plan still has to write slot `slot_id` of `directory` (True), or `timeout`."""
+
+        def written() -> bool:
+            plan = self._pending.get(directory)
+            writing = self._writing is not None and self._writing[0] == directory and slot_id in self._writing[1]
+            return not writing and not (plan is not None and slot_id in plan.writes)
+
+        with self._cond:
+            return self._cond.wait_for(written, timeout)
+
     def wait(self, timeout: float) -> bool:
         """Block until every submitted plan is written (True) or `timeout` seconds pass (False)."""
         with self._cond:
@@ -212,10 +224,12 @@ class DiskWriter:
         while True:
             with self._cond:
                 self._busy = False
+                self._writing = None
                 self._cond.notify_all()
                 self._cond.wait_for(lambda: bool(self._pending))
                 _, plan = self._pending.popitem()
                 self._busy = True
+                self._writing = (plan.directory, set(plan.writes))
             try:
                 write_slots(plan.directory, plan.fingerprint, list(plan.writes.values()), plan.keep)
             except Exception as exc:  # a full disk must not kill the writer; the next save tries again

@@ -64,7 +64,7 @@ class DiskTier:
     slots: list[DiskSlot] = field(default_factory=list)
     stats: TierStats = field(default_factory=TierStats)
     load_rate: float | None = None  # bytes per second, measured
-    compute_rates: dict[str, float] = field(default_factory=dict)  # prompt tokens per second, by model key
+    compute_rates: dict[str, float] = field(default_factory=dict)  # prompt tokens per second, by model alias
 
     @property
     def nbytes(self) -> int:
@@ -111,9 +111,9 @@ class DiskTier:
                 found = (slot, usable)
         return found
 
-    def choose(self, key: str, slot: DiskSlot, gain: int) -> Choice:
+    def choose(self, alias: str, slot: DiskSlot, gain: int) -> Choice:
         """Load `slot` (its whole file) or compute the `gain` tokens it would save, whichever is faster."""
-        compute = self.compute_rates.get(key)
+        compute = self.compute_rates.get(alias)
         computing = f"computing {gain} tokens"
         if compute:
             computing += f" (~{gain / compute:.3f}s at {compute:.0f} tokens/s)"

@@ -72,8 +72,10 @@ KVCache = Any
 FINAL_WRITE_TIMEOUT_S = 8.0
 # Seconds a load from the disk tier waits for a write still running (the slot it wants may be in it).
 LOAD_WAIT_S = 5.0
-# Prompt tokens of the timed prefill that measures a model's compute rate (once, at its first disk decision).
-PROBE_TOKENS = 256
+# Prompt tokens of the timed prefill that measures a model's compute rate (once, when its folder is bound),
+# after a short untimed one (the first call of a model pays for kernel set-up and page faults).
+PROBE_TOKENS = 128
+_PROBE_WARM_TOKENS = 8
 _NAMESPACE_SEPARATOR = "\n"
 
 
@@ -357,15 +359,13 @@ class SlotPromptCache:
         if found is None or found[1] <= ram or binding is None:
             return None
         disk_slot, usable = found
-        if model_key not in self._disk.compute_rates:
-            self._disk.compute_rates[model_key] = _prefill_rate(model, tokens)
-        choice = self._disk.choose(model_key, disk_slot, usable - ram)
+        choice = self._disk.choose(_split_key(model_key)[0], disk_slot, usable - ram)
         if not choice.load:
             self._disk.stats.computed_instead += 1
             log.info("prompt cache: %s (disk slot %s)", choice.reason, disk_slot.id)
             return None
-        if not self._writer.idle:
-            self._writer.wait(LOAD_WAIT_S)  # the slot's own write may still be running
+        # Its own spill may still be on the way to the file (other writes need not be waited for).
+        self._writer.wait_for(binding.directory, disk_slot.id, LOAD_WAIT_S)
         started = time.perf_counter()
         path = binding.directory / f"{disk_slot.id}{SUFFIX}"
         try:
@@ -466,6 +466,8 @@ class SlotPromptCache:
         import mlx.core as mx
 
         binding = _Binding(directory, fingerprint, set())
+        if self._disk.max_bytes > 0 and alias not in self._disk.compute_rates:
+            self._disk.compute_rates[alias] = _prefill_rate(model)
         adopted = listed = 0
         with self._lock:
             for stale in [s for s in self._disk.slots if _split_key(s.key)[0] == alias]:
@@ -568,9 +570,14 @@ def _saved(slot: Slot[KVCache]) -> SavedSlot:
     )
 
 
-def _prefill_rate(model: Any, tokens: Sequence[int]) -> float:
-    """Prompt tokens per second of `model` on this machine, from a timed prefill of up to `PROBE_TOKENS` tokens."""
-    probe = list(tokens[:PROBE_TOKENS])
+def _prefill_rate(model: Any) -> float:
+    """Prompt tokens per second of `model` on this machine, from a timed prefill of `PROBE_TOKENS` tokens.
+
+    Measured when a model's cache folder is bound (at load, before it serves), not inside a request: on a slow
+    machine the probe takes seconds, which a request that only wanted its slot loaded would wait for.
+    """
+    probe = [1 + i % 255 for i in range(PROBE_TOKENS)]  # any ids inside every vocabulary
+    prefill(model, fresh_cache(model), probe[:_PROBE_WARM_TOKENS], _PROBE_WARM_TOKENS)
     started = time.perf_counter()
     prefill(model, fresh_cache(model), probe, len(probe))
     rate = len(probe) / max(time.perf_counter() - started, 1e-6)
