@@ -16,6 +16,9 @@ merges caches), and `share` splits a cache coming back into base and tail (one c
 When a cache is split (`prompt_cache.SlotPromptCache._put`): it starts with a base another slot already
 uses (the longest), or it shares at least `SHARE_MIN_TOKENS` with a plain slot, neither holding all of the
 other: then that common prefix becomes a new base for both. A base is freed with the last slot using it.
+Only where the base is at least half of each slot split on it (a tail no longer than its base): a main
+conversation 40k tokens past a shared 15k-token prompt stays whole, since splitting it would save one copy
+of the prompt but copy its 25k-token tail at every store and the whole sequence at every turn.
 """
 
 from __future__ import annotations

@@ -226,6 +226,8 @@ class SlotPromptCache:
             lease = self._table.take(model_key, tokens, lambda: fresh_cache(model), borrow=borrow, owner=owner)
             if isinstance(lease.cache, SharedCache):
                 lease.cache = materialize(lease.cache)  # the engine only ever gets plain mlx-lm caches
+                if lease.moved is not None:
+                    lease.moved.cache = lease.cache  # the moved slot's tail is not kept twice while it runs
             source = lease.moved.id if lease.moved is not None else lease.copied_from
             if lease.reused > 0:
                 if loaded is not None and source == loaded:
@@ -285,7 +287,7 @@ class SlotPromptCache:
         base: Base | None = None
         for slot in slots:
             held = slot.cache.base if isinstance(slot.cache, SharedCache) else None
-            if held is None or not SHARE_MIN_TOKENS <= held.length < len(tokens):
+            if held is None or not SHARE_MIN_TOKENS <= held.length < len(tokens) <= 2 * held.length:
                 continue
             if common_prefix(slot.tokens, tokens) >= held.length and (base is None or held.length > base.length):
                 base = held
@@ -293,7 +295,8 @@ class SlotPromptCache:
             return share(cache, base)
         for slot in reversed(slots):  # most recently used first
             shared = common_prefix(slot.tokens, tokens)
-            if is_plain_kv(slot.cache) and SHARE_MIN_TOKENS <= shared < min(len(slot.tokens), len(tokens)):
+            both = min(len(slot.tokens), len(tokens))
+            if is_plain_kv(slot.cache) and SHARE_MIN_TOKENS <= shared < both and _max_tail(slot, tokens) <= shared:
                 base = make_base(slot.cache, shared)
                 slot.cache = share(slot.cache, base)
                 slot.nbytes = self._ops.nbytes(slot.cache)
@@ -568,6 +571,12 @@ def _saved(slot: Slot[KVCache]) -> SavedSlot:
         slot.owner.session,
         slot.owner.agent,
     )
+
+
+def _max_tail(slot: Slot[KVCache], tokens: Sequence[int]) -> int:
+    """The longer of the two tails a shared prefix of `slot` and `tokens` would leave."""
+    shared = common_prefix(slot.tokens, tokens)
+    return max(len(slot.tokens), len(tokens)) - shared
 
 
 def _prefill_rate(model: Any) -> float:

@@ -106,3 +106,17 @@ def test_a_session_continues_from_a_shared_slot_as_from_a_fresh_prefill(model: A
     fresh_logits = model(mx.array(follow_up)[None], cache=fresh)[:, -1, :]
     assert mx.argmax(cached_logits).item() == mx.argmax(fresh_logits).item()
     assert mx.allclose(cached_logits, fresh_logits, atol=1e-4).item()
+
+
+def test_a_conversation_far_past_the_shared_prefix_stays_whole(model: Any) -> None:
+    store = SlotPromptCache(slots=32, max_bytes=1 << 40)
+    for index in range(2):
+        serve(store, model, session_tokens(index), borrow=False)
+    long_main = [*session_tokens(2), *[(5 * i) % 300 + 3 for i in range(PREFIX + 100)]]
+    serve(store, model, long_main, borrow=False)
+    rows = {row["tokens"]: row for row in store.describe()["slots"]}
+    assert set(rows) == {PREFIX + OWN, len(long_main)}
+    totals = store.describe()["totals"]
+    assert totals["shared_prefixes"] == 1 and totals["slots"] == 3
+    [main] = [s for s in store._table.slots if len(s.tokens) == len(long_main)]
+    assert not isinstance(main.cache, SharedCache), "its tail would be longer than the prefix it shares"
