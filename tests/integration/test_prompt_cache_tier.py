@@ -151,3 +151,22 @@ def test_a_full_disk_during_a_spill_still_serves_every_request_and_is_said_once(
             assert poll(lambda: cache_state(server)["disk"]["dropped"] >= 1, 10), cache_state(server)
         finally:
             stop_server(server)
+
+
+def test_the_budgets_come_from_the_machine_and_are_said_at_start(
+    tiny_model: Path,  # noqa: F811
+    logs: Path,
+    tmp_path: Path,
+) -> None:
+    import psutil
+
+    server = start_server(tiny_model, logs, ["--cache-dir", str(tmp_path / "cache")])
+    try:
+        said = next(line for line in server.log().splitlines() if "prompt cache: RAM" in line)
+        assert "machine" in said and "model weights" in said and "margin" in said and "% of" in said, said
+        totals, disk = cache_state(server)["totals"], cache_state(server)["disk"]
+        machine = psutil.virtual_memory().total
+        assert 0 < totals["max_bytes"] < machine and totals["max_bytes"] != 4 << 30, totals
+        assert disk["max_bytes"] > 0, disk
+    finally:
+        stop_server(server)
