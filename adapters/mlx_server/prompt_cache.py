@@ -224,10 +224,6 @@ class SlotPromptCache:
         loaded = self._from_disk(model_key, model, tokens) if self._disk.max_bytes > 0 else None
         with self._lock:
             lease = self._table.take(model_key, tokens, lambda: fresh_cache(model), borrow=borrow, owner=owner)
-            if isinstance(lease.cache, SharedCache):
-                lease.cache = materialize(lease.cache)  # the engine only ever gets plain mlx-lm caches
-                if lease.moved is not None:
-                    lease.moved.cache = lease.cache  # the moved slot's tail is not kept twice while it runs
             source = lease.moved.id if lease.moved is not None else lease.copied_from
             if lease.reused > 0:
                 if loaded is not None and source == loaded:
@@ -238,6 +234,10 @@ class SlotPromptCache:
             self._misses += lease.reused == 0
             self._reused_tokens += lease.reused
             self._prompt_tokens += len(tokens)
+        if isinstance(lease.cache, SharedCache):  # a copy, outside the lock: `describe` runs on the event loop
+            lease.cache = materialize(lease.cache)  # the engine only ever gets plain mlx-lm caches
+            if lease.moved is not None:
+                lease.moved.cache = lease.cache  # the moved slot's tail is not kept twice while it runs
         return lease
 
     def store(self, lease: Lease[KVCache], tokens: Sequence[int], cache: KVCache) -> None:
@@ -260,8 +260,8 @@ class SlotPromptCache:
     def _put(self, key: str, tokens: Sequence[int], cache: KVCache, lease: Lease[KVCache] | None, owner: Owner) -> None:
         if not tokens or self._table.max_slots <= 0:
             return
+        cache = self._shared(key, tokens, cache)
         with self._lock:
-            cache = self._shared(key, tokens, cache)
             evicted = self._table.put(key, tokens, cache, lease, owner)
             self._disk.covered_by(key, tokens)
         # A slot the new one holds all of is gone for good; the others were pushed out by the budget.
@@ -278,7 +278,8 @@ class SlotPromptCache:
     def _shared(self, key: str, tokens: Sequence[int], cache: KVCache) -> KVCache:
         """`cache` as a tail on a shared base when it shares a long prefix with RAM slots (`cache_shared.py`).
 
-        Caller holds the lock. Only replaces slots' `cache` attributes, never mutates a cache in place: a
+        Generation thread (the table's only writer), without the lock: the copies take a while and `describe`
+        runs on the event loop. Only replaces slots' `cache` attributes, never mutates a cache in place: a
         running batch may still be copying the plain cache a slot held.
         """
         if len(tokens) <= SHARE_MIN_TOKENS or not is_plain_kv(cache):
@@ -298,8 +299,9 @@ class SlotPromptCache:
             both = min(len(slot.tokens), len(tokens))
             if is_plain_kv(slot.cache) and SHARE_MIN_TOKENS <= shared < both and _max_tail(slot, tokens) <= shared:
                 base = make_base(slot.cache, shared)
-                slot.cache = share(slot.cache, base)
-                slot.nbytes = self._ops.nbytes(slot.cache)
+                split = share(slot.cache, base)
+                with self._lock:
+                    slot.cache, slot.nbytes = split, self._ops.nbytes(split)
                 log.debug("prompt cache: %d tokens of slot %s now a shared prefix", shared, slot.id)
                 return share(cache, base)
         return cache
