@@ -190,7 +190,16 @@ class BackendConfig(_Model):
         None, ge=0, description="mlx-server: prompt caches kept for reuse (32); 0 turns prompt caching off."
     )
     cache_bytes: int | None = Field(
-        None, gt=0, description="mlx-server: bytes the kept prompt caches may take (4 GiB); least recently used go."
+        None,
+        gt=0,
+        description="mlx-server: bytes of RAM the kept prompt caches may take (the machine's memory less the model's "
+        "weights and a margin); the least recently used go to disk.",
+    )
+    cache_disk_bytes: int | None = Field(
+        None,
+        ge=0,
+        description="mlx-server: bytes of disk for prompt caches evicted from RAM (10% of the free space in "
+        "cacheDir); 0 keeps none.",
     )
     cache_dir: str | None = Field(
         None, description='mlx-server: where prompt caches are saved (<ANYCLAUDE_HOME>/cache); "" never saves.'

@@ -27,8 +27,8 @@ DEFAULT_DECODE_CONCURRENCY = 32
 DEFAULT_PREFILL_CONCURRENCY = 8
 # Requests waiting beyond those running before more are refused with 503.
 DEFAULT_MAX_QUEUE = 8
-# Memory the kept prompt caches may take; SmolLM2-135M needs ~46 KB per token, a 30B model ~200 KB.
-DEFAULT_CACHE_BYTES = 4 << 30
+# Memory the kept prompt caches may take (SmolLM2-135M needs ~46 KB per token, a 30B model ~200 KB) and disk
+# the evicted ones may take: None sizes them from the machine (`cache_budget.py`).
 # Seconds between prompt-cache saves while requests keep the server busy (it also saves when idle and at exit).
 DEFAULT_CACHE_PERSIST_INTERVAL = 60.0
 
@@ -71,7 +71,8 @@ class ServerConfig:
     cpu_only: bool = False
     log_level: str = "info"
     cache_slots: int = DEFAULT_CACHE_SLOTS
-    cache_bytes: int = DEFAULT_CACHE_BYTES
+    cache_bytes: int | None = None
+    cache_disk_bytes: int | None = None
     # Where prompt-cache slots are saved (a folder per model fingerprint); None: never saved.
     cache_dir: Path | None = None
     cache_persist_interval: float = DEFAULT_CACHE_PERSIST_INTERVAL
@@ -89,8 +90,10 @@ class ServerConfig:
             raise ValueError("max_queue must be >= 0")
         if self.decode_concurrency < 1 or self.prefill_concurrency < 1:
             raise ValueError("decode_concurrency and prefill_concurrency must be >= 1")
-        if self.cache_slots < 0 or self.cache_bytes <= 0 or self.cache_persist_interval < 0:
+        if self.cache_slots < 0 or (self.cache_bytes or 1) <= 0 or self.cache_persist_interval < 0:
             raise ValueError("cache_slots must be >= 0, cache_bytes > 0 and cache_persist_interval >= 0")
+        if self.cache_disk_bytes is not None and self.cache_disk_bytes < 0:
+            raise ValueError("cache_disk_bytes must be >= 0")
 
     @property
     def default_alias(self) -> str:

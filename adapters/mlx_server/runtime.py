@@ -16,6 +16,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
+from adapters.mlx_server.cache_budget import cache_budgets
 from adapters.mlx_server.cache_warmup import prepare_model_cache
 from adapters.mlx_server.config import ServerConfig
 from adapters.mlx_server.engine import Engine
@@ -51,9 +52,12 @@ class Runtime:
         on_fatal: Callable[[str], None] | None = None,
     ) -> None:
         self.config = config
-        self.cache_store = cache_store or build_prompt_cache(
-            config.cache_slots, config.cache_bytes, config.cache_persist_interval
-        )
+        if cache_store is None:
+            ram, disk = cache_budgets(config, paths.get(config.default_alias))
+            if config.cache_slots > 0:
+                log.info("prompt cache: %s; %s", ram.describe(), disk.describe())
+            cache_store = build_prompt_cache(config.cache_slots, ram.bytes, config.cache_persist_interval, disk.bytes)
+        self.cache_store = cache_store
         self.pool = ModelPool(config, paths, self.cache_store)
         self.engine = Engine(config, self.cache_store)
         self.readiness = Readiness.STOPPED

@@ -74,6 +74,29 @@ def test_metrics_show_the_queue_of_our_mlx_server(serve: StartServe, tiny_model:
     assert found[("anyclaude_backend_queue_running", (("backend", "local"),))] == 0
 
 
+def test_the_dashboard_shows_both_tiers_of_our_mlx_servers_prompt_cache(
+    serve: StartServe, tiny_model: Path, tmp_path: Path
+) -> None:
+    from launcher.supervision.ports import free_port
+
+    entry = {"type": "mlx-server", "model": str(tiny_model), "port": free_port(), "cacheDir": str(tmp_path / "kv")}
+    s = serve({**entry, "command": None})
+    s.wait_state("READY")
+    client = anthropic.Anthropic(base_url=s.proxy_url, api_key="unused", max_retries=0)
+    client.messages.create(model="tiny", max_tokens=4, messages=[{"role": "user", "content": "Hello there."}])
+
+    def tiers() -> dict[str, dict[str, object]] | None:
+        state = httpx.get(f"{s.proxy_url}/ui/api/state", timeout=10).json()
+        found: dict[str, dict[str, object]] | None = state["backends"][0]["prompt_cache"]
+        return found
+
+    assert wait_until(lambda: (t := tiers()) is not None and t["ram"]["slots"], 30, what="a RAM slot")
+    shown = tiers()
+    assert shown is not None and set(shown) == {"ram", "disk"}
+    assert set(shown["disk"]) == {"slots", "bytes", "max_bytes", "hits", "loads", "load_s"}
+    assert isinstance(shown["ram"]["max_bytes"], int) and shown["ram"]["max_bytes"] > 0
+
+
 def test_serve_prints_the_dashboard_address_and_the_dashboard_command_finds_it(serve: StartServe) -> None:
     s = serve(scripted_entry())
     s.wait_state("READY")

@@ -92,6 +92,29 @@ function renderBackends(state) {
       ),
     );
   }
+  renderPromptCache(state.backends.find((b) => b.serving));
+}
+
+// Our MLX server's prompt cache, RAM and disk tiers (absent for other kinds).
+function renderPromptCache(backend) {
+  const table = $("prompt-cache");
+  const tiers = backend && backend.prompt_cache;
+  table.hidden = !tiers;
+  if (!tiers) return;
+  const row = (name, t, loads, loadTime) =>
+    el("tr", {},
+      el("td", {}, name),
+      el("td", { class: "num" }, num(t.slots)),
+      el("td", { class: "num" }, size(t.bytes)),
+      el("td", { class: "num" }, size(t.max_bytes)),
+      el("td", { class: "num" }, num(t.hits)),
+      el("td", { class: "num" }, loads),
+      el("td", { class: "num" }, loadTime),
+    );
+  table.tBodies[0].replaceChildren(
+    row("RAM", tiers.ram, "", ""),
+    row("disk", tiers.disk, num(tiers.disk.loads), secs(tiers.disk.load_s)),
+  );
 }
 
 // ------------------------------------------------------------------ requests
