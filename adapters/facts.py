@@ -49,13 +49,16 @@ class ModelFacts:
     top_p: float | None = None
     calls_tools: bool | None = None
     params: int | None = None  # parameter count of a local model folder
+    small_model: bool | None = None  # the entry's `claude.smallModel`: None decides from the facts above
 
     @property
     def small(self) -> bool:
         """A model that cannot carry Claude Code's full prompt: few parameters or a small window.
 
-        Measured (bench/agent.py, launcher/claude_fit.py): Qwen2.5-Coder-1.5B calls tools on a ~1,800-token
+        Measured (bench/agent.py, launcher/claude_fit.py): Qwen2.5-Coder-1.5B calls tools on a ~1,000-token
         prompt and mostly refuses at ~3,400; Claude Code's full prompt is ~19,400 tokens."""
+        if self.small_model is not None:
+            return self.small_model
         few = self.params is not None and self.params < SMALL_MODEL_PARAMS
         return few or (self.context_length is not None and self.context_length < SMALL_WINDOW)
 
@@ -121,6 +124,7 @@ def model_facts(entry: BackendConfig) -> ModelFacts:
         top_p=entry.top_p,
         calls_tools=tool_support(entry.model).can_call,
         params=model_params(entry.model),
+        small_model=entry.claude.small_model,
     )
 
 

@@ -32,7 +32,7 @@ LEAN_TOOLS = ("Read", "Edit", "Bash")
 # schema as a chat template renders it, the system prompt and the first user message with its reminders.
 FULL_PROMPT_TOKENS = 19_400
 _TOOL_TOKENS = {"Read": 484, "Edit": 259, "Write": 175, "Bash": 746, "Glob": 189, "Grep": 872}
-# The same with each description cut to its first sentence (`claude.toolDescriptions`: short).
+# The same with each description cut to its first sentence, as the proxy sends them to a small model.
 _SHORT_TOOL_TOKENS = {"Read": 234, "Edit": 183, "Write": 135, "Bash": 207, "Glob": 112, "Grep": 524}
 _COMPACT_PROMPT_TOKENS = 280
 _DEFAULT_PROMPT_TOKENS = 1_450  # the default system prompt with the per-folder sections moved out
@@ -63,7 +63,6 @@ def fit_claude(
     exclude_dynamic_sections: bool,
     user_args: Sequence[str],
     cwd: Path,
-    tool_descriptions: str = "auto",
 ) -> ClaudeFit:
     """Choose Claude Code's tools and system prompt for the model `facts` describe.
 
@@ -74,7 +73,6 @@ def fit_claude(
         exclude_dynamic_sections: pass `--exclude-dynamic-system-prompt-sections` with the default prompt.
         user_args: what the person passes to `claude` (their choices win).
         cwd: the folder Claude Code works in (named in the compact prompt).
-        tool_descriptions: "auto", "full" or "short" (the proxy applies it; here it sizes the prompt).
     """
     small = facts.small
     chosen_tools = _tools(tools, facts.calls_tools, small)
@@ -97,8 +95,7 @@ def fit_claude(
         args.append("--exclude-dynamic-system-prompt-sections")
     if not said:
         return ClaudeFit(tuple(args), None)
-    short = tool_descriptions == "short" or (tool_descriptions == "auto" and small)
-    size = prompt_estimate(chosen_tools, prompt, short)
+    size = prompt_estimate(chosen_tools, prompt, short=small)  # the proxy shortens a small model's tools
     return ClaudeFit(tuple(args), f"Claude Code: {'; '.join(said)} (~{size:,} prompt tokens)")
 
 

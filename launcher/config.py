@@ -75,11 +75,11 @@ class ClaudeStart(_Model):
         description='"auto" (compact for a small model), "default" (Claude Code\'s own), "compact" (anyclaude\'s short '
         "one: the tools' rules and the working folder), or the path of a file holding the prompt.",
     )
-    tool_descriptions: str = Field(
-        "auto",
-        pattern="^(auto|full|short)$",
-        description='"auto" (short for a small model), "full", or "short": each tool\'s description cut to its first '
-        "sentence before the model sees it (Claude Code's Read, Edit and Bash: ~1,500 prompt tokens to ~100).",
+    small_model: bool | None = Field(
+        None,
+        description="Treat the model as small (null: decided from it, under 4B parameters or a window under 32k). "
+        'A small model gets the lean choices of "auto" above, and the proxy shapes its prompt: each tool\'s '
+        "description cut to its first sentence, and a line after each tool result saying to answer once it can.",
     )
     exclude_dynamic_sections: bool = Field(
         True,

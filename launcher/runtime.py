@@ -258,7 +258,6 @@ def fitted_args(settings: Settings, ui: Progress, user_args: Sequence[str], fact
             tools=entry.claude.tools,
             system_prompt=entry.claude.system_prompt,
             exclude_dynamic_sections=entry.claude.exclude_dynamic_sections,
-            tool_descriptions=entry.claude.tool_descriptions,
             user_args=user_args,
             cwd=Path.cwd(),
         )

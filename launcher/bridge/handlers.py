@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import replace
 from typing import Any
 
 from starlette.requests import Request
@@ -22,7 +21,7 @@ from launcher.bridge.guard import too_large
 from launcher.bridge.leaks import make_text_parser
 from launcher.bridge.models import MessagesRequest, parse_count_tokens_request, parse_messages_request
 from launcher.bridge.options import ProxyOptions, is_pattern
-from launcher.bridge.request import Prepared, build_body, has_images, prepare, short_tool_descriptions
+from launcher.bridge.request import Prepared, build_body, for_small_model, has_images, prepare
 from launcher.bridge.upstream import BackendGate, BackendUnavailable, ClientPool, Lease
 from launcher.observe.hook import NO_OBSERVER, Observer
 
@@ -153,8 +152,8 @@ class Handlers:
                 raise invalid_request(
                     f"this model does not accept images (backend {upstream.name} serves a text-only model)"
                 )
-            if upstream.short_tool_descriptions and prepared.tools:
-                prepared = replace(prepared, tools=short_tool_descriptions(prepared.tools))
+            if upstream.small_model and prepared.tools:
+                prepared = for_small_model(prepared)
             size = len(request.state.raw)
             prompt, max_tokens = await tokens.fit(
                 client, upstream, prepared.messages, prepared.tools, size, req.max_tokens

@@ -38,7 +38,7 @@ class Upstream:
     passthrough: bool = False
     transport: httpx.AsyncBaseTransport | None = None
     accepts_images: bool | None = None  # False: refuse images here (the backend would drop them)
-    short_tool_descriptions: bool = False  # a small model: tool descriptions cut to their first sentence
+    small_model: bool = False  # a small model: its prompt is shaped for it (launcher/bridge/request.py)
 
     def __repr__(self) -> str:  # the key must never reach a log through a repr
         return f"Upstream(name={self.name!r}, base_url={self.base_url!r}, api={self.api.value!r})"

@@ -46,8 +46,7 @@ def upstream_for(spec: LaunchSpec, entry: BackendConfig, transport: Any = None) 
         passthrough=spec.kind == "anthropic" and spec.api is ApiKind.ANTHROPIC,
         transport=transport,
         accepts_images=spec.accepts_images,
-        short_tool_descriptions=entry.claude.tool_descriptions == "short"
-        or (entry.claude.tool_descriptions == "auto" and spec.facts.small),
+        small_model=spec.facts.small,
     )
 
 

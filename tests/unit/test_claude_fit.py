@@ -128,3 +128,8 @@ def test_a_small_window_makes_a_model_small_whatever_its_size() -> None:
     assert ModelFacts(params=SMALL_MODEL_PARAMS * 2, context_length=16384).small
     assert not ModelFacts(params=SMALL_MODEL_PARAMS * 2, context_length=131072).small
     assert not ModelFacts().small  # nothing known: Claude Code as it is
+
+
+def test_the_config_can_say_whether_the_model_is_small() -> None:
+    assert not ModelFacts(params=1000, small_model=False).small
+    assert ModelFacts(params=SMALL_MODEL_PARAMS * 2, small_model=True).small

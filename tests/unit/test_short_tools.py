@@ -1,8 +1,14 @@
-"""Tool descriptions cut to their first sentence for a small model."""
+"""A small model's prompt: tool descriptions cut to their first sentence, a hint after each tool result."""
 
 from __future__ import annotations
 
-from launcher.bridge.request import short_description, short_tool_descriptions
+from launcher.bridge.request import (
+    TOOL_RESULT_HINT,
+    Prepared,
+    for_small_model,
+    short_description,
+    short_tool_descriptions,
+)
 
 BASH = {
     "type": "function",
@@ -38,3 +44,23 @@ def test_descriptions_keep_their_first_sentence_and_the_schema_stays() -> None:
 def test_a_long_first_sentence_is_cut_and_a_version_number_is_not_a_sentence_end() -> None:
     assert short_description("x" * 500) == "x" * 200
     assert short_description("Uses Python 3.11 for scripts. Then more.") == "Uses Python 3.11 for scripts."
+
+
+def test_a_small_models_tool_results_end_with_the_hint_and_its_tools_are_short() -> None:
+    prepared = Prepared(
+        messages=[
+            {"role": "user", "content": "What port?"},
+            {"role": "assistant", "content": None, "tool_calls": [{"id": "c1"}]},
+            {"role": "tool", "tool_call_id": "c1", "content": "port = 8731"},
+        ],
+        tools=[BASH],
+        tool_choice=None,
+        no_parallel=False,
+    )
+
+    shaped = for_small_model(prepared)
+
+    assert shaped.messages[2]["content"] == "port = 8731" + TOOL_RESULT_HINT
+    assert shaped.messages[:2] == prepared.messages[:2]
+    assert shaped.tools[0]["function"]["description"] == "Executes a given bash command and returns its output."
+    assert prepared.messages[2]["content"] == "port = 8731"  # the original is left as it was
