@@ -245,21 +245,28 @@ def fit(conn: sqlite3.Connection, path: Path, max_bytes: int) -> int:
         return 0
     with contextlib.suppress(OSError):
         target -= total - path.stat().st_size  # the -shm file and any write-ahead log a reader kept
+    deleted = _drop_oldest(conn, target, margin=0.02)
+    if deleted:
+        conn.execute("PRAGMA incremental_vacuum")
+        _checkpoint(conn)
+    return deleted
+
+
+def _drop_oldest(conn: sqlite3.Connection, target: int, margin: float) -> int:
+    """Delete the oldest rows until the data fits `target` bytes: each round a share proportional to the
+    excess plus `margin`. Returns how many rows went."""
     deleted = 0
     for _ in range(8):
         used = used_bytes(conn)
         held = count(conn)
         if used <= target or held == 0:
             break
-        share = min(1.0, (used - target) / used + 0.02)
+        share = min(1.0, (used - target) / used + margin)
         with _transaction(conn):
             last = conn.execute(
                 "SELECT id FROM requests ORDER BY id LIMIT 1 OFFSET ?", (max(0, int(held * share) - 1),)
             ).fetchone()
             deleted += _delete_through(conn, int(last[0]))
-    if deleted:
-        conn.execute("PRAGMA incremental_vacuum")
-        _checkpoint(conn)
     return deleted
 
 
@@ -288,17 +295,7 @@ def prune(conn: sqlite3.Connection, max_days: float, max_bytes: int, now: float 
             deleted += _delete_through(conn, int(cutoff[0]))
     # Past the size limit: drop a share of the oldest rows proportional to the excess, plus a tenth,
     # so a full log is not pruned again on the very next batch.
-    for _ in range(8):
-        used = used_bytes(conn)
-        held = count(conn)
-        if used <= max_bytes or held == 0:
-            break
-        share = min(1.0, (used - max_bytes) / used + 0.1)
-        with _transaction(conn):
-            last = conn.execute(
-                "SELECT id FROM requests ORDER BY id LIMIT 1 OFFSET ?", (max(0, int(held * share) - 1),)
-            ).fetchone()
-            deleted += _delete_through(conn, int(last[0]))
+    deleted += _drop_oldest(conn, max_bytes, margin=0.1)
     if deleted:
         conn.execute("PRAGMA incremental_vacuum")
         conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
