@@ -50,6 +50,12 @@ def json_calls(body: str) -> list[ToolCall]:
     text = body.strip()
     if not text:
         raise Malformed("the tool call is empty")
+    return calls_from_values(decode_values(text))
+
+
+def decode_values(text: str) -> list[object]:
+    """Every JSON value in `text` (several in a row, separated by blanks, commas or semicolons), else the one
+    value `load_json_or_undoubled` repairs; raises Malformed."""
     values: list[object] = []
     try:
         pos = 0
@@ -58,9 +64,9 @@ def json_calls(body: str) -> list[ToolCall]:
             values.append(value)
             while pos < len(text) and text[pos] in " \t\r\n,;":
                 pos += 1
+        return values
     except ValueError:
-        values = [load_json_or_undoubled(text)]
-    return calls_from_values(values)
+        return [load_json_or_undoubled(text)]
 
 
 def load_json_or_undoubled(text: str) -> object:

@@ -18,7 +18,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from adapters.tool_parsers._calls import _new_call_id, load_json_or_undoubled
+from adapters.tool_parsers._calls import _new_call_id, decode_values
 from adapters.tool_parsers._json_repair import DECODER, load_json
 from adapters.tool_parsers._types import Malformed, ToolCall
 
@@ -187,22 +187,6 @@ def _as_type(value: object, kind: str) -> object:
     return value
 
 
-def _decode_values(text: str) -> list[object]:
-    """Every JSON value in `text` (several in a row, or one repaired); raises Malformed."""
-    values: list[object] = []
-    try:
-        pos = 0
-        while pos < len(text):
-            value, pos = DECODER.raw_decode(text, pos)
-            values.append(value)
-            while pos < len(text) and text[pos] in " \t\r\n,;":
-                pos += 1
-        return values
-    except ValueError:
-        pass
-    return [load_json_or_undoubled(text)]
-
-
 def _name_and_arguments(obj: dict[str, Any]) -> tuple[object, object]:
     if isinstance(obj.get("function"), dict):
         obj = obj["function"]
@@ -219,7 +203,7 @@ def json_verdict(text: str, tools: Toolbox) -> Verdict:
     if not body:
         return NOT_A_CALL
     try:
-        values = _decode_values(body)
+        values = decode_values(body)
     except Malformed as exc:
         return Verdict([], f"its JSON cannot be read ({exc})") if tools.mentions_tool(body) else NOT_A_CALL
     objects = [item for value in values for item in (value if isinstance(value, list) else [value])]
