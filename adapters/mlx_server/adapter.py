@@ -61,6 +61,8 @@ def server_argv(name: str, entry: BackendConfig, port: int) -> list[str]:
         argv += ["--memory-limit", str(entry.memory_limit)]
     if entry.tool_parser:
         argv += ["--tool-parser", entry.tool_parser]
+    if entry.speculative is not None:
+        argv += ["--speculative", entry.speculative]
     if entry.temperature is not None:
         argv += ["--temperature", str(entry.temperature)]
     if entry.top_p is not None:
@@ -105,6 +107,7 @@ def server_config(name: str, entry: BackendConfig, port: int | None = None) -> S
         **_concurrency(entry),
         memory_limit_bytes=int(entry.memory_limit * _GB) if entry.memory_limit else None,
         tool_parser=entry.tool_parser,
+        **({"speculative": entry.speculative} if entry.speculative is not None else {}),
         temperature=1.0 if entry.temperature is None else entry.temperature,
         top_p=1.0 if entry.top_p is None else entry.top_p,
         cpu_only=entry.cpu_only,
