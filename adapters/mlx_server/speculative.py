@@ -202,7 +202,7 @@ class LoneDecoder:
                 rows.append(row)
             logits = mx.concatenate(rows, axis=0)
         logprobs = logits - mx.logsumexp(logits, axis=-1, keepdims=True)
-        sampled = self.sampler(logprobs).tolist()
+        sampled: list[int] = self.sampler(logprobs).tolist()  # type: ignore[assignment]
         produced = accept(draft, sampled)
         self._trim(len(draft) - (len(produced) - 1))
         self.tokens.extend(produced)
