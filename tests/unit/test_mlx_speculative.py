@@ -145,7 +145,7 @@ def test_greedy_passes_give_the_plain_greedy_tokens_with_a_repetition_penalty() 
             logits = model(mx.array(history[-1:])[None], [_Layer()])[:, -1, :]
             for processor in processors:
                 logits = processor(mx.array(history), logits)
-            history.append(int(greedy(logits).item()))
+            history.append(int(greedy(logits).item()))  # type: ignore[arg-type]
         return history
 
     expected = plain([0, 1, 2, 3], 12)
