@@ -40,7 +40,14 @@ from adapters.mlx_server.pool import LoadedModel
 from adapters.mlx_server.prompt_cache import KVCache, PromptCacheStore, cache_key
 from adapters.mlx_server.reply import Reply
 from adapters.mlx_server.sampling import LogitsProcessor, Sampler, build_sampling
-from adapters.mlx_server.speculative import IDLE_STEPS, DraftPolicy, LoneDecoder, NgramDrafter, can_speculate
+from adapters.mlx_server.speculative import (
+    IDLE_PAUSE,
+    IDLE_STEPS,
+    DraftPolicy,
+    LoneDecoder,
+    NgramDrafter,
+    can_speculate,
+)
 
 log = logging.getLogger("anyclaude.mlx_server")
 
@@ -363,6 +370,7 @@ class BatchRunner:
                 run.policy.pause(len(run.reply_tokens))
                 self._back_to_batch()
             elif run.idle_steps >= IDLE_STEPS:
+                run.policy.paused_until = len(run.reply_tokens) + IDLE_PAUSE
                 self._back_to_batch()
         if not had_text and run.job.text_emitted:
             result.first_texts.append(run.job)

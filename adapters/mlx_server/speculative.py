@@ -55,8 +55,11 @@ _ACCEPTANCE_SMOOTHING = 0.2
 # time it stops paying again, so a request where it never pays tries rarely.
 PAUSE_FIRST = 32
 PAUSE_MAX = 1024
-# Steps in a row without a draft after which the request goes back to the (pipelined) batch step.
+# Steps in a row without a draft after which the request goes back to the (pipelined) batch step, and the
+# tokens it then decodes there before drafting is looked for again (leaving and rejoining the batch copies the
+# cache and drops a step the batch had queued, so it is not done on every stray match).
 IDLE_STEPS = 4
+IDLE_PAUSE = 16
 
 
 class NgramDrafter:
