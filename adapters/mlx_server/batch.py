@@ -43,6 +43,7 @@ from adapters.mlx_server.sampling import LogitsProcessor, Sampler, build_samplin
 from adapters.mlx_server.speculative import (
     IDLE_PAUSE,
     IDLE_STEPS,
+    NGRAM_ENTER,
     DraftPolicy,
     LoneDecoder,
     NgramDrafter,
@@ -323,7 +324,7 @@ class BatchRunner:
             run.drafter = NgramDrafter(run.job.request.prompt_tokens + run.reply_tokens)
         else:
             run.drafter.extend(run.reply_tokens[len(run.drafter.tokens) - len(run.job.request.prompt_tokens) :])
-        if not run.drafter.draft(1):
+        if not run.drafter.draft(1, min_n=NGRAM_ENTER):
             return
         caches = self._gen.remove([uid], return_prompt_caches=True)  # type: ignore[no-untyped-call]
         cache, tokens = caches[uid]

@@ -40,6 +40,9 @@ from adapters.mlx_server.sampling import LogitsProcessor, Sampler
 # n-gram lengths looked up, longest first: a longer match is a surer continuation; single tokens match too often.
 NGRAM_MAX = 4
 NGRAM_MIN = 2
+# A request leaves the batch to draft only on a match at least this long (then shorter ones are used too): a
+# two-token match is common in any prose and rarely continues for long.
+NGRAM_ENTER = 3
 # Draft length bounds and the first length tried. On a CPU a pass over 8 positions still costs little more than
 # one (reading the weights dominates); past that the attention and the output head start to tell.
 DRAFT_MAX = 8
@@ -84,13 +87,14 @@ class NgramDrafter:
                 if end >= n:
                     index[tuple(seq[end - n : end])] = end
 
-    def draft(self, limit: int) -> list[int]:
-        """Up to `limit` tokens continuing the sequence; empty when no n-gram of it matched earlier."""
+    def draft(self, limit: int, min_n: int = NGRAM_MIN) -> list[int]:
+        """Up to `limit` tokens continuing the sequence; empty when no n-gram of it (of `min_n` tokens or more)
+        matched earlier."""
         seq = self.tokens
         if limit <= 0:
             return []
         for n in self._sizes:
-            if len(seq) <= n:
+            if len(seq) <= n or n < min_n:
                 continue
             start = self._index[n].get(tuple(seq[-n:]))
             if start is not None:

@@ -36,6 +36,7 @@ def test_the_drafter_continues_the_most_recent_longest_match() -> None:
     drafter.extend([5, 6])
     # "5 6" occurred three times before; the latest, at 9..10, is followed by 7 3 5 6.
     assert drafter.draft(2) == [7, 3]
+    assert drafter.draft(2, min_n=3) == []  # "3 5 6" never occurred before
     assert drafter.draft(0) == []
 
 
