@@ -340,6 +340,10 @@ class BatchRunner:
         run.lone = LoneDecoder(self.model, cache, tokens, run.sampler, run.processors)
         run.checkpointed = True
         run.idle_steps = 0
+        if len(tokens) != len(run.drafter.tokens):  # the batch's history is not prompt + reply: never guess
+            log.warning("speculative decoding off for %s: the batch's token history is not the reply's", self.alias)
+            self._speculative = False
+            self._back_to_batch()
 
     def _lone_step(self) -> StepResult:
         assert self._lone_uid is not None
@@ -390,11 +394,9 @@ class BatchRunner:
         """The request decoding alone rejoins mlx-lm's batch with its cache; its pending token is fed there."""
         if self._lone_uid is None:
             return
-        run = self._running.pop(self._lone_uid)
-        self._lone_uid = None
+        run = self._running[self._lone_uid]
         lone = run.lone
         assert lone is not None
-        run.lone = None
         (uid,) = self._gen.insert_segments(
             [[lone.tokens[-1:]]],
             max_tokens=[run.job.request.max_tokens - len(run.reply_tokens)],
@@ -403,6 +405,9 @@ class BatchRunner:
             samplers=[run.sampler],
             logits_processors=[run.processors],
         )
+        del self._running[self._lone_uid]
+        self._lone_uid = None
+        run.lone = None
         self._running[uid] = run
 
     def _prefill_slice(self) -> int:
