@@ -117,6 +117,12 @@ class BatchRunner:
         self._running: dict[int, _Running] = {}
         self._prefill_rate: float | None = None  # prompt tokens per second, smoothed
         self._speculative = config.speculative == "ngram" and can_speculate(make_prompt_cache(loaded.model))
+        if config.speculative == "ngram" and not self._speculative:
+            log.warning(
+                "speculative decoding off for %s: its KV cache cannot drop positions (sliding-window or recurrent "
+                "layers)",
+                self.alias,
+            )
         self._lone_uid: int | None = None  # the request decoding outside the batch (speculative decoding)
         self._next_uid = -1  # keys for requests outside the batch (mlx-lm's own uids count up from 0)
         self.speculation = DraftPolicy()  # totals over this runner's requests (drafted, accepted, steps, produced)
