@@ -6,6 +6,7 @@ retries: the supervisor does all of that, the same way for every kind.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -13,6 +14,11 @@ from enum import StrEnum
 from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import urlsplit
 
+from adapters.facts import ModelFacts, model_facts, with_folder_facts
+from adapters.facts import model_config as model_config  # the kinds import these from here
+from adapters.facts import model_context_length as model_context_length
+from adapters.findings import Check as Check  # the kinds and doctor import these from here
+from adapters.findings import CheckStatus as CheckStatus
 from launcher.redact import is_secret_name
 
 if TYPE_CHECKING:
@@ -58,12 +64,17 @@ class LaunchSpec:
     secrets: tuple[str, ...] = ()
     # What the proxy needs to talk to it well.
     model_name: str | None = None  # the `model` to send; None omits it (a local server knows its model)
-    context_length: int | None = None
+    context_length: int | None = field(default=None, compare=False)
     tokenize_url: str | None = None  # counts tokens with the model's own tokenizer (count_tokens, limits)
+    tokenizer_folder: str | None = None  # without a tokenize_url: the local folder whose tokenizer counts
     # False: the model cannot see images and the server would drop them, so the proxy refuses them;
     # None: the backend decides (answers with an error of its own, or sees them).
     accepts_images: bool | None = None
     in_process: bool = False  # embedded: served inside the proxy's process, nothing spawned
+    # The model's facts, resolved once (adapters/facts.py). Not compared, nor is `context_length`: what the
+    # proxy knows of the model is no reason to start the backend again (a kind passing them to its server
+    # has them in `argv`).
+    facts: ModelFacts = field(default_factory=ModelFacts, compare=False)
 
     @property
     def spawns(self) -> bool:
@@ -72,27 +83,6 @@ class LaunchSpec:
     @property
     def health_url(self) -> str | None:
         return self.readiness.url if self.readiness else None
-
-
-class CheckStatus(StrEnum):
-    OK = "ok"
-    WARN = "warn"
-    FAIL = "fail"
-
-
-@dataclass(frozen=True)
-class Check:
-    """One doctor finding: a distinct name, what was found, and how to fix it when it is not OK.
-
-    `key` is set on a failure no restart can fix (a model path that does not exist): the entry key to
-    edit. Such a check is run before the backend is started, and stops the start with that key named.
-    """
-
-    name: str
-    status: CheckStatus
-    finding: str
-    fix: str | None = None
-    key: str | None = None
 
 
 class Adapter(Protocol):
@@ -164,9 +154,10 @@ def adapter_for(name: str, entry: BackendConfig) -> Adapter:
 
 
 def launch_spec(name: str, config: Config) -> LaunchSpec:
-    """The launch spec of backend `name` in `config`. Raises AdapterError."""
-    entry = config.backends[name]
-    return adapter_for(name, entry).launch(name, entry, config)
+    """The launch spec of backend `name` in `config`, its model's facts resolved. Raises AdapterError."""
+    entry = with_folder_facts(config.backends[name])
+    spec = adapter_for(name, entry).launch(name, entry, config)
+    return dataclasses.replace(spec, facts=model_facts(entry))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -204,6 +195,8 @@ def local_server_spec(
     """
     if "context_length" not in extra:  # a kind that passes its own read the model folder already
         extra["context_length"] = entry.context_length or model_context_length(entry.model)
+    if "tokenize_url" not in extra:  # prompts are counted with the served folder's own tokenizer
+        extra["tokenizer_folder"] = model_tokenizer_folder(entry.model)
     liveness = Probe(local_url(entry, port, entry.health_path or health_path))
     merged = {**(env or {}), **entry.env}
     if preload_blas:
@@ -265,27 +258,21 @@ def entry_secrets(entry: BackendConfig) -> tuple[str, ...]:
     return tuple(s for s in found if s)
 
 
-def model_config(model: str | None) -> dict[str, Any] | None:
-    """A local model folder's config.json, or None (no folder, unreadable, not an object)."""
-    import json
-    from pathlib import Path
-
-    if not model:
-        return None
-    try:
-        data = json.loads((Path(model).expanduser() / "config.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
-
-
 def model_has_vision(model: str | None) -> bool | None:
     """Whether a local model folder's config.json describes a vision tower (`vision_config`); None if unreadable."""
     data = model_config(model)
     return None if data is None else bool(data.get("vision_config"))
 
 
-def model_context_length(model: str | None) -> int | None:
-    """`max_position_embeddings` from a local model folder's config.json, if there is one."""
-    value = (model_config(model) or {}).get("max_position_embeddings")
-    return value if isinstance(value, int) and value > 0 else None
+def model_tokenizer_folder(model: str | None) -> str | None:
+    """A local model folder that holds a tokenizer (not a Hub id, not a GGUF file), else None."""
+    from pathlib import Path
+
+    if not model:
+        return None
+    folder = Path(model).expanduser()
+    try:
+        found = any((folder / name).is_file() for name in ("tokenizer.json", "tokenizer_config.json"))
+    except OSError:
+        return None
+    return str(folder) if found else None

@@ -80,3 +80,12 @@ def template_variables(template: str) -> set[str]:
         return set(jinja2.meta.find_undeclared_variables(jinja2.Environment().parse(template)))
     except Exception:  # jinja2 missing, or a template using an extension we do not load
         return set(re.findall(r"\b[A-Za-z_]\w*\b", re.sub(r"\{#.*?#\}", "", template, flags=re.S)))
+
+
+def no_tools_note(name: str | None, model: str | None) -> str | None:
+    """The start-up line for a model (served as `name`) that cannot call tools; None when it can or nobody can
+    tell."""
+    found = tool_support(model)
+    if found.can_call is not False:
+        return None
+    return f"! {name} cannot call tools ({found.why}). {NO_TOOLS_FIX}"

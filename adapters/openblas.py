@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 
-from adapters.base import Check, CheckStatus
+from adapters.findings import Check, CheckStatus
 
 INSTALL_HINT = "pip install cmeel-openblas (anyclaude's install brings it), or apt-get install libopenblas0-pthread"
 WHEEL = "cmeel-openblas"

@@ -3,9 +3,11 @@
 Starts a real `anyclaude serve` (scripted test backend, a throw-away `$ANYCLAUDE_HOME`), sends N
 streamed requests with Claude Code's session and agent headers through the official anthropic SDK,
 waits until the log holds them, then prints the file sizes. `--bodies` turns `logBodies` on, with a
-~76 KB Claude Code-shaped request each time, to show what keeping prompts costs. Not a test.
+~76 KB Claude Code-shaped request each time, to show what keeping prompts costs. `--max-bytes N` sets
+requestLogMaxBytes and measures the files on disk (database, write-ahead log, -shm) every 5 ms during
+the run: the largest they got, against the limit. Not a test.
 
-    python bench/request_log_size.py [--requests 1000] [--bodies]
+    python bench/request_log_size.py [--requests 1000] [--bodies] [--max-bytes 262144]
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -36,10 +39,16 @@ def rows(db: Path) -> int:
         return store.count(conn) if conn is not None else 0
 
 
+def newest(db: Path) -> int:
+    with store.reader(db) as conn:
+        return store.latest_id(conn) if conn is not None else 0
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--requests", type=int, default=1000)
     parser.add_argument("--bodies", action="store_true", help="logBodies on, with Claude Code-sized requests")
+    parser.add_argument("--max-bytes", type=int, default=None, help="requestLogMaxBytes (at least 65536)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="anyclaude-logsize-") as tmp:
         home, proxy_port, backend_port = Path(tmp) / "home", free_port(), free_port()
@@ -48,6 +57,7 @@ def main() -> None:
             "backend": "mlx",
             "port": proxy_port,
             "logBodies": args.bodies,
+            **({"requestLogMaxBytes": args.max_bytes} if args.max_bytes else {}),
             "backends": {"mlx": {"command": command, "port": backend_port}},
         }
         (Path(tmp) / ".anyclauderc.json").write_text(json.dumps(config))
@@ -59,6 +69,16 @@ def main() -> None:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.STDOUT,
         )
+        largest = [0]
+        measuring = threading.Event()
+
+        def measure() -> None:
+            while not measuring.is_set():
+                largest[0] = max(largest[0], store.disk_size(home / "requests.db"))
+                time.sleep(0.005)
+
+        sampler = threading.Thread(target=measure, daemon=True)
+        sampler.start()
         try:
             client = anthropic.Anthropic(base_url=f"http://127.0.0.1:{proxy_port}", api_key="local", max_retries=5)
             session = str(uuid.uuid4())
@@ -81,9 +101,12 @@ def main() -> None:
                     ) as stream:
                         stream.get_final_message()
             db = home / "requests.db"
-            wait_until(lambda: rows(db) >= args.requests, 60, what="the log to hold every request")
+            wait_until(lambda: newest(db) >= args.requests, 60, what="the log to hold every request")
             elapsed = time.monotonic() - started
+            held = rows(db)
         finally:
+            measuring.set()
+            sampler.join()
             serve.terminate()
             serve.wait(30)
         sizes = {
@@ -95,6 +118,11 @@ def main() -> None:
     )
     for name, size in sizes.items():
         print(f"  {name:<18} {size:>12,} bytes")
+    if args.max_bytes:
+        ratio = largest[0] / args.max_bytes
+        print(f"  {'rows kept':<18} {held:>12,}")
+        print(f"  {'largest on disk':<18} {largest[0]:>12,} bytes ({ratio:.2f}x requestLogMaxBytes {args.max_bytes:,})")
+        return
     print(f"  {'per 1,000 requests':<18} {per_thousand:>12,.0f} bytes (the database; the WAL is reused, up to ~4 MB)")
 
 

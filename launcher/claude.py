@@ -10,6 +10,9 @@ Each variable below was checked against the Claude Code 2.1.197 binary; the fail
   gets past it. Left alone when the user set `ANTHROPIC_AUTH_TOKEN`: then Claude Code sends that as a Bearer
   token and an extra key would only add a second credential to the request.
 - `API_TIMEOUT_MS`: the per-request timeout (default 10 minutes) would abort a long local prefill.
+- `CLAUDE_STREAM_IDLE_TIMEOUT_MS` (as long as `API_TIMEOUT_MS`): Claude Code 2.1.197 aborts a stream after
+  300 s without an event, pings not counting, and retries it: a prompt that takes a slow machine longer than
+  five minutes to read would never be answered (seen: Qwen2.5-Coder-1.5B on a busy 2-core CPU, 1,815 tokens).
 - `CLAUDE_CODE_MAX_OUTPUT_TOKENS`: Claude Code asks for 32k-64k output tokens, more than a small context holds;
   a reply cut at `max_tokens` is retried three times and then shown as an error.
 - `CLAUDE_CODE_AUTO_COMPACT_WINDOW` (and `CLAUDE_AUTOCOMPACT_PCT_OVERRIDE` below 100k tokens, the window's
@@ -125,6 +128,7 @@ def claude_env(base: Mapping[str, str], target: ClaudeTarget) -> dict[str, str]:
         return env
     added: dict[str, str] = {
         "API_TIMEOUT_MS": str(API_TIMEOUT_MS),
+        "CLAUDE_STREAM_IDLE_TIMEOUT_MS": str(API_TIMEOUT_MS),
         "CLAUDE_CODE_ATTRIBUTION_HEADER": "0",
         "DISABLE_TELEMETRY": "1",
         "DISABLE_ERROR_REPORTING": "1",
@@ -300,14 +304,16 @@ def offer_onboarding(
 # --- running claude in this terminal -------------------------------------------------------------------------
 
 
-async def run_claude(path: str, args: Sequence[str], env: Mapping[str, str]) -> int:
+async def run_claude(
+    path: str, args: Sequence[str], env: Mapping[str, str], on_sigint: Callable[[], None] = lambda: None
+) -> int:
     """Run `claude` in this terminal until it exits; its exit status (128 + signal number after a signal).
 
     Claude Code shares our stdin/stdout/stderr and process group, so it stays in the terminal's foreground
     group and gets Ctrl-C itself. Meanwhile:
     - SIGINT is ignored here: Ctrl-C is Claude Code's interrupt key and reaches both of us; it must not stop the
       proxy under a working session. A Python-level handler (not SIG_IGN) is used, so the child does not
-      inherit an ignored SIGINT through exec.
+      inherit an ignored SIGINT through exec; it calls `on_sigint`.
     - SIGTERM is forwarded to Claude Code, so `kill <anyclaude>` ends the session; the caller's own shutdown
       runs after this returns, once nothing uses the proxy any more.
     Both handlers are restored afterwards. Cancelling this coroutine terminates Claude Code before re-raising.
@@ -328,7 +334,7 @@ async def run_claude(path: str, args: Sequence[str], env: Mapping[str, str]) -> 
                 proc.send_signal(signal.SIGTERM)
 
     # The handlers go in before the spawn: a Ctrl-C just after it must not reach the old SIGINT handler.
-    with swapped_signal(loop, signal.SIGINT, lambda: None), swapped_signal(loop, signal.SIGTERM, forward_sigterm):
+    with swapped_signal(loop, signal.SIGINT, on_sigint), swapped_signal(loop, signal.SIGTERM, forward_sigterm):
         proc = await asyncio.create_subprocess_exec(path, *args, env=dict(env), start_new_session=False)
         if sigterm_before_start:
             forward_sigterm()

@@ -8,33 +8,30 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import click
 
 from launcher import __version__
+from launcher.cli_options import config_options
 from launcher.errors import EXIT_RUNTIME, AnyclaudeError
 
-F = TypeVar("F", bound=Callable[..., Any])
+
+class _Anyclaude(click.Group):
+    """The `anyclaude` group; its help also lists the options of the default command (`run`)."""
+
+    def format_options(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        click.Command.format_options(self, ctx, formatter)  # the group's own options, not yet its commands
+        command = self.commands.get("run")
+        if command is not None:
+            records = [p.get_help_record(ctx) for p in command.params if isinstance(p, click.Option)]
+            with formatter.section("Options of `anyclaude [OPTIONS] [-- CLAUDE ARGS]` (the default command)"):
+                formatter.write_dl([r for r in records if r is not None])
+        self.format_commands(ctx, formatter)
 
 
-def config_options(func: F) -> F:
-    func = click.option(
-        "--mode", "-m", metavar="NAME", help="Backend to use (default: $ANYCLAUDE_MODE, then `backend`)."
-    )(func)
-    return click.option(
-        "--config",
-        "config_path",
-        "-c",
-        metavar="PATH",
-        type=click.Path(dir_okay=False),
-        help="Config file (default: $ANYCLAUDE_CONFIG, ./.anyclauderc.json, ~/.anyclauderc.json).",
-    )(func)
-
-
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=_Anyclaude, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, "--version", "-V", prog_name="anyclaude")
 def cli() -> None:
     """Run Claude Code on a model on your own machine.
@@ -94,6 +91,11 @@ def init(force: bool) -> None:
 
     path = write_starter(Path.cwd(), force)
     click.echo(f"Wrote {path}. Point backends.mlx.model at your model folder, then run: anyclaude")
+    click.echo(
+        "Pick a model that calls tools (the built-in demo model cannot: it only chats). By memory: 8-16 GB, "
+        "Qwen2.5-Coder-1.5B/7B-Instruct (see backends.mlx-small: Claude Code gets a lean prompt a small model can "
+        "follow); 32 GB or more, Qwen3-Coder-30B-A3B-Instruct 4-bit (backends.mlx)."
+    )
 
 
 def _print_dry_run(settings: Any) -> None:
@@ -157,15 +159,13 @@ def status(as_json: bool) -> None:
         click.echo("Nothing is running. Start a backend with: anyclaude serve --mode NAME")
         return
     from rich.console import Console
-    from rich.table import Table
 
-    table = Table("backend", "kind", "state", "pid", "port", "restarts", "breaker", "tools", "reason")
-    for e in entries:
-        colour = {"READY": "green", "DEGRADED": "yellow", "BACKOFF": "yellow", "FATAL": "red"}.get(e.state, "")
-        table.add_row(
+    titles = ("backend", "kind", "state", "pid", "port", "restarts", "breaker", "tools", "reason")
+    lines: list[tuple[str, ...]] = [
+        (
             e.record.name,
             e.record.kind,
-            f"[{colour}]{e.state}[/{colour}]" if colour else e.state,
+            e.state,
             str(e.record.pid or "-") if e.backend else "-",
             str(e.record.port or "-"),
             str(e.record.restarts),
@@ -173,8 +173,23 @@ def status(as_json: bool) -> None:
             tools[e.record.name].label,
             e.record.reason,
         )
-    console = Console()
-    console.print(table)
+        for e in entries
+    ]
+    if sys.stdout.isatty():
+        from rich.table import Table
+
+        table = Table(*titles)
+        for row in lines:
+            colour = {"READY": "green", "DEGRADED": "yellow", "BACKOFF": "yellow", "FATAL": "red"}.get(row[2], "")
+            table.add_row(*row[:2], f"[{colour}]{row[2]}[/{colour}]" if colour else row[2], *row[3:])
+        console = Console()
+        console.print(table)
+    else:
+        # Piped: plain aligned text at its full width, nothing cut (a pipe has no width to squeeze into).
+        widths = [max(len(line[i]) for line in (titles, *lines)) for i in range(len(titles))]
+        for line in (titles, *lines):
+            click.echo("  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)).rstrip())
+        console = Console(soft_wrap=True, highlight=False)
     for name, found in tools.items():
         if found.can_call is False:
             console.print(f"[yellow]{name} cannot call tools: {found.why}.[/yellow]")
@@ -229,7 +244,14 @@ def restart(name: str | None) -> None:
 @cli.command()
 @click.argument("name", required=False)
 @click.option("-f", "--follow", is_flag=True, help="Keep printing new lines.")
-@click.option("-n", "--lines", default=50, show_default=True, help="How many lines to show first.")
+@click.option(
+    "-n",
+    "--lines",
+    type=click.IntRange(0, sys.maxsize),
+    default=50,
+    show_default=True,
+    help="How many lines to show first.",
+)
 def logs(name: str | None, follow: bool, lines: int) -> None:
     """Show a backend's log (`anyclaude` for the launcher's own)."""
     from launcher.logview import pick_log, show_log
@@ -261,17 +283,23 @@ def doctor(config_path: str | None, mode: str | None, as_json: bool, deep: bool)
     sys.exit(render(checks, as_json))
 
 
-# `models`, `config` and `rollback` live in cli_files.py; importing it registers them on `cli`.
-from launcher import cli_files  # noqa: E402, F401
+# `models`, `config` and `rollback` live in cli_files.py; `requests`, `usage` and `dashboard` (the request log)
+# with the rest of observability. Neither imports this module: they are added here.
+from launcher import cli_files  # noqa: E402
+from launcher.observe import commands as observe_commands  # noqa: E402
 
-# `requests`, `usage` and `dashboard` (the request log) live with the rest of observability.
-from launcher.observe import commands  # noqa: E402, F401
+for _command in (cli_files.models, cli_files.config, cli_files.rollback):
+    cli.add_command(_command)
+for _command in (observe_commands.requests, observe_commands.usage, observe_commands.dashboard):
+    cli.add_command(_command)
 
 # ------------------------------------------------------------------------------------ entry point
 
 
 _GROUP_FLAGS = {"-h", "--help", "-V", "--version"}
 _VALUE_OPTIONS = {"--mode", "-m", "--config", "-c"}
+# Claude Code's own options (2.1.197) this close to one of ours: they go to Claude Code as they are.
+_CLAUDE_LOOKALIKES = {"--model", "--mcp-config", "--mcp-debug"}
 
 
 def route(argv: list[str]) -> list[str]:
@@ -287,8 +315,16 @@ def route(argv: list[str]) -> list[str]:
             i += 2
             continue
         if arg.startswith("-"):
+            _refuse_mistyped_option(arg)
             i += 1
             continue
+        if arg == "run":
+            for later in argv[i + 1 :]:
+                if later == "--":
+                    break
+                if later.startswith("-"):
+                    _refuse_mistyped_option(later)
+            return argv
         if arg in cli.commands:
             return argv
         _refuse_mistyped_command(arg)
@@ -299,6 +335,27 @@ def route(argv: list[str]) -> list[str]:
 # A word this close to a subcommand's name is a typo, not a prompt ("stauts" 0.83, "doctr" 0.91; "hello" and
 # "help" match nothing at this cutoff).
 _TYPO_CUTOFF = 0.75
+
+
+def _refuse_mistyped_option(arg: str) -> None:
+    """Stop a mistyped option of anyclaude's own (`--mod mlx`) before it goes to Claude Code as an unknown one.
+
+    Claude Code's options that happen to look like ours (`--model`) and anything after `--` go on unchanged.
+
+    Raises:
+        click.UsageError: `arg` is close to, but not, one of anyclaude's options (exit 2).
+    """
+    import difflib
+
+    name = arg.split("=", 1)[0]
+    if not name.startswith("--") or name in _CLAUDE_LOOKALIKES or name in _VALUE_OPTIONS | _GROUP_FLAGS:
+        return
+    ours = sorted(o for o in _VALUE_OPTIONS | _GROUP_FLAGS if o.startswith("--"))
+    close = difflib.get_close_matches(name, ours, n=1, cutoff=_TYPO_CUTOFF)
+    if close:
+        raise click.UsageError(
+            f"no option `{name}`; did you mean `{close[0]}`? (To pass it to Claude Code: anyclaude -- {arg})"
+        )
 
 
 def _refuse_mistyped_command(word: str) -> None:

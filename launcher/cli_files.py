@@ -7,13 +7,13 @@ from pathlib import Path
 
 import click
 
-from launcher.cli import cli, config_options
-from launcher.errors import AnyclaudeError
+from launcher.cli_options import config_options
+from launcher.errors import AnyclaudeError, ConfigNotFoundError
 
 # ------------------------------------------------------------------------------------ models
 
 
-@cli.group()
+@click.group()
 def models() -> None:
     """Model folders for the MLX backends."""
 
@@ -23,7 +23,7 @@ def models() -> None:
 @click.argument("dest", type=click.Path(file_okay=False, path_type=Path))
 @click.option("--dtype", default="float32", show_default=True, help="float32 (fast on CPUs), float16 or bfloat16.")
 def models_import(gguf: Path, dest: Path, dtype: str) -> None:
-    """Convert a llama-family GGUF file into an MLX model folder (no torch, no network)."""
+    """Convert a llama or Qwen2 GGUF file (any quantization) into an MLX model folder (no torch, no network)."""
     from rich.progress import Progress as Bar
 
     from adapters.mlx_server.gguf_import import import_gguf
@@ -38,13 +38,33 @@ def models_import(gguf: Path, dest: Path, dtype: str) -> None:
             out = import_gguf(gguf, dest, dtype=dtype, progress=progress)
         except ValueError as exc:
             raise AnyclaudeError(f"{gguf}: {exc}") from None
+    from adapters.mlx_server.gguf_import import import_fixes
+
+    for fix in import_fixes(out):
+        click.echo(f"Fixed for tool calls: {fix}.")
     click.echo(f'Imported {gguf.name} into {out}. Use it with: "model": "{out}"')
+
+
+@models.command("fix")
+@click.argument("folder", type=click.Path(exists=True, file_okay=False, path_type=Path))
+def models_fix(folder: Path) -> None:
+    """Repair a model folder's known tool-call faults in place (Qwen2.5-Coder's markers and template)."""
+    from adapters.model_fixes import fix_folder, folder_faults
+
+    faults = folder_faults(folder)
+    if not faults:
+        click.echo(f"{folder}: no known tool-call fault; nothing to do.")
+        return
+    for fault in faults:
+        click.echo(f"Found: {fault.what} ({fault.effect}).")
+    for change in fix_folder(folder):
+        click.echo(f"Fixed: {change}.")
 
 
 # ------------------------------------------------------------------------------------ config
 
 
-@cli.group()
+@click.group()
 def config() -> None:
     """Inspect and check the config file."""
 
@@ -59,18 +79,28 @@ def config_path_cmd(config_path: str | None, mode: str | None) -> None:
 
     found = find_config(config_path, os.environ, Path.cwd())
     if found is None:
-        raise AnyclaudeError("No config file found.", hint="Write one here with `anyclaude init` (the full example).")
+        raise ConfigNotFoundError(
+            "No config file found.", hint="Write one here with `anyclaude init` (the full example)."
+        )
     click.echo(str(found.absolute()))
 
 
 @config.command("validate")
 @config_options
 def config_validate(config_path: str | None, mode: str | None) -> None:
-    """Check the config file; print what would run."""
+    """Check the config file and what it names, starting nothing: model paths and scripts exist, ports are free
+    or held by this anyclaude's own backends. Problems are said as `doctor` says them; exit 1 on any."""
+    import os
+    import sys
+
     import adapters  # noqa: F401
-    from adapters.base import AdapterError, launch_spec
+    from adapters.base import AdapterError, CheckStatus, launch_spec
     from launcher.config import load_settings
+    from launcher.control import survey
+    from launcher.doctor.configuration import config_checks
+    from launcher.doctor.report import mask, plain
     from launcher.errors import ConfigError
+    from launcher.paths import Home
 
     settings = load_settings(config_path, mode)
     for name, entry in settings.config.backends.items():
@@ -80,6 +110,12 @@ def config_validate(config_path: str | None, mode: str | None) -> None:
             launch_spec(name, settings.config)
         except AdapterError as exc:
             raise ConfigError(f"{settings.path}: {exc}", hint="Fix that backend entry.") from None
+    checks, secrets = config_checks(str(settings.path), mode, os.environ, Path.cwd(), survey(Home.from_env()))
+    problems = [c for c in mask(checks, secrets) if c.status is CheckStatus.FAIL]
+    if problems:
+        click.echo(f"{settings.path}: {len(problems)} problem(s) found", err=True)
+        click.echo(plain(problems), nl=False, err=True)
+        sys.exit(1)
     enabled = sum(1 for e in settings.config.backends.values() if e.enabled)
     click.echo(
         f"{settings.path}: valid ({len(settings.config.backends)} backends, {enabled} enabled; mode {settings.mode})"
@@ -118,7 +154,7 @@ def config_history(config_path: str | None, mode: str | None) -> None:
         click.echo(f"{index:3d}  {when}  {snap.digest}{mark}")
 
 
-@cli.command()
+@click.command()
 @click.argument("index", type=int, default=1)
 @config_options
 def rollback(index: int, config_path: str | None, mode: str | None) -> None:
@@ -134,7 +170,7 @@ def rollback(index: int, config_path: str | None, mode: str | None) -> None:
 
     target = find_config(config_path, os.environ, Path.cwd())
     if target is None:
-        raise AnyclaudeError("No config file to roll back.", hint="Pass --config PATH.")
+        raise ConfigNotFoundError("No config file to roll back.", hint="Pass --config PATH.")
     snap = do_rollback(Home.from_env(), target, index)
     click.echo(f"Wrote config #{index} ({snap.digest}) to {target}.")
 
@@ -142,6 +178,7 @@ def rollback(index: int, config_path: str | None, mode: str | None) -> None:
 @config.command("schema")
 def config_schema() -> None:
     """Print the JSON Schema of .anyclauderc.json (for editors)."""
+    from launcher.config import Config
     from launcher.config_schema import config_json_schema
 
-    click.echo(json.dumps(config_json_schema(), indent=2))
+    click.echo(json.dumps(config_json_schema(Config), indent=2))

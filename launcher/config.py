@@ -12,6 +12,7 @@ import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -61,6 +62,32 @@ class _Model(BaseModel):
     )
 
 
+class ClaudeStart(_Model):
+    """How anyclaude starts Claude Code on this backend's model (launcher/claude_fit.py)."""
+
+    tools: str | list[str] = Field(
+        "auto",
+        description='Tools Claude Code offers: "auto" (none for a model that cannot call tools, Read,Edit,Bash for a '
+        'small model, all otherwise), "all", a list such as "Read,Edit,Bash", or "" for none.',
+    )
+    system_prompt: str = Field(
+        "auto",
+        description='"auto" (compact for a small model), "default" (Claude Code\'s own), "compact" (anyclaude\'s short '
+        "one: the tools' rules and the working folder), or the path of a file holding the prompt.",
+    )
+    tool_descriptions: str = Field(
+        "auto",
+        pattern="^(auto|full|short)$",
+        description='"auto" (short for a small model), "full", or "short": each tool\'s description cut to its first '
+        "sentence before the model sees it (Claude Code's Read, Edit and Bash: ~1,500 prompt tokens to ~100).",
+    )
+    exclude_dynamic_sections: bool = Field(
+        True,
+        description="With Claude Code's own system prompt, move the per-folder sections (working directory, git "
+        "status) into the first message, so one cached prompt serves every folder.",
+    )
+
+
 class BackendConfig(_Model):
     """One entry of `backends`: how to start (or reach) one model server."""
 
@@ -98,7 +125,7 @@ class BackendConfig(_Model):
     health_interval: Millis = Field(5_000, description="ms between liveness probes.")
     health_timeout: Millis = Field(5_000, description="ms a liveness probe may take.")
     health_failures: int = Field(3, ge=1, description="Consecutive failed liveness probes before a restart.")
-    # RELIABILITY.md: restarts wait about 1, 2, 4, 8, 16 s, then the supervisor gives up (FATAL).
+    # docs/reliability.md: restarts wait about 1, 2, 4, 8, 16 s, then the supervisor gives up (FATAL).
     restart_delay: Millis = Field(1_000, description="ms before the first restart; doubles each time.")
     restart_delay_max: Millis = Field(30_000, description="ms cap on the restart delay.")
     max_restarts: int = Field(5, ge=0, description="Failed starts in a row before FATAL.")
@@ -109,6 +136,10 @@ class BackendConfig(_Model):
         None, ge=1, description='The model\'s context window in tokens; longer prompts get "prompt is too long".'
     )
     max_output_tokens: int | None = Field(None, ge=1, description="Cap on max_tokens sent to this backend.")
+    claude: ClaudeStart = Field(
+        ClaudeStart.model_validate({}),
+        description="How Claude Code is started on this model: {tools, systemPrompt, excludeDynamicSections}.",
+    )
 
     # --- keys of the backend kinds (adapters/*.py) ---
     binary: str | None = Field(None, description="Server executable, a name on PATH or a path (mistralrs, llama-cpp).")
@@ -164,7 +195,16 @@ class BackendConfig(_Model):
         None, ge=0, description="mlx-server: prompt caches kept for reuse (32); 0 turns prompt caching off."
     )
     cache_bytes: int | None = Field(
-        None, gt=0, description="mlx-server: bytes the kept prompt caches may take (4 GiB); least recently used go."
+        None,
+        gt=0,
+        description="mlx-server: bytes of RAM the kept prompt caches may take (the machine's memory less the model's "
+        "weights and a margin); the least recently used go to disk.",
+    )
+    cache_disk_bytes: int | None = Field(
+        None,
+        ge=0,
+        description="mlx-server: bytes of disk for prompt caches evicted from RAM (10% of the free space in "
+        "cacheDir); 0 keeps none.",
     )
     cache_dir: str | None = Field(
         None, description='mlx-server: where prompt caches are saved (<ANYCLAUDE_HOME>/cache); "" never saves.'
@@ -178,6 +218,48 @@ class BackendConfig(_Model):
         None, description="mlx-server: system prompt (text) or {messages, tools} JSON prefilled at startup."
     )
     warmup_tools: str | None = Field(None, description="mlx-server: JSON list of tools prefilled with warmupFile.")
+
+
+class Applies(StrEnum):
+    """How an edit of a backend key reaches a running backend (docs/reliability.md 14)."""
+
+    LIVE = "live"  # read by the proxy for each request: nothing restarts
+    SUPERVISOR = "supervisor"  # taken by the running supervisor in place: nothing restarts
+    RESTART = "restart"  # the backend is replaced (blue/green, or in place on its own port)
+
+
+# `claude` shapes the next Claude Code anyclaude starts; the backend never sees it.
+_LIVE_KEYS = {"description", "context_length", "max_output_tokens", "claude"}
+_SUPERVISOR_KEYS = {
+    "startup_timeout",
+    "stop_timeout",
+    "health_interval",
+    "health_timeout",
+    "health_failures",
+    "restart_delay",
+    "restart_delay_max",
+    "max_restarts",
+    "stable_after",
+    "breaker_failures",
+    "breaker_reset_timeout",
+}
+# The one table: every backend key, by how an edit of it is applied. A key that also changes what is
+# started (a kind passing contextLength to its server) restarts through the launch spec all the same.
+BACKEND_KEY_APPLIES: dict[str, Applies] = {
+    key: Applies.LIVE if key in _LIVE_KEYS else Applies.SUPERVISOR if key in _SUPERVISOR_KEYS else Applies.RESTART
+    for key in BackendConfig.model_fields
+}
+
+
+def restart_keys_changed(old: BackendConfig | None, new: BackendConfig | None) -> list[str]:
+    """The keys whose edit needs the backend replaced (camelCase, as written in the file)."""
+    if old is None or new is None:
+        return ["(entry)"] if old is not new else []
+    return [
+        to_camel(key)
+        for key, applies in BACKEND_KEY_APPLIES.items()
+        if applies is Applies.RESTART and getattr(old, key) != getattr(new, key)
+    ]
 
 
 class Config(_Model):
@@ -346,7 +428,7 @@ def parse_config_text(text: str, path: Path, env: Mapping[str, str]) -> Config:
     try:
         config = Config.model_validate(cleaned)
     except ValidationError as exc:
-        raise config_error(path, exc) from None
+        raise config_error(path, exc, Config, BackendConfig) from None
     _cross_check(config, path)
     return _resolve_paths(config, path.parent.absolute())
 
@@ -363,12 +445,18 @@ def _resolve_paths(config: Config, base: Path) -> Config:
             return str((base / value).resolve()) if not Path(value).is_absolute() else value
         return value
 
+    def prompt_file(claude: ClaudeStart) -> ClaudeStart:
+        if claude.system_prompt in ("auto", "default", "compact"):
+            return claude
+        return claude.model_copy(update={"system_prompt": resolve(claude.system_prompt, always=True)})
+
     backends = {
         name: entry.model_copy(
             update={
                 "server_script": resolve(entry.server_script, always=True),
                 "python_venv": resolve(entry.python_venv, always=True),
                 "model": resolve(entry.model, always=False),
+                "claude": prompt_file(entry.claude),
             }
         )
         for name, entry in config.backends.items()
@@ -384,7 +472,7 @@ def _cross_check(config: Config, path: Path) -> None:
             f"{did_you_mean(config.backend, config.backends)}",
             hint=f"Known backends: {', '.join(sorted(config.backends)) or 'none defined'}.",
         )
-    # RELIABILITY.md 19: a proxy reachable from the network must ask for a key.
+    # docs/reliability.md 19: a proxy reachable from the network must ask for a key.
     if config.host not in LOOPBACK_HOSTS and config.api_key is None:
         raise ConfigError(
             f"{path}: host: binding the proxy to {config.host} exposes it to the network without a key",

@@ -38,16 +38,17 @@ def _json_path(loc: tuple[int | str, ...]) -> str:
     return out or "(top level)"
 
 
-def config_error(path: Path, exc: ValidationError) -> ConfigError:
-    """One ConfigError naming the file and the JSON path of every problem pydantic found."""
-    from launcher.config import BackendConfig, Config
-
+def config_error(
+    path: Path, exc: ValidationError, config_model: type[BaseModel], backend_model: type[BaseModel]
+) -> ConfigError:
+    """One ConfigError naming the file and the JSON path of every problem pydantic found (in the file's
+    model `config_model`, whose `backends` entries are `backend_model`)."""
     lines = []
     for err in exc.errors(include_url=False):
         loc = tuple(err["loc"])
         where = _json_path(loc)
         if err["type"] == "extra_forbidden":
-            model: type[BaseModel] = BackendConfig if len(loc) == 3 and loc[0] == "backends" else Config
+            model = backend_model if len(loc) == 3 and loc[0] == "backends" else config_model
             msg = f"unknown key{did_you_mean(str(loc[-1]), _known_keys(model))}"
         else:
             msg = err["msg"].removeprefix("Value error, ")
@@ -61,11 +62,9 @@ def config_error(path: Path, exc: ValidationError) -> ConfigError:
     return ConfigError(message, hint="Fix the field named above; `anyclaude config schema` lists every key.")
 
 
-def config_json_schema() -> dict[str, Any]:
-    """JSON Schema of the file, for editors. `//` comment keys are allowed at every level."""
-    from launcher.config import Config
-
-    schema = Config.model_json_schema(by_alias=True)
+def config_json_schema(config_model: type[BaseModel]) -> dict[str, Any]:
+    """JSON Schema of the file (`config_model`), for editors. `//` comment keys are allowed at every level."""
+    schema = config_model.model_json_schema(by_alias=True)
 
     def allow_comments(node: Any) -> None:
         if isinstance(node, dict):

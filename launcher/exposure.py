@@ -1,4 +1,4 @@
-"""Exposure is loud (RELIABILITY 19): what the config makes reachable beyond this machine, in words.
+"""Exposure is loud (docs/reliability.md 19): what the config makes reachable beyond this machine, in words.
 
 Binding the proxy beyond loopback is allowed with `apiKey` (config validation insists); a backend
 entry bound beyond loopback cannot be given a key by anyclaude at all, since each server decides for

@@ -3,7 +3,7 @@
 `anyclaude config history` lists them; `anyclaude rollback [N]` writes snapshot N back to the config
 file, and the running anyclaude's watcher then applies it like any other edit.
 
-A snapshot never holds a secret (RELIABILITY 27): literal keys are masked with a token naming their
+A snapshot never holds a secret (docs/reliability.md 27): literal keys are masked with a token naming their
 field (`launcher.masking`), and a rollback takes them from the current config file, where they live.
 """
 
@@ -16,7 +16,7 @@ from pathlib import Path
 
 from launcher.config import Settings
 from launcher.diskfull import TROUBLE
-from launcher.errors import AnyclaudeError
+from launcher.errors import ConfigError
 from launcher.masking import RestoreError, has_secrets, mask_text, unmask_text
 from launcher.paths import Home, private_dir, write_private
 
@@ -63,7 +63,8 @@ def record_applied(settings: Settings) -> Snapshot | None:
     try:
         snapshot = _record(settings)
     except OSError as exc:
-        TROUBLE.failed(WHAT, history_dir(settings.home), exc)
+        # Kept once space returns; a later edit that fails too replaces this one (it is newer).
+        TROUBLE.failed(WHAT, history_dir(settings.home), exc, retry=lambda: _record(settings))
         return None
     TROUBLE.ok(WHAT)
     return snapshot
@@ -100,7 +101,7 @@ def rollback(home: Home, config_path: Path, index: int = 1) -> Snapshot:
     """Write snapshot `index` (1 = the config before the current one) back to `config_path`."""
     found = snapshots(home)
     if not 0 <= index < len(found):
-        raise AnyclaudeError(
+        raise ConfigError(
             f"There is no config snapshot #{index} ({len(found)} kept).",
             hint="`anyclaude config history` lists them.",
         )
@@ -109,14 +110,14 @@ def rollback(home: Home, config_path: Path, index: int = 1) -> Snapshot:
         current = config_path.read_text(encoding="utf-8") if config_path.exists() else "{}"
         text = unmask_text(snapshot.text, current)
     except RestoreError as exc:
-        raise AnyclaudeError(
+        raise ConfigError(
             f"Config snapshot #{index} had a secret at {exc.field}, and {config_path} has none there to take"
             " it from (history never keeps secrets).",
             hint=f"Put the key (or a ${{ENV_VAR}} reference) back at {exc.field} in {config_path}, then run"
             " rollback again.",
         ) from None
     except ValueError:
-        raise AnyclaudeError(
+        raise ConfigError(
             f"{config_path} is not valid JSON, so the keys of snapshot #{index} cannot be taken from it.",
             hint="Fix the file's JSON (keys included), then run rollback again.",
         ) from None

@@ -43,6 +43,7 @@ __all__ = [
     "ProxyServer",
     "StaticGate",
     "Upstream",
+    "build_proxy",
     "create_proxy_app",
     "serve_proxy",
 ]
@@ -51,7 +52,15 @@ __all__ = [
 def create_proxy_app(
     gate: BackendGate, options: ProxyOptions, observer: Observer = NO_OBSERVER, extra: Sequence[BaseRoute] = ()
 ) -> Starlette:
-    """The proxy's ASGI app: `/v1/messages`, `/v1/messages/count_tokens`, `/v1/models`, `/health`, `/`.
+    """The proxy's ASGI app (see `build_proxy`)."""
+    return build_proxy(gate, options, observer, extra)[0]
+
+
+def build_proxy(
+    gate: BackendGate, options: ProxyOptions, observer: Observer = NO_OBSERVER, extra: Sequence[BaseRoute] = ()
+) -> tuple[Starlette, Handlers]:
+    """The proxy's ASGI app: `/v1/messages`, `/v1/messages/count_tokens`, `/v1/models`, `/health`, `/`, and
+    its handlers, whose `options` a config edit replaces (the runtime holds them; nothing reads `app.state`).
 
     A plain Starlette app: the endpoints read their own bodies and build their own responses, and
     FastAPI's per-request dependency solving and extra middleware cost ~0.1 ms per request for nothing.
@@ -94,8 +103,7 @@ def create_proxy_app(
         exception_handlers={StarletteHTTPException: http_error, Exception: internal_error},
         lifespan=lifespan,
     )
-    app.state.handlers = handlers
-    return app
+    return app, handlers
 
 
 # --------------------------------------------------------------------------------------------
@@ -103,7 +111,7 @@ def create_proxy_app(
 
 
 def bind_socket(host: str, port: int) -> socket.socket:
-    """A listening socket on host:port. Raises PortInUseError naming the holder (RELIABILITY 6)."""
+    """A listening socket on host:port. Raises PortInUseError naming the holder (docs/reliability.md 6)."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     # proto=IPPROTO_TCP: asyncio sets TCP_NODELAY only on sockets that say they are TCP; with proto 0
     # every small write waits for the peer's delayed ACK (~40 ms per response).

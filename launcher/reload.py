@@ -20,11 +20,11 @@ from pathlib import Path
 
 from adapters.base import LaunchSpec
 from launcher import exposure
-from launcher.config import Settings, load_settings
+from launcher.config import Settings, load_settings, restart_keys_changed
 from launcher.errors import AnyclaudeError
 from launcher.history import record_applied
 from launcher.preflight import preflight
-from launcher.stack import Backend, Stack, build_backend, proxy_options, resolve_spec, wait_started
+from launcher.stack import Backend, Stack, build_backend, resolve_spec, wait_started
 from launcher.supervision.states import ProcessState
 
 log = logging.getLogger("anyclaude.reload")
@@ -43,18 +43,18 @@ class Outcome:
 
 
 def _needs_new_backend(old: Settings, old_spec: LaunchSpec, new: Settings, new_spec: LaunchSpec) -> bool:
-    return (
-        old.mode != new.mode
-        or old_spec != new_spec
-        or old.config.backends.get(old.mode) != new.config.backends.get(new.mode)
-    )
+    """Another backend, another launch, or an edit of a key that applies by restart (`BACKEND_KEY_APPLIES`)."""
+    changed = restart_keys_changed(old.config.backends.get(old.mode), new.config.backends.get(new.mode))
+    return old.mode != new.mode or old_spec != new_spec or bool(changed)
 
 
 async def apply_change(stack: Stack, new: Settings, say: Say) -> Outcome:
     """Apply a validated config to the running stack. Never leaves the stack without a backend."""
     old = stack.settings
     try:
-        new_spec = resolve_spec(new)
+        # Off the event loop: a kind's launch may probe its binary (`--version`, seconds at worst), and
+        # this loop streams Claude Code's replies.
+        new_spec = await asyncio.to_thread(resolve_spec, new)
     except AnyclaudeError as exc:
         return Outcome(False, f"Config not applied: {exc.message}")
     if (old.config.host, old.port) != (new.config.host, new.port):
@@ -68,24 +68,24 @@ async def apply_change(stack: Stack, new: Settings, say: Say) -> Outcome:
     restart = stack.backend.supervisor.state is ProcessState.FATAL  # a config edit clears FATAL
     if restart or _needs_new_backend(old, stack.backend.spec, new, new_spec):
         try:
-            preflight(new)  # a model path that does not exist is refused here, not retried through a backoff
+            # A model path that does not exist is refused here, not retried through a backoff.
+            await asyncio.to_thread(preflight, new)
         except AnyclaudeError as exc:
             return Outcome(False, f"Config not applied: {exc.message} {exc.hint or ''}".rstrip())
     if not _needs_new_backend(old, stack.backend.spec, new, new_spec):
-        stack.settings = new
-        stack.set_options(proxy_options(new))
+        stack.adopt(new, new_spec)
         if restart:
             stack.backend.supervisor.request_restart()
             return Outcome(True, f"Config applied; restarting {new.mode}, which was FATAL.")
         return Outcome(True, "Config applied without a restart.")
     if new_spec.port is not None and new_spec.port == stack.backend.spec.port:
-        return await _swap_in_place(stack, new, say)
-    return await _swap_blue_green(stack, new, say)
+        return await _swap_in_place(stack, new, new_spec, say)
+    return await _swap_blue_green(stack, new, new_spec, say)
 
 
-async def _swap_blue_green(stack: Stack, new: Settings, say: Say) -> Outcome:
+async def _swap_blue_green(stack: Stack, new: Settings, spec: LaunchSpec, say: Say) -> Outcome:
     old = stack.backend
-    fresh = build_backend(new, resolve_spec(new))
+    fresh = build_backend(new, spec)
     say(f"Starting {fresh.spec.name} ({fresh.spec.kind}) next to {old.spec.name} …", "")
     await stack.launch(fresh)
     error = await wait_started(fresh, first_failure=True)
@@ -106,10 +106,10 @@ async def _swap_blue_green(stack: Stack, new: Settings, say: Say) -> Outcome:
     )
 
 
-async def _swap_in_place(stack: Stack, new: Settings, say: Say) -> Outcome:
+async def _swap_in_place(stack: Stack, new: Settings, spec: LaunchSpec, say: Say) -> Outcome:
     """The new backend needs the old one's port: drain and stop old, start new, start old again if new fails."""
     old, old_settings = stack.backend, stack.settings
-    fresh = build_backend(new, resolve_spec(new))
+    fresh = build_backend(new, spec)
     stack.install(fresh, new)  # new requests now wait for the new backend instead of failing
     running, retired = stack.retire(old)
     waiting = f" once its {running} running request(s) finish" if running else ""
@@ -121,7 +121,6 @@ async def _swap_in_place(stack: Stack, new: Settings, say: Say) -> Outcome:
     if error is None:
         return Outcome(True, f"Switched to {fresh.spec.name}.")
     await fresh.stop(immediate=True)
-    stack.gate.forget(fresh.upstream)
     revived = build_backend(old_settings, old.spec)
     stack.install(revived, old_settings)
     await stack.launch(revived)

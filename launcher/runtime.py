@@ -19,12 +19,13 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from adapters.facts import ModelFacts
 from launcher import exposure
 from launcher.applog import setup_logging, teardown_logging
 from launcher.config import Settings
 from launcher.control import find_proxy
 from launcher.diskfull import TROUBLE
-from launcher.errors import BackendFatalError
+from launcher.errors import BackendFatalError, ConfigError
 from launcher.history import record_applied
 from launcher.loop import add_signal_handler, remove_signal_handler
 from launcher.preflight import preflight
@@ -82,7 +83,7 @@ def announce(ui: Progress) -> Callable[[Supervisor, ProcessState, ProcessState, 
     def on_state(supervisor: Supervisor, old: ProcessState, new: ProcessState, why: str) -> None:
         name = supervisor.spec.name
         if new is S.BACKOFF and supervisor.error is not None:
-            # RELIABILITY 2: a backend that dies while starting is reported at once, with its last log lines.
+            # docs/reliability.md 2: a backend that dies while starting is reported at once, with its last log lines.
             ui.line(f"✗ {supervisor.error.message}", style="red")
         if new is S.READY:
             ui.line(f"✓ {name} is ready ({why}).", style="green")
@@ -199,18 +200,21 @@ async def _claude_session(settings: Settings, ui: Progress, path: str, args: Seq
     entry = settings.entry
     local = entry.type != "anthropic" and settings.mode != "claude"
     key = settings.config.api_key.get_secret_value() if settings.config.api_key else None
-    from launcher.abilities import model_name
+    from adapters.facts import model_facts, with_folder_facts
 
+    facts = model_facts(with_folder_facts(entry))  # what the proxy and the server were given too
     target = claude.ClaudeTarget(
         proxy_url=proxy_url,
         api_key=key,
         local=local,
         # Claude Code shows the model that answers; with a model map the Claude ids route requests (claude.py).
-        model=None if settings.config.models else model_name(entry),
-        context_length=entry.context_length,
-        max_output_tokens=entry.max_output_tokens,
+        model=None if settings.config.models else facts.served_name,
+        context_length=facts.context_length,
+        max_output_tokens=facts.max_output_tokens,
     )
     env = claude.claude_env(os.environ, target)
+    if local:
+        args = [*fitted_args(settings, ui, args, facts), *args]
     headless = any(arg in ("-p", "--print") for arg in args)
     if local and not headless:
         claude.offer_onboarding(
@@ -222,7 +226,51 @@ async def _claude_session(settings: Settings, ui: Progress, path: str, args: Seq
         )
     # From here the terminal is Claude Code's: anyclaude prints nothing until it exits (all goes to the log).
     with ui.silenced():
+        if headless:  # the wait for an answer is shown on stderr, and a Ctrl-C exits 130 (launcher/waiting.py)
+            from launcher import waiting
+
+            return await waiting.run_headless(
+                lambda on_sigint: claude.run_claude(path, args, env, on_sigint), sys.stderr
+            )
+        if local:  # the status line shows the wait for an answer, and the model otherwise (launcher/waiting.py)
+            from launcher import waiting
+
+            return await waiting.run_interactive(
+                lambda full: claude.run_claude(path, full, env),
+                args,
+                env,
+                settings.home.run,
+                facts.served_name or "local model",
+            )
         return await claude.run_claude(path, args, env)
+
+
+def fitted_args(settings: Settings, ui: Progress, user_args: Sequence[str], facts: ModelFacts) -> tuple[str, ...]:
+    """The arguments that fit Claude Code to the backend's model (tools, system prompt), said on the start line.
+
+    A prompt file that cannot be read is an error naming the config key, before Claude Code starts."""
+    from launcher.claude_fit import fit_claude
+
+    entry = settings.entry
+    try:
+        fit = fit_claude(
+            facts,
+            tools=entry.claude.tools,
+            system_prompt=entry.claude.system_prompt,
+            exclude_dynamic_sections=entry.claude.exclude_dynamic_sections,
+            tool_descriptions=entry.claude.tool_descriptions,
+            user_args=user_args,
+            cwd=Path.cwd(),
+        )
+    except OSError as exc:
+        raise ConfigError(
+            f"{settings.path}: backends.{settings.mode}.claude.systemPrompt: cannot read {exc.filename} "
+            f"({exc.strerror}).",
+            'Point it at a readable text file, or use "auto", "default" or "compact".',
+        ) from exc
+    if fit.summary:
+        ui.line(fit.summary)
+    return fit.args
 
 
 def _confirm(question: str) -> bool:

@@ -17,10 +17,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from adapters.base import AdapterError, LaunchSpec, launch_spec
-from launcher.config import Settings
+from launcher.config import BackendConfig, Settings
 from launcher.errors import AnyclaudeError, BackendFatalError, ConfigError
 from launcher.progress import Progress
-from launcher.proxy import ProxyOptions, ProxyServer, Upstream, create_proxy_app, serve_proxy
+from launcher.proxy import ProxyOptions, ProxyServer, Upstream, build_proxy, serve_proxy
 from launcher.supervision.backoff import Backoff
 from launcher.supervision.breaker import CircuitBreaker
 from launcher.supervision.gate import SupervisorGate, upstream_for
@@ -49,8 +49,8 @@ def resolve_spec(settings: Settings) -> LaunchSpec:
         raise ConfigError(f"{settings.path}: {exc}", hint="Fix that backend entry, then run again.") from None
 
 
-def build_supervisor(settings: Settings, spec: LaunchSpec, transport: Any = None) -> Supervisor:
-    entry = settings.entry
+def supervision(entry: BackendConfig) -> tuple[Timings, Backoff]:
+    """The supervisor's durations and restart policy from a backend entry's keys."""
     timings = Timings(
         startup_timeout=entry.startup_timeout / 1000,
         stop_timeout=entry.stop_timeout / 1000,
@@ -64,7 +64,16 @@ def build_supervisor(settings: Settings, spec: LaunchSpec, transport: Any = None
         max_restarts=entry.max_restarts,
         stable_after=entry.stable_after / 1000,
     )
+    return timings, backoff
+
+
+def build_supervisor(settings: Settings, spec: LaunchSpec, transport: Any = None) -> Supervisor:
+    entry = settings.entry
+    timings, backoff = supervision(entry)
     breaker = CircuitBreaker(entry.breaker_failures, entry.breaker_reset_timeout / 1000, name=spec.name)
+    from launcher.abilities import entry_tools
+
+    tools = entry_tools(entry)
     return Supervisor(
         spec,
         settings.home,
@@ -77,6 +86,7 @@ def build_supervisor(settings: Settings, spec: LaunchSpec, transport: Any = None
         log_backups=settings.config.log_backups,
         config_path=str(settings.path) if settings.path else None,
         transport=transport,
+        tools={"can_call": tools.can_call, "why": tools.why},
     )
 
 
@@ -132,11 +142,13 @@ def build_backend(settings: Settings, spec: LaunchSpec) -> Backend:
     """Supervisor and upstream for `spec`; for an embedded backend, the in-process server app too."""
     app = transport = None
     if spec.in_process:
+        from adapters.facts import with_folder_facts
         from adapters.mlx_server.adapter import server_config
         from adapters.mlx_server.app import create_app
         from launcher.asgi_transport import StreamingASGITransport
 
-        app = create_app(server_config(spec.name, settings.config.backends[spec.name]), embedded=True)
+        entry = with_folder_facts(settings.config.backends[spec.name])
+        app = create_app(server_config(spec.name, entry), embedded=True)
         transport = StreamingASGITransport(app)
     supervisor = build_supervisor(settings, spec, transport)
     return Backend(spec, supervisor, upstream_for(spec, settings.config.backends[spec.name], transport), app)
@@ -180,7 +192,9 @@ class Stack:
         from launcher.observe.wiring import Observability
 
         self.observe = Observability(self)  # request log, /metrics, /ui
-        self.app = create_proxy_app(self.gate, proxy_options(settings), self.observe.recorder, self.observe.routes())
+        self.app, self.handlers = build_proxy(
+            self.gate, proxy_options(settings), self.observe.recorder, self.observe.routes()
+        )
         self.proxy: ProxyServer | None = None
         self.immediate = False
         self._stop_requested = asyncio.Event()
@@ -193,7 +207,7 @@ class Stack:
 
     def running(self, backend: Backend) -> int:
         """Requests running on `backend` now."""
-        return int(self.app.state.handlers.pool.in_flight(backend.upstream))
+        return self.gate.in_flight(backend.upstream)
 
     @property
     def proxy_url(self) -> str:
@@ -228,6 +242,24 @@ class Stack:
         self.set_options(proxy_options(settings))
         backend.supervisor.save_state(list(self.config_events))
 
+    def adopt(self, settings: Settings, spec: LaunchSpec) -> None:
+        """Apply an edit that replaces no backend (`spec` launches what runs): proxy settings, the live keys
+        (the model's facts as the proxy sees them) and the supervisor's keys (timeouts, restarts, breaker)."""
+        entry, backend = settings.entry, self.backend
+        supervisor = backend.supervisor
+        backend.spec = supervisor.spec = spec
+        supervisor.timings, policy = supervision(entry)
+        for key in ("initial", "cap", "max_restarts", "stable_after"):  # its count of failures stays
+            setattr(supervisor.backoff, key, getattr(policy, key))
+        supervisor.breaker.failure_threshold = entry.breaker_failures
+        supervisor.breaker.reset_timeout = entry.breaker_reset_timeout / 1000
+        upstream = upstream_for(spec, entry, backend.upstream.transport)
+        if upstream != backend.upstream:
+            backend.upstream = upstream
+            self.gate.switch(supervisor, upstream, backend.wait_timeout)
+        self.settings = settings
+        self.set_options(proxy_options(settings))
+
     def note_config_event(self, message: str, applied: bool) -> None:
         """Keep a config edit's outcome where `anyclaude status` reads it (the current backend's state file)."""
         self.config_events.append({"at": time.time(), "applied": applied, "message": message[:EVENT_CHARS]})
@@ -239,8 +271,8 @@ class Stack:
         The host stays the one the proxy is bound to: its checks (loopback Host names) must describe
         the socket that really listens, not one a config edit names but only a restart would bind.
         """
-        bound = self.app.state.handlers.options.host
-        self.app.state.handlers.options = dataclasses.replace(options, host=bound)
+        bound = self.handlers.options.host
+        self.handlers.options = dataclasses.replace(options, host=bound)
 
     def retire(self, old: Backend) -> tuple[int, asyncio.Task[None]]:
         """Drain a backend that `install` replaced, then stop it, in a task of its own.
@@ -268,7 +300,6 @@ class Stack:
     async def _drain_and_stop(self, old: Backend) -> None:
         await self.drain(old)
         await old.stop(immediate=self.immediate)
-        self.gate.forget(old.upstream)
 
     def request_stop(self, immediate: bool = False) -> None:
         """Ask the stack to end (a signal); `run_until_stopped` then returns and `stop` drains.

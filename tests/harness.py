@@ -151,7 +151,7 @@ def launch_serve(config: Path, name: str, marker: Path, port: int, env: dict[str
     """Start `anyclaude serve --config CONFIG`; `name` is the backend whose state the Serve reads."""
     data = json.loads(config.read_text())
     output = config.parent / "serve.out"
-    home = Path(os.environ["ANYCLAUDE_HOME"])
+    home = Path((env or {}).get("ANYCLAUDE_HOME") or os.environ["ANYCLAUDE_HOME"])
     with output.open("wb") as out:
         proc = subprocess.Popen(
             [sys.executable, "-m", "launcher", "serve", "--config", str(config)],

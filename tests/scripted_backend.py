@@ -144,6 +144,59 @@ SCRIPTS: dict[str, list[Chunk]] = {
         chunk(finish="tool_calls"),
         usage(15, 8),
     ],
+    # A backend that gives one call a new id on every fragment (Poolside's API; mlx-openai-server did).
+    "changing_id": [
+        tc(0, "call_1", "Bash", '{"command":'),
+        tc(0, "call_2", args=' "ls'),
+        tc(0, "call_3", args=' -l"}'),
+        chunk(finish="tool_calls"),
+        usage(20, 10),
+    ],
+    "changing_id_no_index": [
+        tc(None, "call_1", "Bash", '{"command":'),
+        tc(None, "call_2", args=' "ls'),
+        tc(None, "call_3", args=' -l"}'),
+        chunk(finish="tool_calls"),
+        usage(20, 10),
+    ],
+    # Parallel calls with neither index nor id (LiteLLM's interleaved-calls case), and calls sharing one id.
+    "anonymous_calls": [
+        tc(None, None, "Read", '{"file_path":'),
+        tc(None, args=' "/a"}'),
+        tc(None, None, "Grep", '{"pattern": "x"}'),
+        chunk(finish="tool_calls"),
+        usage(20, 10),
+    ],
+    "shared_id": [
+        tc(0, "call_0", "Read", '{"file_path": "/a"}'),
+        tc(0, "call_0", "Grep", '{"pattern": "x"}'),
+        chunk(finish="tool_calls"),
+        usage(20, 10),
+    ],
+    # Reasoning that goes on after a tool call began.
+    "think_after_call": [
+        chunk({"role": "assistant", "reasoning_content": "First."}),
+        chunk({"content": "Reading."}),
+        tc(0, "call_r", "Read", '{"file_path":'),
+        chunk({"reasoning_content": "Then more."}),
+        tc(0, args=' "/r"}'),
+        chunk(finish="tool_calls"),
+        usage(15, 8),
+    ],
+    # A reply cut by max_tokens inside a character, decoded with replacement (our MLX server did this).
+    "cut_character": [
+        chunk({"content": "Shine "}),
+        chunk({"content": "\N{GLOWING STAR}\ufffd"}),
+        chunk(finish="length"),
+        usage(5, 3),
+    ],
+    # A backend that leaves the stop sequence in the text and goes on past it.
+    "stop_left_in": [
+        chunk({"content": "one two E"}),
+        chunk({"content": "ND three"}),
+        chunk(finish="stop"),
+        usage(5, 4),
+    ],
 }
 
 
@@ -280,9 +333,25 @@ class Backend:
                 yield _event({"error": {"message": "out of memory"}})
                 return
             name = "text"
+        if name == "ticks":  # a steady stream: a token every 20 ms for 4 s (gaps the proxy adds show)
+            yield _event(chunk({"role": "assistant", "content": ""}))
+            for _ in range(200):
+                await asyncio.sleep(0.02)
+                yield _event(chunk({"content": "."}))
+            name = "text"
         if name == "midstream_error":
             yield _event(chunk({"content": "x"}))
             yield _event({"error": {"message": "out of memory"}})
+            return
+        if name == "say":
+            # The model writes, in pieces of three characters, the text after `[script:say]` in the last user message.
+            text = _said(self.last)
+            yield _event(chunk({"role": "assistant", "content": ""}))
+            for at in range(0, len(text), 3):
+                yield _event(chunk({"content": text[at : at + 3]}))
+            yield _event(chunk(finish="stop"))
+            yield _event(usage(40, len(text) // 3))
+            yield b"data: [DONE]\n\n"
             return
         for item in SCRIPTS[name]:
             yield _event(item)
@@ -327,6 +396,17 @@ class Backend:
 
     async def last_body(self, request: Request) -> Response:
         return JSONResponse(self.last)
+
+
+def _said(body: Any) -> str:
+    """What follows `[script:say]` in the last user message."""
+    for message in reversed(body.get("messages") or []):
+        if message.get("role") == "user":
+            content = message.get("content")
+            if isinstance(content, list):
+                content = "".join(p.get("text", "") for p in content if isinstance(p, dict))
+            return str(content).partition("[script:say]")[2]
+    return ""
 
 
 def _has_image(body: Any) -> bool:

@@ -16,7 +16,6 @@ from pathlib import Path
 
 from adapters.mlx_server.cache_warmup import read_warmup
 from adapters.mlx_server.config import (
-    DEFAULT_CACHE_BYTES,
     DEFAULT_CACHE_LIMIT_BYTES,
     DEFAULT_CACHE_PERSIST_INTERVAL,
     DEFAULT_CACHE_SLOTS,
@@ -32,6 +31,7 @@ from adapters.mlx_server.config import (
     ServerConfig,
     validate_models,
 )
+from adapters.mlx_server.process import configure_process
 
 EXIT_BAD_CONFIG = 2
 EXIT_LOAD_FAILED = 1
@@ -98,7 +98,16 @@ def build_parser() -> argparse.ArgumentParser:
         "--cache-slots", type=int, default=DEFAULT_CACHE_SLOTS, help="prompt caches kept for reuse (0: none)"
     )
     cache.add_argument(
-        "--cache-bytes", type=int, default=DEFAULT_CACHE_BYTES, help="bytes the kept prompt caches may take"
+        "--cache-bytes",
+        type=int,
+        default=None,
+        help="bytes of RAM the kept prompt caches may take (default: the machine's memory less the model and a margin)",
+    )
+    cache.add_argument(
+        "--cache-disk-bytes",
+        type=int,
+        default=None,
+        help="bytes of disk prompt caches evicted from RAM may take (default: 10%% of the free space; 0: none)",
     )
     cache.add_argument(
         "--cache-dir",
@@ -150,6 +159,7 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
         log_level=args.log_level,
         cache_slots=args.cache_slots,
         cache_bytes=args.cache_bytes,
+        cache_disk_bytes=args.cache_disk_bytes,
         cache_dir=_cache_dir(args.cache_dir),
         cache_persist_interval=args.cache_persist_interval,
         warmup_file=args.warmup_file,
@@ -171,9 +181,8 @@ def default_alias(source: str) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the server until it is stopped; returns the exit status."""
-    # Before anything imports huggingface_hub or transformers: they read these once, at import.
-    os.environ["HF_HUB_OFFLINE"] = "1"
-    os.environ["TRANSFORMERS_OFFLINE"] = "1"
+    # Before anything imports huggingface_hub or transformers: they read the offline settings once, at import.
+    configure_process(own_process=True)
     args = build_parser().parse_args(argv)
     try:
         config = config_from_args(args)

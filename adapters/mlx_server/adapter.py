@@ -81,6 +81,7 @@ def _cache_flags(entry: BackendConfig) -> list[str]:
     for flag, value in (
         ("--cache-slots", entry.cache_slots),
         ("--cache-bytes", entry.cache_bytes),
+        ("--cache-disk-bytes", entry.cache_disk_bytes),
         ("--cache-dir", entry.cache_dir),
         ("--cache-persist-interval", entry.cache_persist_interval),
         ("--warmup-file", entry.warmup_file),
@@ -125,7 +126,7 @@ def _concurrency(entry: BackendConfig) -> dict[str, Any]:
 def _cache_settings(entry: BackendConfig) -> dict[str, Any]:
     """Prompt-cache fields of an embedded server; it saves caches only when `cacheDir` is set."""
     settings: dict[str, Any] = {"cache_dir": Path(entry.cache_dir).expanduser() if entry.cache_dir else None}
-    for name in ("cache_slots", "cache_bytes", "cache_persist_interval"):
+    for name in ("cache_slots", "cache_bytes", "cache_disk_bytes", "cache_persist_interval"):
         if (value := getattr(entry, name)) is not None:
             settings[name] = value
     for name in ("warmup_file", "warmup_tools"):
@@ -173,8 +174,25 @@ class MlxServerAdapter:
             found.append(port_check(entry.host, entry.port, name="mlx-server.port"))
         if entry.tool_parser:
             found.append(tool_parser_check(entry.tool_parser))
+        found.append(cache_budget_check(entry))
         blas = openblas_check(self.kind)
         return found + ([blas] if blas else [])
+
+
+def cache_budget_check(entry: BackendConfig) -> Check:
+    """The prompt cache's RAM and disk budgets as the server will choose them (`cache_budget.py`)."""
+    from adapters.mlx_server.__main__ import default_cache_dir
+    from adapters.mlx_server.cache_budget import disk_budget, machine_memory, ram_budget, weights_bytes
+
+    if entry.cache_slots == 0:
+        return Check("mlx-server.cache-budget", CheckStatus.OK, "prompt cache off (cacheSlots 0)")
+    local = Path(entry.model).expanduser() if entry.model else None
+    ram = ram_budget(entry.cache_bytes, machine=machine_memory(), weights=weights_bytes(local))
+    if entry.cache_dir == "" or (entry.embedded and not entry.cache_dir):
+        return Check("mlx-server.cache-budget", CheckStatus.OK, f"prompt cache: {ram.describe()}; no disk tier")
+    folder = Path(entry.cache_dir).expanduser() if entry.cache_dir else default_cache_dir()
+    disk = disk_budget(entry.cache_disk_bytes, folder)
+    return Check("mlx-server.cache-budget", CheckStatus.OK, f"prompt cache: {ram.describe()}; {disk.describe()}")
 
 
 def tool_parser_check(name: str) -> Check:

@@ -110,21 +110,25 @@ def load_slots(directory: Path, fingerprint: str, layers: int) -> list[SavedSlot
     """Every valid slot file in `directory`, most recently written first; invalid ones are skipped with a warning."""
     if not directory.is_dir():
         return []
-    from mlx_lm.models.cache import KVCache, load_prompt_cache
-
     found: list[tuple[float, SavedSlot]] = []
     for path in directory.glob(f"*{SUFFIX}"):
         if path.name.startswith("."):
             path.unlink(missing_ok=True)  # a temp file left by a kill mid-write
             continue
         try:
-            cache, meta = load_prompt_cache(str(path), return_metadata=True)  # type: ignore[no-untyped-call]
-            slot = _validated(path, cache, meta, fingerprint, layers, KVCache)
-            found.append((path.stat().st_mtime, slot))
+            found.append((path.stat().st_mtime, read_slot(path, fingerprint, layers)))
         except Exception as exc:  # any unreadable or foreign file: start without it rather than fail
             log.warning("prompt cache: skipping %s: %s", path, exc)
     found.sort(key=lambda item: item[0], reverse=True)
     return [slot for _, slot in found]
+
+
+def read_slot(path: Path, fingerprint: str, layers: int) -> SavedSlot:
+    """One slot file, checked against the model; raises (OSError, ValueError, ...) when it cannot be used."""
+    from mlx_lm.models.cache import KVCache, load_prompt_cache
+
+    cache, meta = load_prompt_cache(str(path), return_metadata=True)  # type: ignore[no-untyped-call]
+    return _validated(path, cache, meta, fingerprint, layers, KVCache)
 
 
 def _validated(
@@ -164,6 +168,7 @@ class DiskWriter:
         self._cond = threading.Condition()
         self._pending: dict[Path, _Plan] = {}
         self._busy = False
+        self._writing: tuple[Path, set[str]] | None = None  # the plan being written: its folder and slot ids
         self._thread: threading.Thread | None = None
         self._failed: dict[Path, set[str]] = {}  # slot ids whose last write failed, by folder
         self._failing: str | None = None  # the reason of the failure last reported
@@ -193,6 +198,17 @@ class DiskWriter:
                 self._thread.start()
             self._cond.notify_all()
 
+    def wait_for(self, directory: Path, slot_id: str, timeout: float) -> bool:
+        """Block until no submitted plan still has to write slot `slot_id` of `directory` (True), or `timeout`."""
+
+        def written() -> bool:
+            plan = self._pending.get(directory)
+            writing = self._writing is not None and self._writing[0] == directory and slot_id in self._writing[1]
+            return not writing and not (plan is not None and slot_id in plan.writes)
+
+        with self._cond:
+            return self._cond.wait_for(written, timeout)
+
     def wait(self, timeout: float) -> bool:
         """Block until every submitted plan is written (True) or `timeout` seconds pass (False)."""
         with self._cond:
@@ -208,10 +224,12 @@ class DiskWriter:
         while True:
             with self._cond:
                 self._busy = False
+                self._writing = None
                 self._cond.notify_all()
                 self._cond.wait_for(lambda: bool(self._pending))
                 _, plan = self._pending.popitem()
                 self._busy = True
+                self._writing = (plan.directory, set(plan.writes))
             try:
                 write_slots(plan.directory, plan.fingerprint, list(plan.writes.values()), plan.keep)
             except Exception as exc:  # a full disk must not kill the writer; the next save tries again

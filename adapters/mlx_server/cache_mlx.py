@@ -13,13 +13,19 @@ import copy
 from collections.abc import Sequence
 from typing import Any
 
-KVCacheList = list[Any]
+from adapters.mlx_server import cache_shared
+from adapters.mlx_server.cache_shared import SharedCache
+
+# A slot's cache: mlx-lm's per-layer list, or a tail on a shared prefix (`cache_shared.py`).
+KVCacheList = Any
 
 
 class MlxCacheOps:
     """`cache_slots.CacheOps` for mlx-lm caches."""
 
     def nbytes(self, cache: KVCacheList) -> int:
+        if isinstance(cache, SharedCache):
+            return cache_shared.nbytes(cache)
         total = 0
         for layer in cache:
             try:
@@ -28,18 +34,30 @@ class MlxCacheOps:
                 continue
         return total
 
+    def shared(self, cache: KVCacheList) -> tuple[object, int] | None:
+        """The shared base `cache` stands on and its bytes (counted once for all its slots), if any."""
+        return (cache.base, cache.base.nbytes) if isinstance(cache, SharedCache) else None
+
     def trimmable(self, cache: KVCacheList) -> bool:
         from mlx_lm.models.cache import can_trim_prompt_cache
 
+        if isinstance(cache, SharedCache):
+            return True
         return bool(cache) and bool(can_trim_prompt_cache(cache))
 
     def trim(self, cache: KVCacheList, count: int) -> None:
         from mlx_lm.models.cache import trim_prompt_cache
 
+        if isinstance(cache, SharedCache):
+            cache_shared.trim(cache, count)
+            return
         trim_prompt_cache(cache, count)
 
     def copy_prefix(self, cache: KVCacheList, length: int, held: int) -> KVCacheList:
         from mlx_lm.models.cache import KVCache, trim_prompt_cache
+
+        if isinstance(cache, SharedCache):
+            return cache_shared.materialize(cache, length)
 
         if all(type(layer) is KVCache for layer in cache):
             return [_kv_prefix(layer, length, room=layer.step) for layer in cache]
@@ -78,6 +96,8 @@ def persistable(cache: KVCacheList) -> bool:
     """Only plain `KVCache` layers are written to disk: their whole state is keys, values and offset."""
     from mlx_lm.models.cache import KVCache
 
+    if isinstance(cache, SharedCache):
+        return cache.length > 0
     return bool(cache) and all(type(layer) is KVCache and layer.keys is not None for layer in cache)
 
 
@@ -89,6 +109,8 @@ def frozen_copy(cache: KVCacheList) -> KVCacheList:
     """
     import mlx.core as mx
 
+    if isinstance(cache, SharedCache):
+        cache = cache_shared.materialize(cache)  # the file holds the whole sequence, as any other slot's
     frozen = [_kv_prefix(layer, int(layer.offset)) for layer in cache]
     mx.eval([(layer.keys, layer.values) for layer in frozen])
     return frozen

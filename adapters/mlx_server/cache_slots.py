@@ -56,7 +56,13 @@ C = TypeVar("C")
 class CacheOps(Protocol[C]):
     """What the slot logic needs to know about a cache (mlx-lm's in `cache_mlx.py`; fakes in tests)."""
 
-    def nbytes(self, cache: C) -> int: ...
+    def nbytes(self, cache: C) -> int:
+        """Bytes of `cache` that are its own (a shared base's are in `shared`)."""
+        ...
+
+    def shared(self, cache: C) -> tuple[object, int] | None:
+        """The shared base `cache` stands on (any object, compared by identity) and its bytes, or None."""
+        ...
 
     def trimmable(self, cache: C) -> bool: ...
 
@@ -166,7 +172,9 @@ class SlotTable(Generic[C]):
 
     @property
     def nbytes(self) -> int:
-        return sum(slot.nbytes for slot in self._slots)
+        """The slots' own bytes, plus each shared base once."""
+        bases = {id(found[0]): found[1] for s in self._slots if (found := self._ops.shared(s.cache)) is not None}
+        return sum(slot.nbytes for slot in self._slots) + sum(bases.values())
 
     def take(
         self,
@@ -240,28 +248,16 @@ class SlotTable(Generic[C]):
             slot.saved_length = min(old.saved_length, common_prefix(old.tokens, tokens))
         evicted = [s for s in self._slots if s.key == key and common_prefix(s.tokens, tokens) == len(s.tokens)]
         self._slots = [s for s in self._slots if s not in evicted]
+        return evicted + self.insert(slot)
+
+    def insert(self, slot: Slot[C]) -> list[Slot[C]]:
+        """Add `slot` as the most recent one (a slot loaded back from disk), then evict to the budget."""
         self._slots.append(slot)
+        evicted: list[Slot[C]] = []
         # The new slot itself always stays: a conversation larger than the budget still reuses its own prefix.
         while len(self._slots) > 1 and (len(self._slots) > self.max_slots or self.nbytes > self.max_bytes):
-            evicted.append(self._slots.pop(self._victim()))
+            evicted.append(self._slots.pop(victim_index(self._slots[:-1])))
         return evicted
-
-    def _victim(self) -> int:
-        """Index of the slot to evict next (never the newest, the last): see "Budget" in the module's docstring."""
-        longest: dict[Owner, int] = {}
-        for slot in self._slots:
-            longest[slot.owner] = max(longest.get(slot.owner, 0), len(slot.tokens))
-        heads: dict[Owner, Slot[C]] = {}
-        for slot in self._slots:  # least recently used first, so the last one that qualifies is the head
-            if len(slot.tokens) * 2 >= longest[slot.owner]:
-                heads[slot.owner] = slot
-
-        def protection(index: int) -> tuple[int, int]:
-            slot = self._slots[index]
-            level = 0 if heads[slot.owner] is not slot else (1 if slot.owner.is_agent else 2)
-            return level, index
-
-        return min(range(len(self._slots) - 1), key=protection)
 
     def drop(self, matches: Callable[[str], bool]) -> list[Slot[C]]:
         """Remove every slot whose key `matches`; returns them."""
@@ -291,6 +287,37 @@ class SlotTable(Generic[C]):
             return None  # it would have to forget tokens, and this cache cannot
         resent = len(tokens) == slot.prompt_length and shared == len(tokens)
         return _Candidate(slot, usable, move=usable >= slot.prompt_length or resent)
+
+
+class Evictable(Protocol):
+    """What the eviction order reads: a RAM slot or a slot file on disk."""
+
+    @property
+    def owner(self) -> Owner: ...
+
+    @property
+    def tokens(self) -> list[int]: ...
+
+
+def victim_index(slots: Sequence[Evictable]) -> int:
+    """Index of the one of `slots` (least recently used first) to evict next: see "Budget" in the module's docstring.
+
+    The RAM table and the disk tier both use this order, so a slot pushed to disk keeps its standing there.
+    """
+    longest: dict[Owner, int] = {}
+    for slot in slots:
+        longest[slot.owner] = max(longest.get(slot.owner, 0), len(slot.tokens))
+    heads: dict[Owner, Evictable] = {}
+    for slot in slots:  # least recently used first, so the last one that qualifies is the head
+        if len(slot.tokens) * 2 >= longest[slot.owner]:
+            heads[slot.owner] = slot
+
+    def protection(index: int) -> tuple[int, int]:
+        slot = slots[index]
+        level = 0 if heads[slot.owner] is not slot else (1 if slot.owner.is_agent else 2)
+        return level, index
+
+    return min(range(len(slots)), key=protection)
 
 
 def describe(slots: Sequence[Slot[C]], clock: Callable[[], float] = time.time) -> list[dict[str, object]]:

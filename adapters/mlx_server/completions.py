@@ -23,6 +23,7 @@ from typing import Any
 from fastapi import Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
+from adapters.contracts import AGENT_HEADER, SESSION_HEADER
 from adapters.mlx_server import responses
 from adapters.mlx_server.cache_slots import Owner
 from adapters.mlx_server.chat import Prompt, encode_text, render_chat
@@ -36,8 +37,6 @@ from adapters.mlx_server.schemas import ChatCompletionRequest, CompletionRequest
 
 # Seconds a client is told to wait after a 503 (queue full or still loading).
 RETRY_AFTER_SECONDS = 2
-SESSION_HEADER = "x-claude-code-session-id"
-AGENT_HEADER = "x-claude-code-agent-id"
 
 
 class RequestError(Exception):

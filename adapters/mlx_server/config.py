@@ -6,7 +6,6 @@ and the process exits non-zero, so a supervisor sees the failure at once instead
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -28,8 +27,8 @@ DEFAULT_DECODE_CONCURRENCY = 32
 DEFAULT_PREFILL_CONCURRENCY = 8
 # Requests waiting beyond those running before more are refused with 503.
 DEFAULT_MAX_QUEUE = 8
-# Memory the kept prompt caches may take; SmolLM2-135M needs ~46 KB per token, a 30B model ~200 KB.
-DEFAULT_CACHE_BYTES = 4 << 30
+# Memory the kept prompt caches may take (SmolLM2-135M needs ~46 KB per token, a 30B model ~200 KB) and disk
+# the evicted ones may take: None sizes them from the machine (`cache_budget.py`).
 # Speculative decoding for a request decoding alone: "ngram" drafts from the request's own tokens, "off".
 SPECULATIVE_MODES = ("ngram", "off")
 DEFAULT_SPECULATIVE = "off"
@@ -76,7 +75,8 @@ class ServerConfig:
     cpu_only: bool = False
     log_level: str = "info"
     cache_slots: int = DEFAULT_CACHE_SLOTS
-    cache_bytes: int = DEFAULT_CACHE_BYTES
+    cache_bytes: int | None = None
+    cache_disk_bytes: int | None = None
     # Where prompt-cache slots are saved (a folder per model fingerprint); None: never saved.
     cache_dir: Path | None = None
     cache_persist_interval: float = DEFAULT_CACHE_PERSIST_INTERVAL
@@ -96,8 +96,10 @@ class ServerConfig:
             raise ValueError("decode_concurrency and prefill_concurrency must be >= 1")
         if self.speculative not in SPECULATIVE_MODES:
             raise ValueError(f"speculative must be one of {', '.join(SPECULATIVE_MODES)}, got {self.speculative!r}")
-        if self.cache_slots < 0 or self.cache_bytes <= 0 or self.cache_persist_interval < 0:
+        if self.cache_slots < 0 or (self.cache_bytes or 1) <= 0 or self.cache_persist_interval < 0:
             raise ValueError("cache_slots must be >= 0, cache_bytes > 0 and cache_persist_interval >= 0")
+        if self.cache_disk_bytes is not None and self.cache_disk_bytes < 0:
+            raise ValueError("cache_disk_bytes must be >= 0")
 
     @property
     def default_alias(self) -> str:
@@ -138,8 +140,7 @@ def resolve_model_path(source: str) -> Path:
 
 def _cached_snapshot(repo_id: str) -> Path | None:
     """The cached snapshot folder of `repo_id`, or None; works offline only."""
-    # huggingface_hub reads HF_HUB_OFFLINE when imported; the server never reaches the Hub.
-    os.environ["HF_HUB_OFFLINE"] = "1"
+    # A read of the local cache only: nothing here reaches the Hub (process.py owns the offline settings).
     from huggingface_hub import try_to_load_from_cache
 
     try:

@@ -24,6 +24,18 @@ PIP_TIMEOUT_S = 600
 # and a model anyclaude created there must not be the exception.
 DIR_MODE = 0o700
 FILE_MODE = 0o600
+# What the model folder says of itself (adapters/facts.py), so any config pointed at it keeps them. Its window
+# is 8k tokens. Claude Code asks for 64k output tokens and continues a reply cut at the cap 3 more times. Under
+# Claude Code's ~3k-token prompt SmolLM2 answers a question in 8-50 tokens, but a request it cannot serve (one
+# for a tool) makes it ramble to the cap: at 2,048 (a quarter of its context) that was 8 minutes per try at ~4
+# tokens/s on 2 cores, 4 tries (bench/first_answer.py). 256 keeps a ramble to about a minute per try and fits a
+# short answer. The sampling is the one its model card recommends; at 1.0 a 135M model wanders off quickly.
+DEFAULT_MODEL_FACTS: dict[str, int | float] = {
+    "contextLength": 8192,
+    "maxOutputTokens": 256,
+    "temperature": 0.2,
+    "topP": 0.9,
+}
 
 
 def is_converted(folder: Path) -> bool:
@@ -48,12 +60,14 @@ def ensure_default_model(models_dir: Path, progress: Progress | None = None) -> 
     target = models_dir / DEFAULT_MODEL_NAME
     models_dir.mkdir(parents=True, exist_ok=True, mode=DIR_MODE)
     if is_converted(target):
+        record_facts(target)  # one converted by an earlier version has none
         make_private(models_dir, target)  # one converted by an earlier version was left 0755/0644
         return target
     with tempfile.TemporaryDirectory(prefix=f".{DEFAULT_MODEL_NAME}.", dir=models_dir) as scratch:
         work = Path(scratch)
         gguf = _download_gguf(work, progress)
         staged = import_gguf(gguf, work / "model", progress=progress)
+        record_facts(staged)
         make_private(models_dir, staged)
         # A half-written folder must never look converted: build it aside, then rename in one step.
         if target.exists() and not is_converted(target):
@@ -64,6 +78,14 @@ def ensure_default_model(models_dir: Path, progress: Progress | None = None) -> 
             if not is_converted(target):  # another process finished first; anything else is a real failure
                 raise
     return target
+
+
+def record_facts(folder: Path) -> None:
+    """Write the model's facts into its folder unless they are there already."""
+    from adapters.facts import folder_facts, write_folder_facts
+
+    if not folder_facts(str(folder)):
+        write_folder_facts(folder, **DEFAULT_MODEL_FACTS)
 
 
 def make_private(models_dir: Path, model: Path) -> None:

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import sys
 import threading
 from collections import deque
 from collections.abc import Callable
@@ -111,7 +110,6 @@ class Engine:
     def start(self) -> None:
         if self._thread is not None:
             return
-        sys.setswitchinterval(min(sys.getswitchinterval(), GIL_SWITCH_INTERVAL_S))
         self._thread = threading.Thread(target=self._run, name="mlx-generation", daemon=True)
         self._thread.start()
 

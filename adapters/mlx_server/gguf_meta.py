@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import mlx.core as mx
 import numpy as np
 
 
@@ -18,7 +17,7 @@ def meta_int(src: Path, meta: dict[str, Any], key: str, default: int | None = No
                 f"{src.name} has no '{key}' metadata; re-export it with llama.cpp's convert_hf_to_gguf.py."
             )
         return default
-    return int(_scalar(value))
+    return int(value)
 
 
 def meta_float(meta: dict[str, Any], key: str, default: float) -> float:
@@ -27,17 +26,10 @@ def meta_float(meta: dict[str, Any], key: str, default: float) -> float:
     if value is None:
         return default
     # GGUF floats are float32: print them as float32 (1e-05), not as the nearest double (9.9999997e-06).
-    return float(str(np.float32(_scalar(value))))
+    return float(str(np.float32(value)))
 
 
 def meta_bool(meta: dict[str, Any], key: str, default: bool) -> bool:
     """Boolean `key`, else `default`."""
     value = meta.get(key)
-    if value is None:
-        return default
-    return bool(_scalar(value))
-
-
-def _scalar(value: Any) -> Any:
-    """A metadata value as a Python scalar: GGUF numbers and booleans arrive as 0-d MLX arrays."""
-    return value.item() if isinstance(value, mx.array) else value
+    return default if value is None else bool(value)

@@ -9,7 +9,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, cast
 
-import mlx.core as mx
 from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
 
 from adapters.mlx_server.gguf_meta import meta_bool, meta_int
@@ -26,10 +25,22 @@ _LLAMA3_SPLIT = (
 _DIGIT_FIRST_PRES = {"smollm", "starcoder", "refact", "command-r", "codeshell", "exaone", "minerva-7b"}
 _GPT2_PRES = {"default", "gpt2", "gpt-2", "mpt", "olmo", "jais", "trillion"}
 _LLAMA3_PRES = {"llama-bpe", "llama3", "llama-v3"}
+# Qwen2's split: the llama 3 one, with every digit a piece of its own.
+_QWEN2_SPLIT = _LLAMA3_SPLIT.replace(r"\p{N}{1,3}", r"\p{N}")
+_QWEN2_PRES = {"qwen2"}
 
 
-def build_tokenizer(src: Path, meta: dict[str, Any]) -> tuple[Tokenizer, dict[str, Any]]:
+def build_tokenizer(
+    src: Path, meta: dict[str, Any], *, arch: str = "llama", text_markers: frozenset[str] = frozenset()
+) -> tuple[Tokenizer, dict[str, Any]]:
     """Rebuild the tokenizer stored in GGUF metadata `meta` of file `src`.
+
+    Args:
+        src: the GGUF file (for messages).
+        meta: its metadata.
+        arch: `general.architecture`, the prefix of the model's own metadata keys.
+        text_markers: user-defined tokens to leave out of the added tokens, so that the text is tokenized as
+            ordinary pieces (tool-call markers a model writes as text; see `adapters.model_fixes`).
 
     Returns:
         The tokenizer and the matching `tokenizer_config.json` contents.
@@ -41,10 +52,8 @@ def build_tokenizer(src: Path, meta: dict[str, Any]) -> tuple[Tokenizer, dict[st
     tokens = meta.get("tokenizer.ggml.tokens")
     if not isinstance(tokens, list):
         raise ValueError(f"{src.name} has no 'tokenizer.ggml.tokens'; re-export it with llama.cpp's convert script.")
-    types_array = meta.get("tokenizer.ggml.token_type")
-    types = (
-        cast(list[int], types_array.tolist()) if isinstance(types_array, mx.array) else [_TOKEN_NORMAL] * len(tokens)
-    )
+    types_list = meta.get("tokenizer.ggml.token_type")
+    types = cast(list[int], types_list) if isinstance(types_list, list) else [_TOKEN_NORMAL] * len(tokens)
     if kind == "gpt2":
         tokenizer = _bpe_tokenizer(src, meta, tokens)
         add_bos = meta_bool(meta, "tokenizer.ggml.add_bos_token", False)
@@ -57,7 +66,11 @@ def build_tokenizer(src: Path, meta: dict[str, Any]) -> tuple[Tokenizer, dict[st
             "(sentencepiece) convert here. Use an MLX model folder instead."
         )
     tokenizer.add_tokens(
-        [_added(t, special=False) for t, k in zip(tokens, types, strict=True) if k == _TOKEN_USER_DEFINED]
+        [
+            _added(t, special=False)
+            for t, k in zip(tokens, types, strict=True)
+            if k == _TOKEN_USER_DEFINED and t not in text_markers
+        ]
     )
     tokenizer.add_special_tokens(
         [_added(t, special=True) for t, k in zip(tokens, types, strict=True) if k == _TOKEN_CONTROL]
@@ -68,7 +81,7 @@ def build_tokenizer(src: Path, meta: dict[str, Any]) -> tuple[Tokenizer, dict[st
         tokenizer.post_processor = processors.TemplateProcessing(
             single=f"{bos} $A", pair=f"{bos} $A {bos} $B", special_tokens=[(bos, bos_id)]
         )
-    return tokenizer, _tokenizer_config(src, meta, tokens, add_bos)
+    return tokenizer, _tokenizer_config(src, meta, tokens, add_bos, arch)
 
 
 def _added(content: str, *, special: bool) -> AddedToken:
@@ -90,9 +103,10 @@ def _bpe_tokenizer(src: Path, meta: dict[str, Any], tokens: list[str]) -> Tokeni
 
 def _bpe_pre_tokenizer(src: Path, pre: str) -> pre_tokenizers.PreTokenizer:
     byte_level = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
-    if pre in _LLAMA3_PRES:
-        split = pre_tokenizers.Split(Regex(_LLAMA3_SPLIT), behavior="isolated", invert=False)
-        return pre_tokenizers.Sequence([split, byte_level])
+    for pres, pattern in ((_LLAMA3_PRES, _LLAMA3_SPLIT), (_QWEN2_PRES, _QWEN2_SPLIT)):
+        if pre in pres:
+            split = pre_tokenizers.Split(Regex(pattern), behavior="isolated", invert=False)
+            return pre_tokenizers.Sequence([split, byte_level])
     gpt2_split = pre_tokenizers.Split(Regex(_GPT2_SPLIT), behavior="isolated", invert=False)
     if pre in _GPT2_PRES:
         return pre_tokenizers.Sequence([gpt2_split, byte_level])
@@ -105,10 +119,10 @@ def _bpe_pre_tokenizer(src: Path, pre: str) -> pre_tokenizers.PreTokenizer:
 
 
 def _spm_tokenizer(src: Path, meta: dict[str, Any], tokens: list[str], types: list[int]) -> Tokenizer:
-    scores_array = meta.get("tokenizer.ggml.scores")
-    if not isinstance(scores_array, mx.array):
+    scores_list = meta.get("tokenizer.ggml.scores")
+    if not isinstance(scores_list, list):
         raise ValueError(f"{src.name} has a sentencepiece tokenizer without 'tokenizer.ggml.scores'; it is incomplete.")
-    scores = cast(list[float], scores_array.tolist())
+    scores = cast(list[float], scores_list)
     vocab = {token: index for index, token in enumerate(tokens)}
     unk = tokens[meta_int(src, meta, "tokenizer.ggml.unknown_token_id", 0)]
     model = models.BPE(
@@ -138,12 +152,12 @@ def _spm_merges(tokens: list[str], scores: list[float], types: list[int]) -> lis
     return [(left, right) for _, _, _, left, right in ranked]
 
 
-def _tokenizer_config(src: Path, meta: dict[str, Any], tokens: list[str], add_bos: bool) -> dict[str, Any]:
+def _tokenizer_config(src: Path, meta: dict[str, Any], tokens: list[str], add_bos: bool, arch: str) -> dict[str, Any]:
     config: dict[str, Any] = {
         "tokenizer_class": "PreTrainedTokenizerFast",
         "clean_up_tokenization_spaces": False,
         "add_bos_token": add_bos,
-        "model_max_length": meta_int(src, meta, "llama.context_length"),
+        "model_max_length": meta_int(src, meta, f"{arch}.context_length"),
     }
     for role, key in (("bos", "bos"), ("eos", "eos"), ("unk", "unknown"), ("pad", "padding")):
         index = meta_int(src, meta, f"tokenizer.ggml.{key}_token_id", -1)

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, cast
 
 from adapters.capabilities import ToolSupport, tool_support
+from adapters.contracts import is_default_model
 from adapters.mlx_server.config import ServerConfig
 from adapters.mlx_server.heads import LastLogits, last_logits
 from adapters.mlx_server.prompt_cache import PromptCacheStore
@@ -81,7 +82,7 @@ class ModelPool:
 
     def resolve_alias(self, requested: str | None) -> str:
         """The alias a request means: none or any `claude-*` id is the default. Raises UnknownModelError."""
-        if not requested or requested.startswith("claude-") or requested == self.default_alias:
+        if requested is None or is_default_model(requested) or requested == self.default_alias:
             return self.default_alias
         if requested in self._paths:
             return requested

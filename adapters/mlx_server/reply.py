@@ -2,7 +2,8 @@
 
 Both ways of generating (the batch and one at a time) feed sampled token ids to a `Reply` and end it
 with `finish`; so they agree on what a client sees: end-of-sequence tokens are never decoded, text that may
-be the start of a stop sequence is held back, and the stop sequence that ended a reply is reported.
+be the start of a stop sequence is held back, the stop sequence that ended a reply is reported, and a reply
+cut inside a multibyte character ends before it.
 """
 
 from __future__ import annotations
@@ -67,7 +68,7 @@ class Reply:
         """
         if self._ended_by is None and reason != "cancelled":
             self._detokenizer.finalize()
-            if self._send(self._detokenizer.last_segment):
+            if self._send(_whole_characters(self._detokenizer.last_segment)):
                 self._ended_by = "stop_sequence"
             elif tail := self._stops.flush():
                 self.job.emit(TextChunk(tail))
@@ -106,3 +107,14 @@ class Reply:
             self._admitted - self.job.submitted,
             reason,
         )
+
+
+def _whole_characters(segment: str) -> str:
+    """The last segment of a reply without the bytes of a character it did not finish.
+
+    While tokens come, mlx-lm's detokenizers hold back text that ends inside a character; `finalize` decodes
+    what is held with replacement, so a reply cut by `max_tokens` mid-emoji would end in U+FFFD (`'🌟�'`).
+    Those trailing replacement characters are dropped. A U+FFFD the model wrote itself at the very end cannot
+    be told apart (the detokenizer held it back for the same reason) and is dropped too.
+    """
+    return segment.rstrip("\ufffd")

@@ -8,6 +8,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from adapters import contracts
 from adapters.mlx_server.jobs import Finished, Prefill, Usage
 from adapters.mlx_server.output import CollectedOutput, OutputEvent, ReasoningPiece
 from adapters.tool_parsers import ToolCall, ToolCallDelta
@@ -22,7 +23,7 @@ def sse(payload: dict[str, Any] | str) -> str:
 def prefill_comment(event: Prefill) -> str:
     """The SSE comment line reporting prompt reading (ignored by clients; read by anyclaude's proxy)."""
     figures = {"prompt_tokens": event.prompt_tokens, "cached_tokens": event.cached_tokens, "processed": event.processed}
-    return f": prefill {json.dumps(figures, separators=(',', ':'))}\n\n"
+    return contracts.prefill_comment(figures)
 
 
 def usage_body(usage: Usage) -> dict[str, Any]:

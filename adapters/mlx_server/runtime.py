@@ -16,10 +16,12 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
+from adapters.mlx_server.cache_budget import cache_budgets
 from adapters.mlx_server.cache_warmup import prepare_model_cache
 from adapters.mlx_server.config import ServerConfig
 from adapters.mlx_server.engine import Engine
 from adapters.mlx_server.pool import LoadedModel, ModelPool
+from adapters.mlx_server.process import configure_process
 from adapters.mlx_server.prompt_cache import PromptCacheStore, SlotPromptCache, build_prompt_cache
 
 log = logging.getLogger("anyclaude.mlx_server")
@@ -50,9 +52,12 @@ class Runtime:
         on_fatal: Callable[[str], None] | None = None,
     ) -> None:
         self.config = config
-        self.cache_store = cache_store or build_prompt_cache(
-            config.cache_slots, config.cache_bytes, config.cache_persist_interval
-        )
+        if cache_store is None:
+            ram, disk = cache_budgets(config, paths.get(config.default_alias))
+            if config.cache_slots > 0:
+                log.info("prompt cache: %s; %s", ram.describe(), disk.describe())
+            cache_store = build_prompt_cache(config.cache_slots, ram.bytes, config.cache_persist_interval, disk.bytes)
+        self.cache_store = cache_store
         self.pool = ModelPool(config, paths, self.cache_store)
         self.engine = Engine(config, self.cache_store)
         self.readiness = Readiness.STOPPED
@@ -66,6 +71,7 @@ class Runtime:
         if self.readiness is not Readiness.STOPPED:
             return
         self.readiness = Readiness.LOADING
+        configure_process(own_process=False)  # the server's own process did more already (__main__)
         self.engine.start()
         self._loader = asyncio.create_task(self._load_default(), name="mlx-load-default")
         interval = self.config.cache_persist_interval

@@ -59,5 +59,20 @@ def json_calls(body: str) -> list[ToolCall]:
             while pos < len(text) and text[pos] in " \t\r\n,;":
                 pos += 1
     except ValueError:
-        values = [load_json(text)]
+        values = [load_json_or_undoubled(text)]
     return calls_from_values(values)
+
+
+def load_json_or_undoubled(text: str) -> object:
+    """`load_json`, else with doubled braces made single: a broken chat template shows calls as
+    `{{"name": ...}}` and models copy it. Raises Malformed (the first reason) when neither reads."""
+    try:
+        return load_json(text)
+    except Malformed as exc:
+        if "{{" not in text:
+            raise
+        first = exc
+    try:
+        return load_json(text.replace("{{", "{").replace("}}", "}"))
+    except Malformed:
+        raise first from None

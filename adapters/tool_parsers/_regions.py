@@ -38,7 +38,8 @@ class TagRegion:
         return self._parse(raw)
 
     def calls_at_eof(self, raw: str) -> list[ToolCall]:
-        raise Malformed(f"{raw[:20]!r}... is not terminated by {self._close!r}")
+        # Only the opening tag is named: what follows it may be a user's file.
+        raise Malformed(f"{raw[: raw.find('>') + 1]!r} is not terminated by {self._close!r}")
 
 
 @dataclass(frozen=True)

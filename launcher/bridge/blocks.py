@@ -1,6 +1,6 @@
 """Anthropic content blocks → OpenAI message parts, one block type at a time.
 
-The block types accepted are exactly those Claude Code sends (RELIABILITY 17). Seen in 2.1.197's requests:
+The block types accepted are exactly those Claude Code sends (docs/reliability.md 17). Seen in 2.1.197's requests:
 `text` (with `citations` and `cache_control`), `image` inside `tool_result` (Read on a picture), `document`
 (Read on a PDF), `tool_use`, `tool_result`; and in the history of a conversation begun on the real API,
 which anyclaude can swap to a local backend underneath a running Claude Code: `thinking`,
@@ -9,12 +9,15 @@ which anyclaude can swap to a local backend underneath a running Claude Code: `t
 without a word. Any other type, or a type in a place the API does not allow it (a `tool_use` from the
 user), is a 400 naming it: a silent drop let a model answer about content it never saw.
 
-Blocks that are structurally wrong (a text block without text, a tool_use with an empty id or name)
-are a 400 naming the block too.
+Blocks that are structurally wrong are a 400 naming the block too, as the API answers them: a text block
+without text or with empty text, a tool_use with an empty id or name or without `input`, an image whose
+media type the API does not take or whose data is not base64. Claude Code 2.1.197 sends none of these.
+(`system` text blocks and mid-conversation `system` messages may be empty: that is text the client builds.)
 """
 
 from __future__ import annotations
 
+import binascii
 import logging
 from typing import Any
 
@@ -31,6 +34,8 @@ HISTORY_ONLY = frozenset(
 )
 ASSISTANT_BLOCKS = frozenset({"text", "tool_use"}) | HISTORY_ONLY
 TOOL_RESULT_BLOCKS = frozenset({"text", "image", "document"})
+# The image types the Messages API accepts.
+IMAGE_MEDIA_TYPES = ("image/jpeg", "image/png", "image/gif", "image/webp")
 
 
 def _kind(block: dict[str, Any], where: str, allowed: frozenset[str]) -> str:
@@ -58,6 +63,14 @@ def _text(block: dict[str, Any], where: str) -> str:
     return text
 
 
+def _content_text(block: dict[str, Any], where: str) -> str:
+    """A message's text block: the API refuses an empty one."""
+    text = _text(block, where)
+    if not text:
+        raise invalid_request(f"{where}.text: text content blocks must be non-empty")
+    return text
+
+
 def plain_text(content: Any, where: str) -> list[str]:
     """The text of a string or of a list of text blocks (a system prompt takes nothing else)."""
     if isinstance(content, str):
@@ -81,10 +94,26 @@ def image_part(block: dict[str, Any], where: str) -> dict[str, Any]:
         media, data = source.get("media_type"), source.get("data")
         if not isinstance(media, str) or not isinstance(data, str):
             raise invalid_request(f"{where}.source: base64 images need media_type and data strings")
+        if media not in IMAGE_MEDIA_TYPES:
+            raise invalid_request(
+                f"{where}.source.media_type: {media!r} is not an image type the API takes "
+                f"({', '.join(IMAGE_MEDIA_TYPES)})"
+            )
+        _check_base64(data, f"{where}.source.data")
         return {"type": "image_url", "image_url": {"url": f"data:{media};base64,{data}"}}
     if source.get("type") == "url" and isinstance(source.get("url"), str):
         return {"type": "image_url", "image_url": {"url": source["url"]}}
     raise invalid_request(f"{where}.source.type: expected 'base64' or 'url'")
+
+
+def _check_base64(data: str, where: str) -> None:
+    # Decoding in C runs at about 1 GB/s: a few milliseconds for the largest screenshot Claude Code sends.
+    try:
+        decoded = binascii.a2b_base64(data, strict_mode=True)
+    except (binascii.Error, ValueError):
+        raise invalid_request(f"{where}: the image data is not valid base64") from None
+    if not decoded:
+        raise invalid_request(f"{where}: the image data is empty")
 
 
 def _tool_result(block: dict[str, Any], where: str, error_prefix: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
@@ -104,7 +133,7 @@ def _tool_result(block: dict[str, Any], where: str, error_prefix: str) -> tuple[
                 raise invalid_request(f"{at}: a content block must be an object")
             kind = _kind(inner, at, TOOL_RESULT_BLOCKS)
             if kind == "text":
-                texts.append(_text(inner, at))
+                texts.append(_content_text(inner, at))
             elif kind == "image":
                 images.append(image_part(inner, at))
             else:
@@ -127,7 +156,7 @@ def convert_user(content: Any, where: str, error_prefix: str) -> tuple[list[dict
         at = f"{where}.{j}"
         kind = _kind(block, at, USER_BLOCKS)
         if kind == "text":
-            parts.append({"type": "text", "text": _text(block, at)})
+            parts.append({"type": "text", "text": _content_text(block, at)})
         elif kind == "tool_result":
             message, images = _tool_result(block, at, error_prefix)
             results.append(message)
@@ -149,13 +178,13 @@ def convert_assistant(content: Any, where: str) -> tuple[str, list[dict[str, Any
         at = f"{where}.{j}"
         kind = _kind(block, at, ASSISTANT_BLOCKS)
         if kind == "text":
-            texts.append(_text(block, at))
+            texts.append(_content_text(block, at))
         elif kind == "tool_use":
             call_id = _non_empty(block, "id", at, "a tool_use block")
             name = _non_empty(block, "name", at, "a tool_use block")
-            tool_input = block.get("input", {})
+            tool_input = block.get("input")
             if not isinstance(tool_input, dict):
-                raise invalid_request(f"{at}.input: a tool_use block's input must be an object")
+                raise invalid_request(f"{at}.input: a tool_use block needs an input object")
             arguments = dumps_str(tool_input)
             calls.append({"id": call_id, "type": "function", "function": {"name": name, "arguments": arguments}})
     return "".join(texts), calls

@@ -17,6 +17,7 @@ from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from adapters.contracts import SESSION_HEADERS
 from launcher.bridge import sse
 from launcher.bridge.codec import DecodeError, loads
 from launcher.bridge.errors import ApiError
@@ -28,6 +29,7 @@ from launcher.bridge.response import MessageAssembler, completion_as_chunk
 from launcher.bridge.stream import StreamTranslator, UpstreamStreamError
 from launcher.bridge.upstream import Reporter, Upstream
 from launcher.bridge.wire import Answer, Poster, UpstreamHTTPError
+from launcher.waiting import BOARD, Watch
 
 log = logging.getLogger("anyclaude.bridge")
 
@@ -46,10 +48,6 @@ class Call:
     stop_sequences: list[str] | None
     parser: TextToolParser | None
     forwarded: dict[str, str] = field(default_factory=dict)  # the client's headers a backend may use
-
-
-# Claude Code's session and subagent ids: our MLX server keeps each agent's prompt-cache slot apart by them.
-SESSION_HEADERS = ("x-claude-code-session-id", "x-claude-code-agent-id", "x-claude-code-parent-agent-id")
 
 
 def session_headers(headers: Mapping[str, str]) -> dict[str, str]:
@@ -112,7 +110,8 @@ async def _events(
         return (options.first_byte_timeout if heard else first_wait), True
 
     last_out = loop.time()
-    async for item in paced(upstream_events.__aiter__(), options.ping_interval, limit):
+    watch = Watch(BOARD, upstream_events.__aiter__())  # how far the prompt is read, for the launcher to show
+    async for item in paced(watch.items(), options.ping_interval, limit):
         if isinstance(item, Ping):
             events: list[Event] = []
         elif isinstance(item, sse.Comment):
@@ -123,6 +122,8 @@ async def _events(
         else:
             heard = True
             events = translator.feed(item)
+            if translator.generating:
+                watch.answered()
         if events:
             if not started:
                 started, events = True, translator.start() + events

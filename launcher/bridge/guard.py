@@ -1,5 +1,5 @@
 """Who may talk to the proxy: Host header allow-list, Origin allow-list, API key, body size
-(RELIABILITY 17, 20, 21, 28), and CORS headers for the origins allowed.
+(docs/reliability.md 17, 20, 21, 28), and CORS headers for the origins allowed.
 
 Pure ASGI middleware: it runs before routing, costs a few dict lookups, and never buffers or wraps a
 streaming response (Starlette's BaseHTTPMiddleware would, and breaks disconnect handling). Both read
@@ -36,9 +36,10 @@ def host_name(value: str) -> str:
     return value.rsplit(":", 1)[0] if value.count(":") == 1 else value
 
 
-def origin_allowed(origin: str, allowed: tuple[str, ...]) -> bool:
-    """An `Origin` header's value is allowed when `corsOrigins` lists it (or "*")."""
-    return "*" in allowed or origin in allowed
+def origin_allowed(origin: str, allowed: tuple[str, ...] | list[str], host: str | None = None) -> bool:
+    """The one origin rule: an `Origin` header's value is allowed when `corsOrigins` lists it (or "*"), or when
+    it is the proxy's own (`http://<host>`: the dashboard's page calling the proxy)."""
+    return "*" in allowed or origin in allowed or (host is not None and origin == f"http://{host}")
 
 
 class Guard:
@@ -85,8 +86,8 @@ class Guard:
             if host is not None and host_name(host.decode("latin-1")) not in LOOPBACK_HOSTS:
                 return ApiError(403, "this proxy answers only requests addressed to localhost, 127.0.0.1 or [::1]")
         origin = headers.get(b"origin")
-        own = b"http://" + headers.get(b"host", b"")  # the dashboard's page calls the proxy from its own origin
-        if origin is not None and origin != own and not origin_allowed(origin.decode("latin-1"), options.cors_origins):
+        host = headers.get(b"host", b"").decode("latin-1")
+        if origin is not None and not origin_allowed(origin.decode("latin-1"), options.cors_origins, host):
             # A page's "simple" request (text/plain POST) needs no preflight: refused here, it never runs.
             shown = origin.decode("latin-1")[:200]
             return ApiError(

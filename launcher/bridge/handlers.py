@@ -1,17 +1,19 @@
 """The proxy's endpoints. Each turns every failure into an Anthropic-shaped error and reports each
-backend call's outcome to the gate exactly once (a half-open breaker waits for that report).
+backend call's outcome on its lease exactly once (a half-open breaker waits for that report).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from dataclasses import replace
 from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import Response
 
 from adapters.base import ApiKind
+from adapters.contracts import is_default_model
 from launcher.bridge import chat, passthrough, tokens
 from launcher.bridge.asgi import ClientGone, ClosingStreamingResponse, once, unless_disconnected
 from launcher.bridge.codec import DecodeError, dumps, loads
@@ -20,8 +22,8 @@ from launcher.bridge.guard import too_large
 from launcher.bridge.leaks import make_text_parser
 from launcher.bridge.models import MessagesRequest, parse_count_tokens_request, parse_messages_request
 from launcher.bridge.options import ProxyOptions, is_pattern
-from launcher.bridge.request import Prepared, build_body, has_images, prepare
-from launcher.bridge.upstream import BackendGate, BackendUnavailable, ClientPool, Upstream
+from launcher.bridge.request import Prepared, build_body, has_images, prepare, short_tool_descriptions
+from launcher.bridge.upstream import BackendGate, BackendUnavailable, ClientPool, Lease
 from launcher.observe.hook import NO_OBSERVER, Observer
 
 log = logging.getLogger("anyclaude.proxy")
@@ -35,21 +37,6 @@ def error_response(error: ApiError) -> Response:
     return Response(
         error.body_bytes(), status_code=error.status, media_type="application/json", headers=error.headers()
     )
-
-
-class Outcome:
-    """Reports one backend call to the gate, once, naming the upstream that served it (after a backend
-    switch the gate must charge the old backend's breaker, not the new one's)."""
-
-    def __init__(self, gate: BackendGate, upstream: Upstream) -> None:
-        self._gate = gate
-        self._upstream = upstream
-        self.reported = False
-
-    def report(self, ok: bool) -> None:
-        if not self.reported:
-            self.reported = True
-            self._gate.report(ok, self._upstream)
 
 
 class Handlers:
@@ -80,7 +67,7 @@ class Handlers:
             raise invalid_request("the request body must be a JSON object")
         return value
 
-    async def _acquire(self) -> Upstream:
+    async def _acquire(self) -> Lease:
         try:
             return await self.gate.acquire()
         except BackendUnavailable as exc:
@@ -116,34 +103,35 @@ class Handlers:
         body = await self._body(request)
         req = parse_messages_request(body)
         prepared = prepare(req, self.options.strip_billing_header)
-        upstream = await self._acquire()
+        lease = await self._acquire()
+        upstream = lease.upstream
         served = self.options.backend_model(req.model, upstream.model)
         self.observer.routed(request, upstream.name, req.model, served, req.stream)
         if upstream.api is ApiKind.ANTHROPIC:
-            return await self._relay(request, upstream, body)
-        return await self._chat(request, upstream, req, prepared, served)
+            return await self._relay(request, lease, body)
+        return await self._chat(request, lease, req, prepared, served)
 
     async def _count_tokens(self, request: Request) -> Response:
         body = await self._body(request)
         req = parse_count_tokens_request(body)
         prepared = prepare(req, self.options.strip_billing_header)
-        upstream = await self._acquire()
+        lease = await self._acquire()
+        upstream = lease.upstream
         served = self.options.backend_model(req.model, upstream.model)
         self.observer.routed(request, upstream.name, req.model, served, False)
         if upstream.api is ApiKind.ANTHROPIC:
-            return await self._relay(request, upstream, body)
-        outcome = Outcome(self.gate, upstream)
+            return await self._relay(request, lease, body)
         client = self.pool.checkout(upstream)
         try:
             counted = await tokens.count(client, upstream, prepared.messages, prepared.tools)
         finally:
-            outcome.report(True)
+            lease.report(True)
             await self.pool.checkin(upstream)
         return json_response({"input_tokens": counted.tokens})
 
-    async def _relay(self, request: Request, upstream: Upstream, body: Any) -> Response:
+    async def _relay(self, request: Request, lease: Lease, body: Any) -> Response:
+        upstream, outcome = lease.upstream, lease
         raw = passthrough.relay_body(request.state.raw, body, upstream, self.options)
-        outcome = Outcome(self.gate, upstream)
         client = self.pool.checkout(upstream)
         release = once(lambda: self.pool.checkin(upstream))
         try:
@@ -154,9 +142,9 @@ class Handlers:
             raise
 
     async def _chat(
-        self, request: Request, upstream: Upstream, req: MessagesRequest, prepared: Prepared, model: str | None
+        self, request: Request, lease: Lease, req: MessagesRequest, prepared: Prepared, model: str | None
     ) -> Response:
-        outcome = Outcome(self.gate, upstream)
+        upstream, outcome = lease.upstream, lease
         client = self.pool.checkout(upstream)
         release = once(lambda: self.pool.checkin(upstream))
         try:
@@ -165,12 +153,20 @@ class Handlers:
                 raise invalid_request(
                     f"this model does not accept images (backend {upstream.name} serves a text-only model)"
                 )
+            if upstream.short_tool_descriptions and prepared.tools:
+                prepared = replace(prepared, tools=short_tool_descriptions(prepared.tools))
             size = len(request.state.raw)
             prompt, max_tokens = await tokens.fit(
                 client, upstream, prepared.messages, prepared.tools, size, req.max_tokens
             )
             payload = dumps(build_body(req, prepared, model, max_tokens))
-            parser = make_text_parser() if prepared.tools and self.options.parse_text_tool_calls else None
+            parser = None
+            # tool_choice "none": the model may not call, so nothing it writes is taken for a call.
+            if prepared.tools and prepared.tool_choice != "none" and self.options.parse_text_tool_calls:
+                observer = self.observer
+                parser = make_text_parser(
+                    prepared.tools, lambda recovered, failed: observer.text_tool_calls(request, recovered, failed)
+                )
             poster = self.pool.poster(upstream)
             forwarded = chat.session_headers(request.headers)
             call = chat.Call(upstream, poster, payload, req.model, prompt, req.stop_sequences, parser, forwarded)
@@ -189,7 +185,7 @@ class Handlers:
         await release()
         return json_response(message)
 
-    async def _stream(self, call: chat.Call, outcome: Outcome, release: Any) -> Response:
+    async def _stream(self, call: chat.Call, outcome: Lease, release: Any) -> Response:
         pending = asyncio.ensure_future(chat.open_stream(call))
         # Wait briefly for the headers so an immediate failure is a real HTTP error, not an event.
         await asyncio.wait((pending,), timeout=self.options.ping_interval)
@@ -225,7 +221,7 @@ class Handlers:
     def serves(self, model_id: str) -> bool:
         """Whether a request for `model_id` is answered: an id `/v1/models` lists, one a configured pattern
         matches, or a Claude model id (what Claude Code asks for; the backend's model answers it)."""
-        if model_id.startswith("claude-") or model_id in (m["id"] for m in self.models()):
+        if is_default_model(model_id) or model_id in (m["id"] for m in self.models()):
             return True
         return self.options.backend_model(model_id, None) is not None
 

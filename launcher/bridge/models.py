@@ -1,8 +1,9 @@
 """The Anthropic Messages request, validated at the edge.
 
 Strict where the Messages API is strict: field types are not coerced (`"max_tokens": "100"` is a 400, as
-the API answers), `messages` may not be empty, tool names may not be empty, and a `thinking` config must
-be well formed (`enabled` needs an integer `budget_tokens` of at least 1024 and below `max_tokens`).
+the API answers), `messages` may not be empty, tool names may not be empty, `temperature` and `top_p` lie in
+0–1 and `top_k` is not negative, and a `thinking` config must be well formed (`enabled` needs an integer
+`budget_tokens` of at least 1024 and below `max_tokens`).
 
 Lenient only where Claude Code needs it: unknown top-level fields are accepted and dropped, never a 400
 (Claude Code adds them faster than any proxy learns them: `output_config`, `context_management`), and so
@@ -54,9 +55,10 @@ class MessagesRequest(CountTokensRequest):
     max_tokens: StrictInt = Field(ge=1)
     stream: StrictBool = False
     stop_sequences: list[StrictStr] | None = None
-    temperature: float | None = Field(None, strict=True)
-    top_p: float | None = Field(None, strict=True)
-    top_k: StrictInt | None = None
+    # The API's ranges; Claude Code 2.1.197 sends none of the three.
+    temperature: float | None = Field(None, strict=True, ge=0, le=1)
+    top_p: float | None = Field(None, strict=True, ge=0, le=1)
+    top_k: StrictInt | None = Field(None, ge=0)
     metadata: dict[str, Any] | None = None
 
 

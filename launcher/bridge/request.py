@@ -17,6 +17,7 @@ Choices a backend's chat template depends on:
 from __future__ import annotations
 
 import logging
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -133,6 +134,38 @@ def translate_tools(tools: list[Tool] | None) -> list[dict[str, Any]]:
         function["parameters"] = tool.input_schema if tool.input_schema is not None else {"type": "object"}
         out.append({"type": "function", "function": function})
     return out
+
+
+_FIRST_SENTENCE = re.compile(r"(.+?[.!?])(?=\s|$)", re.S)
+# A first sentence is what a tool or parameter is; past this it is usage rules a small model cannot hold.
+_SHORT_DESCRIPTION = 200
+
+
+def short_description(text: str) -> str:
+    """The first sentence of a description, at most 200 characters."""
+    stripped = text.strip()
+    found = _FIRST_SENTENCE.match(stripped)
+    return (found.group(1) if found else stripped)[:_SHORT_DESCRIPTION]
+
+
+def short_tool_descriptions(tools: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """OpenAI tools with every description (the tool's and its parameters') cut to its first sentence.
+
+    For a small model: Claude Code's Read, Edit and Bash descriptions are ~1,500 tokens of usage rules; their
+    first sentences (~60 tokens) say what each does, and Claude Code enforces the rules itself (an Edit of a
+    file not read first is refused with a reason the model can act on)."""
+
+    def shorten(value: Any) -> Any:
+        if isinstance(value, dict):
+            return {
+                k: short_description(v) if k == "description" and isinstance(v, str) else shorten(v)
+                for k, v in value.items()
+            }
+        if isinstance(value, list):
+            return [shorten(v) for v in value]
+        return value
+
+    return [shorten(tool) for tool in tools]
 
 
 def translate_tool_choice(choice: dict[str, Any] | None) -> tuple[Any, bool]:

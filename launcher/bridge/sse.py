@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
+from adapters.contracts import PREFILL_COMMENT
 from launcher.bridge.codec import DecodeError, dumps, loads
 
 DONE = "[DONE]"
@@ -57,7 +58,7 @@ class TornStream(Exception):
     """The upstream stream ended inside an event or carried something that is not JSON."""
 
 
-PREFILL = "prefill "
+PREFILL = PREFILL_COMMENT
 
 
 @dataclass(frozen=True)

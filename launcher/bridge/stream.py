@@ -6,6 +6,12 @@ several tool calls. Text and thinking stream live; tool calls are collected (`to
 whole blocks when the response ends, after their arguments were checked, so neither an interleaving
 backend nor one that writes broken JSON can produce events a client fails to parse. The chat layer
 sends `ping`s while calls are being collected, so the client's stream watchdog stays fed.
+
+Reasoning that arrives after a call began becomes a thinking block where it arrives, before the calls.
+Two things a backend may get wrong are put right here, as the API would send them: a stop sequence left in
+the text is cut with everything after it (text that may be its start is held back until the next piece
+decides), and a reply cut by `max_tokens` inside a character does not end in U+FFFD (a replacement character
+ending a block is held back until more text shows it was the model's own).
 """
 
 from __future__ import annotations
@@ -15,11 +21,14 @@ import hashlib
 import logging
 from typing import Any
 
+from adapters.mlx_server.stops import StopMatcher
 from launcher.bridge.leaks import TextToolParser, ToolCallFound
 from launcher.bridge.toolcalls import CallCollector, FinalCall, finalize, new_id
 from launcher.bridge.usage import Usage
 
 log = logging.getLogger("anyclaude.bridge")
+
+REPLACEMENT = "\ufffd"  # what a decoder writes for bytes that are not UTF-8, or not yet complete
 
 Event = dict[str, Any]
 
@@ -62,6 +71,8 @@ class StreamTranslator:
         self.usage = Usage(input_tokens=input_tokens)
         self.generating = False  # True once the first token (text, thinking or a tool call) arrived
         self._stops = stop_sequences or []
+        self._stop_matcher = StopMatcher(self._stops) if any(self._stops) else None
+        self._cut_by: str | None = None  # the stop sequence found in the text, which ended it
         self._parser = parser
         self._open: str | None = None  # "text" or "thinking"
         self._next = 0
@@ -69,7 +80,7 @@ class StreamTranslator:
         self._calls = CallCollector()
         self._tool_blocks = 0
         self._trailing: list[str] = []
-        self._tail = ""
+        self._replacements = ""  # U+FFFD ending the open block, not sent yet
         self._finish_reason: str | None = None
         self._matched_stop: str | None = None
         self._chunks = 0
@@ -126,6 +137,8 @@ class StreamTranslator:
     def finish(self) -> list[Event]:
         """Close every block, send the tool calls, and end the message."""
         out: list[Event] = []
+        if self._stop_matcher is not None and self._cut_by is None:
+            self._answer(self._stop_matcher.flush(), out)
         if self._parser is not None:
             self._parsed(self._parser.finish(), out)
             self._parser = None
@@ -159,10 +172,9 @@ class StreamTranslator:
         content = delta.get("content")
         if isinstance(content, str) and content:
             self.generating = True
-            if self._parser is not None:
-                self._parsed(self._parser.feed(content), out)
-            else:
-                self._text(content, out)
+            if self._stop_matcher is not None:
+                content = self._until_stop(content, self._stop_matcher)
+            self._answer(content, out)
         calls = delta.get("tool_calls")
         if isinstance(calls, list) and calls:
             self.generating = True
@@ -172,6 +184,23 @@ class StreamTranslator:
             for call in calls:
                 if isinstance(call, dict):
                     self._calls.feed(call)
+
+    def _until_stop(self, content: str, matcher: StopMatcher) -> str:
+        """The part of `content` before a stop sequence; nothing once one was found."""
+        if self._cut_by is not None:
+            return ""
+        result = matcher.feed(content)
+        if result.stopped:
+            self._cut_by = matcher.matched
+        return result.text
+
+    def _answer(self, content: str, out: list[Event]) -> None:
+        if not content:
+            return
+        if self._parser is not None:
+            self._parsed(self._parser.feed(content), out)
+        else:
+            self._text(content, out)
 
     def _parsed(self, items: list[str | ToolCallFound], out: list[Event]) -> None:
         for item in items:
@@ -187,23 +216,37 @@ class StreamTranslator:
             # Calls are sent when the response ends; text after them (usually whitespace) follows them.
             self._trailing.append(text)
             return
-        self._tail = (self._tail + text)[-256:]
         if self._open != "text":
             self._close(out)
             self._start({"type": "text", "text": ""}, "text", out)
-        out.append(
-            {"type": "content_block_delta", "index": self._next - 1, "delta": {"type": "text_delta", "text": text}}
-        )
+        self._block_delta(text, out)
 
     def _thinking_delta(self, text: str, out: list[Event]) -> None:
-        if self._calls:
-            return  # reasoning after a tool call has no place left in Anthropic's block order
+        # Also after a tool call began: the calls are sent when the answer ends, so the block goes before them.
         if self._open != "thinking":
             self._close(out)
             self._start({"type": "thinking", "thinking": "", "signature": ""}, "thinking", out)
             self._thinking = []
-        self._thinking.append(text)
-        delta = {"type": "thinking_delta", "thinking": text}
+        self._block_delta(text, out)
+
+    def _block_delta(self, text: str, out: list[Event]) -> None:
+        """Text or thinking for the open block; replacement characters that end it wait for what follows."""
+        text = self._replacements + text
+        if text[-1] == REPLACEMENT:
+            kept = text.rstrip(REPLACEMENT)
+            self._replacements, text = text[len(kept) :], kept
+            if not text:
+                return
+        else:
+            self._replacements = ""
+        self._send(text, out)
+
+    def _send(self, text: str, out: list[Event]) -> None:
+        if self._open == "thinking":
+            self._thinking.append(text)
+            delta = {"type": "thinking_delta", "thinking": text}
+        else:
+            delta = {"type": "text_delta", "text": text}
         out.append({"type": "content_block_delta", "index": self._next - 1, "delta": delta})
 
     def _tool_block(self, call: FinalCall, out: list[Event]) -> None:
@@ -225,6 +268,11 @@ class StreamTranslator:
     def _close(self, out: list[Event]) -> None:
         if self._open is None:
             return
+        if self._replacements:
+            # The model's own U+FFFD, unless the answer was cut inside a character (then it is a decoder's).
+            if self._finish_reason != "length":
+                self._send(self._replacements, out)
+            self._replacements = ""
         if self._open == "thinking":
             # Clients that verify or echo thinking back need a signature before the block stops.
             signature = thinking_signature("".join(self._thinking))
@@ -234,6 +282,8 @@ class StreamTranslator:
         self._open = None
 
     def _stop_reason(self) -> tuple[str, str | None]:
+        if self._cut_by is not None and not self._tool_blocks:
+            return "stop_sequence", self._cut_by
         if self._finish_reason == "length":
             return "max_tokens", None
         if self._tool_blocks:
@@ -242,7 +292,4 @@ class StreamTranslator:
             return "refusal", None
         if self._matched_stop is not None:
             return "stop_sequence", self._matched_stop
-        for stop in self._stops:
-            if stop and self._tail.endswith(stop):
-                return "stop_sequence", stop
         return "end_turn", None

@@ -1,9 +1,12 @@
-"""Prompt sizes: exact counts from the backend's tokenizer when it has one, estimates otherwise,
-and the context contract: a prompt that cannot fit gets "prompt is too long", never a truncation.
+"""Prompt sizes: exact counts from the backend's count endpoint or the model folder's own tokenizer,
+estimates otherwise, and the context contract: a prompt counted past the window gets "prompt is too
+long", never a truncation. An estimate never refuses: the request goes on and the backend's own limit
+answers (failures.py maps it to the same error).
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
 from dataclasses import dataclass
@@ -11,6 +14,7 @@ from typing import Any
 
 import httpx
 
+from launcher.bridge import local_tokens
 from launcher.bridge.codec import DecodeError, dumps, loads
 from launcher.bridge.errors import prompt_too_long
 from launcher.bridge.upstream import Upstream
@@ -38,11 +42,16 @@ def estimate(size: int) -> int:
 async def count(
     client: httpx.AsyncClient, upstream: Upstream, messages: list[dict[str, Any]], tools: list[dict[str, Any]]
 ) -> TokenCount:
-    """The prompt's tokens from `upstream.tokenize_url`, else an estimate (logged as one)."""
+    """The prompt's tokens from `upstream.tokenize_url`, else from the model folder's tokenizer, else an
+    estimate (logged as one)."""
     if upstream.tokenize_url:
         exact = await _tokenize(client, upstream, messages, tools)
         if exact is not None:
             return TokenCount(exact, True)
+    if upstream.tokenizer_folder:
+        counted = await asyncio.to_thread(local_tokens.count, upstream.tokenizer_folder, messages, tools)
+        if counted is not None:
+            return TokenCount(counted, True)
     size = len(dumps({"messages": messages, "tools": tools}))
     tokens = estimate(size)
     log.info("prompt size %d tokens is an estimate (%d bytes / %.1f)", tokens, size, CHARS_PER_TOKEN)
@@ -58,7 +67,7 @@ async def _tokenize(
         if upstream.model is not None:
             body["model"] = upstream.model
     else:  # llama-server's /tokenize takes plain text: the contents, without the template's markup
-        body = {"content": _flatten(messages, tools)}
+        body = {"content": local_tokens.flatten(messages, tools)}
     # Without the content type a FastAPI server reads the body as bytes, not JSON, and answers 400.
     headers = {"content-type": "application/json"}
     if upstream.api_key:
@@ -83,21 +92,6 @@ async def _tokenize(
     return None
 
 
-def _flatten(messages: list[dict[str, Any]], tools: list[dict[str, Any]]) -> str:
-    parts = []
-    for message in messages:
-        content = message.get("content")
-        if isinstance(content, str):
-            parts.append(content)
-        elif isinstance(content, list):
-            parts.extend(p["text"] for p in content if isinstance(p, dict) and isinstance(p.get("text"), str))
-        for call in message.get("tool_calls") or ():
-            parts.append(call["function"]["name"] + call["function"]["arguments"])
-    if tools:
-        parts.append(dumps(tools).decode())
-    return "\n".join(parts)
-
-
 async def fit(
     client: httpx.AsyncClient,
     upstream: Upstream,
@@ -109,8 +103,10 @@ async def fit(
     """(prompt tokens, max_tokens to ask for) for one request.
 
     `max_tokens` is clamped to what the model can give: Claude Code asks for 32000-64000, more than
-    most local models' whole context. Raises ApiError 400 "prompt is too long" when the prompt alone
-    fills the context.
+    most local models' whole context. Raises ApiError 400 "prompt is too long" when the prompt, counted,
+    fills the context. An estimate past the context is no reason to refuse (JSON tool schemas make a
+    body's bytes overstate its tokens several times): the request goes on with `max_tokens` at a quarter
+    of the context, and the backend's own limit answers if the prompt is in truth too long.
     """
     max_tokens = requested
     if upstream.max_output_tokens:
@@ -123,5 +119,8 @@ async def fit(
     else:
         prompt = await count(client, upstream, messages, tools)
     if prompt.tokens >= context:
-        raise prompt_too_long(prompt.tokens, context)
+        if prompt.exact:
+            raise prompt_too_long(prompt.tokens, context)
+        log.info("an estimate of %d tokens exceeds the context of %d; the backend decides", prompt.tokens, context)
+        return prompt.tokens, max(1, min(max_tokens, context // 4))
     return prompt.tokens, max(1, min(max_tokens, context - prompt.tokens))

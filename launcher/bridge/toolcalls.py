@@ -1,9 +1,13 @@
 """Tool calls from an OpenAI-style stream: fragments grouped into calls, arguments checked before a client sees them.
 
 OpenAI's grammar ties a call's fragments together by `index`, but servers differ: Ollama 0.20 sends every
-parallel call with index 0 and tells them apart only by `id` (ollama/ollama#15457), others leave `index` out.
-The rule here: a new `id` starts a new call, even on an index already in use; a fragment without an id
-continues the call its index names, or, with no index either, the call that is open.
+parallel call with index 0 and tells them apart only by `id` (ollama/ollama#15457), others leave `index` out,
+LiteLLM's interleaved calls carry neither, some give every call the same id, and Poolside's API gives one call a
+new id partway through. The rules here, in order:
+- a fragment with a function name starts a new call, unless it only repeats the name (and id) of the call it
+  belongs to while that call's arguments are still incomplete (servers that send the name on every fragment);
+- a fragment without a name continues a call: the one its index names, else the one whose id it carries, else
+  the call in progress. A new id alone never starts a call.
 
 Arguments are decided once, when the answer ends: valid JSON goes through as it came, JSON with an
 unambiguous flaw (a missing closer, a trailing comma, Python literals) is repaired, and anything else becomes
@@ -58,12 +62,15 @@ class CallCollector:
         index = raw.get("index")
         index = index if isinstance(index, int) and not isinstance(index, bool) else None
         call_id = raw.get("id") if isinstance(raw.get("id"), str) and raw.get("id") else None
-        call = self._call_for(index, call_id)
-        if call_id and not call.id:
-            call.id = call_id
         function: dict[str, Any] = raw["function"] if isinstance(raw.get("function"), dict) else {}
         name = function.get("name")
-        if isinstance(name, str) and name and not call.name:
+        name = name if isinstance(name, str) and name else None
+        call = self._call_for(index, call_id)
+        if call is None or (name is not None and call.name and not _repeats(call, call_id, name)):
+            call = self._new(index)
+        if call_id and not call.id:
+            call.id = call_id
+        if name is not None and not call.name:
             call.name = name
         piece = function.get("arguments")
         if isinstance(piece, str) and piece:
@@ -75,18 +82,15 @@ class CallCollector:
         """A complete call found elsewhere (tool-call markup a backend left in its text)."""
         self.calls.append(PendingCall(call_id, name, [arguments]))
 
-    def _call_for(self, index: int | None, call_id: str | None) -> PendingCall:
+    def _call_for(self, index: int | None, call_id: str | None) -> PendingCall | None:
+        """The call a fragment continues unless its function name starts another; None: there is none yet."""
         if index is not None:
-            current = self._by_index.get(index)
-            if current is not None and not (call_id and current.id and call_id != current.id):
-                return current
-            return self._new(index)
+            return self._by_index.get(index)
         if call_id:
             for call in reversed(self.calls):
                 if call.id == call_id:
                     return call
-            return self._new(None)
-        return self.calls[-1] if self.calls else self._new(None)
+        return self.calls[-1] if self.calls else None
 
     def _new(self, index: int | None) -> PendingCall:
         call = PendingCall()
@@ -94,6 +98,21 @@ class CallCollector:
         if index is not None:
             self._by_index[index] = call
         return call
+
+
+def _repeats(call: PendingCall, call_id: str | None, name: str) -> bool:
+    """Whether a fragment naming `name` goes on with `call` rather than starting another call: same name, no
+    other id, and arguments not yet a whole JSON value (a second call's fragment comes after the first's end)."""
+    if name != call.name or (call_id and call.id and call_id != call.id):
+        return False
+    text = "".join(call.args).strip()
+    if not text:
+        return True
+    try:
+        loads(text)
+    except DecodeError:
+        return True
+    return False
 
 
 @dataclass(frozen=True)

@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -33,9 +34,11 @@ class Upstream:
     context_length: int | None = None
     max_output_tokens: int | None = None
     tokenize_url: str | None = None
+    tokenizer_folder: str | None = None  # a local model folder whose tokenizer counts prompts
     passthrough: bool = False
     transport: httpx.AsyncBaseTransport | None = None
     accepts_images: bool | None = None  # False: refuse images here (the backend would drop them)
+    short_tool_descriptions: bool = False  # a small model: tool descriptions cut to their first sentence
 
     def __repr__(self) -> str:  # the key must never reach a log through a repr
         return f"Upstream(name={self.name!r}, base_url={self.base_url!r}, api={self.api.value!r})"
@@ -55,18 +58,62 @@ class Reporter(Protocol):
     def report(self, ok: bool) -> None: ...
 
 
+class Lease:
+    """One request's hold on a backend, from the gate: the upstream to call, counted in flight until its
+    outcome is reported, and the charge of that outcome (to the breaker of the backend that served it, with
+    the permit its breaker handed out: a half-open breaker's trial is this request, not whichever ends next).
+
+    `report` counts once; later calls do nothing, so every exit path may report.
+    """
+
+    def __init__(self, upstream: Upstream, charge: Callable[[bool], None], done: Callable[[], None]) -> None:
+        self.upstream = upstream
+        self._charge = charge
+        self._done = done
+        self.reported = False
+
+    def report(self, ok: bool) -> None:
+        if not self.reported:
+            self.reported = True
+            self._done()
+            self._charge(ok)
+
+
 class BackendGate(Protocol):
-    async def acquire(self) -> Upstream:
-        """The backend to call; waits while it starts, or raises BackendUnavailable."""
+    async def acquire(self) -> Lease:
+        """A lease on the backend to call; waits while it starts, or raises BackendUnavailable."""
         ...
 
-    def report(self, ok: bool, upstream: Upstream | None = None) -> None:
-        """The outcome of one call to `upstream` (the one `acquire` returned), for its circuit breaker."""
+    def in_flight(self, upstream: Upstream) -> int:
+        """Leases on `upstream` not yet reported (what a draining backend waits for)."""
         ...
 
     def snapshot(self) -> dict[str, Any]:
         """Backend and breaker state for `GET /health`."""
         ...
+
+
+class LeaseCounter:
+    """Leases out per upstream (by identity: an in-place swap may build an upstream equal to the old one)."""
+
+    def __init__(self) -> None:
+        self._out: dict[int, int] = {}
+
+    def lease(self, upstream: Upstream, charge: Callable[[bool], None]) -> Lease:
+        key = id(upstream)
+        self._out[key] = self._out.get(key, 0) + 1
+
+        def done() -> None:
+            left = self._out.get(key, 0) - 1
+            if left > 0:
+                self._out[key] = left
+            else:
+                self._out.pop(key, None)
+
+        return Lease(upstream, charge, done)
+
+    def count(self, upstream: Upstream) -> int:
+        return self._out.get(id(upstream), 0)
 
 
 class StaticGate:
@@ -75,13 +122,17 @@ class StaticGate:
     def __init__(self, upstream: Upstream) -> None:
         self.upstream = upstream
         self.reports: list[bool] = []
+        self._leases = LeaseCounter()
 
-    async def acquire(self) -> Upstream:
-        return self.upstream
+    async def acquire(self) -> Lease:
+        return self._leases.lease(self.upstream, self._record)
 
-    def report(self, ok: bool, upstream: Upstream | None = None) -> None:
+    def _record(self, ok: bool) -> None:
         self.reports.append(ok)
         del self.reports[:-1000]  # a long-running proxy must not grow this forever
+
+    def in_flight(self, upstream: Upstream) -> int:
+        return self._leases.count(upstream)
 
     def snapshot(self) -> dict[str, Any]:
         return {"backend": self.upstream.name, "state": "READY", "breaker": "closed"}

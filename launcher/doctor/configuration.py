@@ -122,6 +122,13 @@ def tools_check(name: str, entry: BackendConfig) -> Check | None:
     if found.can_call is None:
         return None
     if found.can_call:
+        from adapters.model_fixes import folder_faults
+
+        faults = folder_faults(Path(str(entry.model)).expanduser())
+        if faults:
+            said = "; ".join(f"{f.what}: {f.effect}" for f in faults)
+            fix = f"Repair the folder with `anyclaude models fix {entry.model}` (or re-import its GGUF)."
+            return Check(name, CheckStatus.WARN, f"{model_name(entry)} can call tools, but {said}", fix)
         return Check(name, CheckStatus.OK, f"{model_name(entry)} can call tools ({found.why})")
     return Check(name, CheckStatus.WARN, f"{model_name(entry)} cannot call tools ({found.why})", NO_TOOLS_FIX)
 

@@ -24,8 +24,9 @@ from typing import IO, Any
 import httpx
 
 from adapters.base import Check, CheckStatus
-from launcher.config import Settings, load_settings
+from launcher.config import Settings
 from launcher.control import proxied, stop
+from launcher.defaults import load_or_default
 from launcher.errors import AnyclaudeError, ConfigError
 from launcher.paths import Home
 from launcher.supervision import statefile
@@ -75,7 +76,8 @@ def deep_checks(
 ) -> list[Check]:
     """The `deep.*` checks for the chosen mode; a serve started for them is stopped before this returns."""
     try:
-        settings = load_settings(config_path, mode, env, cwd)
+        # Without a config file anywhere, the built-in default is what `anyclaude` and `serve` run.
+        settings = load_or_default(config_path, mode, env, cwd)
     except ConfigError as exc:
         fix = exc.hint or "Fix the config (see the config checks)."
         return [Check(PROXY, CheckStatus.FAIL, f"no backend to check: {exc.message}", fix)]

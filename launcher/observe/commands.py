@@ -14,7 +14,6 @@ from typing import Any
 
 import click
 
-from launcher.cli import cli
 from launcher.errors import AnyclaudeError, NotRunningError
 
 FOLLOW_POLL = 0.5
@@ -51,6 +50,8 @@ def _size(value: int | None) -> str:
 def request_cells(row: dict[str, Any]) -> dict[str, str]:
     """One logged request as the table's text cells."""
     result = str(row["status"]) + (f" {row['error_type']}" if row["error_type"] else "")
+    if row.get("tool_parse_failed"):
+        result += " tool_parse_failed"
     return {
         "time": time.strftime("%H:%M:%S", time.localtime(row["started"])),
         "session": (row["session_id"] or "-")[:8],
@@ -98,16 +99,30 @@ def _print_requests(found: Sequence[dict[str, Any]], as_json: bool, rich_out: bo
     table = Table(*(title for title, _, _ in _REQUEST_COLUMNS), show_header=header)
     for row in found:
         cells = request_cells(row)
-        style = "red" if row["status"] >= 400 or row["error_type"] else ""
+        style = "red" if row["status"] >= 400 or row["error_type"] else "yellow" if row.get("tool_parse_failed") else ""
         table.add_row(*(cells[key] for _, key, _ in _REQUEST_COLUMNS), style=style)
     Console().print(table)
 
 
-@cli.command()
-@click.option("-n", "--lines", "count", default=20, show_default=True, help="How many of the last requests to show.")
+@click.command()
+@click.option(
+    "-n",
+    "--lines",
+    "count",
+    type=click.IntRange(0, 2**63 - 1),  # what SQLite can bind; past it the query would fail
+    default=20,
+    show_default=True,
+    help="How many of the last requests to show.",
+)
 @click.option("-f", "--follow", is_flag=True, help="Keep showing new requests as they come.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per request, one per line.")
-def requests(count: int, follow: bool, as_json: bool) -> None:
+@click.option(
+    "--tool-parse-failed",
+    "parse_failed",
+    is_flag=True,
+    help="Only requests whose answer held text that looked like a tool call but could not be made one.",
+)
+def requests(count: int, follow: bool, as_json: bool, parse_failed: bool) -> None:
     """Show the last requests through the proxy: tokens, time to first token, speed, result."""
     from launcher.observe import store
     from launcher.paths import Home
@@ -115,22 +130,26 @@ def requests(count: int, follow: bool, as_json: bool) -> None:
     path = store.log_path(Home.from_env())
     rich_out = sys.stdout.isatty()
     with store.reader(path) as conn:
-        found = [] if conn is None else store.rows(conn, count)
+        found = [] if conn is None else store.rows(conn, count, parse_failed=parse_failed)
         last = 0 if conn is None else store.latest_id(conn)
     if not found and not follow:
-        click.echo(f"No requests logged yet in {path}.", err=not as_json)
+        what = "No request with tool_parse_failed" if parse_failed else "No requests logged yet"
+        click.echo(f"{what} in {path}.", err=not as_json)
         return
     _print_requests(found, as_json, rich_out, header=True)
     while follow:
         time.sleep(FOLLOW_POLL)
         with store.reader(path) as conn:
             fresh = [] if conn is None else store.rows(conn, 1000, last)
+            newest = fresh[-1]["id"] if fresh else last
+            if parse_failed:
+                fresh = [row for row in fresh if row["tool_parse_failed"]]
         if fresh:
             _print_requests(fresh, as_json, rich_out, header=False)
-            last = fresh[-1]["id"]
+        last = newest
 
 
-@cli.command()
+@click.command()
 @click.option("--since", metavar="WHEN", help="Only requests since: 30m, 12h, 7d, 2w, today, or a date (2026-12-01).")
 @click.option(
     "--by", "group", type=click.Choice(["day", "session", "backend", "model"]), help="One row per day, session, …"
@@ -197,7 +216,7 @@ def usage(since: str | None, group: str | None, as_json: bool) -> None:
         )
 
 
-@cli.command()
+@click.command()
 @click.option("--mode", "-m", metavar="NAME", help="The backend whose anyclaude to open (when several run).")
 @click.option("--no-open", is_flag=True, help="Print the address only; do not open a browser.")
 def dashboard(mode: str | None, no_open: bool) -> None:

@@ -14,6 +14,8 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
+from adapters.contracts import SESSION_HEADERS
+
 # The answer's first chunks carry `message_start` (input tokens of a relayed stream); its last ones
 # carry `message_delta` (stop reason, final usage) or an `error` event. Nothing else is kept.
 HEAD_CHUNKS = 2
@@ -23,9 +25,7 @@ MIN_DECODE_TOKENS = 8
 # With logBodies on, this much of each request and answer is stored.
 BODY_KEEP_BYTES = 1024 * 1024
 
-_SESSION = b"x-claude-code-session-id"
-_AGENT = b"x-claude-code-agent-id"
-_PARENT = b"x-claude-code-parent-agent-id"
+_SESSION, _AGENT, _PARENT = (name.encode() for name in SESSION_HEADERS)
 _DELTA = b"content_block_delta"
 
 
@@ -47,6 +47,8 @@ class RequestRecord:
     status: int = 0
     error_type: str | None = None
     first_token_at: float | None = None
+    text_tool_calls: int | None = None  # calls recovered from the answer's text (None: text not searched)
+    tool_parse_failed: bool = False  # text looked like a tool call that could not be made one
     ended_at: float | None = None
     # Filled on the writer thread by `settle`.
     stop_reason: str | None = None

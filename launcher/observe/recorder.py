@@ -34,6 +34,10 @@ SCOPE_KEY = "anyclaude.record"
 # Records waiting for the writer; past this (a disk far slower than the requests) new ones are dropped.
 QUEUE_LIMIT = 10_000
 BATCH_LIMIT = 500
+# A batch is written in parts of at most this share of requestLogMaxBytes (estimated), each followed by
+# `store.fit`: the log's files never pass the limit by more than one part.
+PART_SHARE = 0.02
+ROW_ESTIMATE = 300  # bytes a row takes without bodies, index included (bench/request_log_size.py: ~200)
 # Retention runs at most this often (seconds), and after this many new rows.
 PRUNE_INTERVAL = 60.0
 PRUNE_ROWS = 1_000
@@ -113,6 +117,7 @@ class Recorder:
         self.retry_interval = RETRY_INTERVAL
         self._last_prune = 0.0
         self._since_prune = 0
+        self._wal_sized_for: int | None = None
 
     # ------------------------------------------------------------------ the proxy's calls (event loop)
 
@@ -126,6 +131,11 @@ class Recorder:
         record: RequestRecord | None = request.scope.get(SCOPE_KEY)
         if record is not None:
             record.backend, record.model_asked, record.model_served, record.streamed = backend, asked, served, stream
+
+    def text_tool_calls(self, request: Request, recovered: int, failed: bool) -> None:
+        record: RequestRecord | None = request.scope.get(SCOPE_KEY)
+        if record is not None:
+            record.text_tool_calls, record.tool_parse_failed = recovered, failed
 
     def end(self, record: RequestRecord | None, request: Request, response: Response) -> Response:
         if record is None:
@@ -228,7 +238,7 @@ class Recorder:
                 self.unwritten += len(batch)
                 continue
             try:
-                store.insert(conn, batch)
+                self._write(conn, batch, settings)
                 self._since_prune += len(batch)
                 self._maybe_prune(conn, settings)
             except sqlite3.Error as exc:
@@ -236,12 +246,36 @@ class Recorder:
                 self._failed(f"cannot write the request log {self.path} ({exc})")
                 conn.close()
                 conn, retry_at = None, time.monotonic() + self.retry_interval
+                self._wal_sized_for = None
                 continue
             self.written += len(batch)
             self._recovered()
             self._notify()
         if conn is not None:
             conn.close()
+
+    def _write(self, conn: sqlite3.Connection, batch: list[RequestRecord], settings: LogSettings) -> None:
+        """Insert `batch` in parts, keeping the files within requestLogMaxBytes after each."""
+        if self._wal_sized_for != settings.max_bytes:
+            store.size_wal(conn, settings.max_bytes)
+            self._wal_sized_for = settings.max_bytes
+        budget = max(1, int(settings.max_bytes * PART_SHARE))
+        part: list[RequestRecord] = []
+        size = 0
+        for record in batch:
+            part.append(record)
+            size += _estimate(record)
+            if size >= budget:
+                self._write_part(conn, part, settings)
+                part, size = [], 0
+        if part:
+            self._write_part(conn, part, settings)
+
+    def _write_part(self, conn: sqlite3.Connection, part: list[RequestRecord], settings: LogSettings) -> None:
+        store.insert(conn, part)
+        removed = store.fit(conn, self.path, settings.max_bytes)
+        if removed:
+            log.debug("request log: removed the %d oldest rows (keeping %d bytes)", removed, settings.max_bytes)
 
     def _drain(self, first: RequestRecord | None) -> list[RequestRecord | None]:
         items = [first]
@@ -279,7 +313,7 @@ class Recorder:
             log.info("request log: removed %d old rows (keeping %g days, %d bytes)", removed, *_limits(settings))
 
     def _failed(self, message: str) -> None:
-        # RELIABILITY 26: said once per condition, not once per request.
+        # docs/reliability.md 26: said once per condition, not once per request.
         if self._failing != message:
             self._failing = message
             log.warning(
@@ -293,6 +327,12 @@ class Recorder:
         if self._failing is not None:
             log.warning("the request log is written again (%d records were lost meanwhile)", self.dropped)
             self._failing = None
+
+
+def _estimate(record: RequestRecord) -> int:
+    """Bytes `record` adds to the log, roughly: its row and any kept prompt and answer."""
+    bodies = len(record.request_body or b"") + sum(len(part) for part in record.answer or [])
+    return ROW_ESTIMATE + bodies
 
 
 def _limits(settings: LogSettings) -> tuple[float, int]:

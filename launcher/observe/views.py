@@ -42,6 +42,7 @@ async def backend_state(stack: Stack) -> dict[str, Any]:
         "port": backend.spec.port,
         "model": backend.upstream.model or backend.spec.model_name or _configured_model(stack, backend.spec.name),
         "serving": True,
+        "prompt_cache": await prompt_cache(backend),
     }
     return {
         "mode": stack.settings.mode,
@@ -94,6 +95,39 @@ async def queue_depth(backend: Backend) -> dict[str, Any]:
         return {}
     queue = body.get("queue") if isinstance(body, dict) else None
     return dict(queue) if isinstance(queue, dict) else {}
+
+
+async def prompt_cache(backend: Backend) -> dict[str, Any] | None:
+    """Both tiers of our MLX server's prompt cache as its `/v1/cache` says (RAM and disk: slots, bytes, budget,
+    hits; loads from disk and their time); None for other kinds or when it does not answer."""
+    if backend.embedded_app is not None:
+        with contextlib.suppress(Exception):
+            return _cache_tiers(backend.embedded_app.state.runtime.cache_store.describe())
+        return None
+    url = backend.spec.health_url
+    if backend.spec.kind != "mlx-server" or not url:
+        return None
+    try:
+        async with httpx.AsyncClient(timeout=QUEUE_PROBE_TIMEOUT, trust_env=False) as client:
+            body = (await client.get(httpx.URL(url).copy_with(path="/v1/cache", query=None))).json()
+    except (httpx.HTTPError, ValueError):
+        return None
+    return _cache_tiers(body) if isinstance(body, dict) else None
+
+
+def _cache_tiers(body: dict[str, Any]) -> dict[str, Any] | None:
+    if not body.get("enabled"):
+        return None
+    totals, disk = body.get("totals") or {}, body.get("disk") or {}
+    return {
+        "ram": {
+            "slots": totals.get("slots"),
+            "bytes": totals.get("bytes"),
+            "max_bytes": totals.get("max_bytes"),
+            "hits": totals.get("hits_ram", totals.get("hits")),
+        },
+        "disk": {key: disk.get(key) for key in ("slots", "bytes", "max_bytes", "hits", "loads", "load_s")},
+    }
 
 
 async def metrics_view(stack: Stack) -> BackendView:

@@ -22,6 +22,7 @@ from starlette.responses import Response, StreamingResponse
 from starlette.routing import BaseRoute, Route
 
 from launcher.bridge.errors import ApiError
+from launcher.bridge.guard import origin_allowed
 from launcher.bridge.handlers import error_response, json_response
 from launcher.observe import store, usage, views
 from launcher.observe.metrics import CONTENT_TYPE, Metrics
@@ -89,8 +90,7 @@ class Dashboard:
         origin = request.headers.get("origin")
         if origin is None:
             return None
-        own = f"http://{request.headers.get('host', '')}"
-        if origin == own or origin in self.stack.settings.config.cors_origins:
+        if origin_allowed(origin, self.stack.settings.config.cors_origins, request.headers.get("host", "")):
             return None
         return ApiError(403, f"requests from {origin} may not use this endpoint (add it to corsOrigins to allow it)")
 
@@ -135,7 +135,7 @@ class Dashboard:
 
     async def requests(self, request: Request) -> Response:
         query = request.query_params
-        after, limit = _int(query.get("after"), 0), min(_int(query.get("limit"), 200), MAX_ROWS)
+        after, limit = _int("after", query.get("after"), 0), min(_int("limit", query.get("limit"), 200), MAX_ROWS)
         found = await asyncio.to_thread(self._rows, after, limit)
         return json_response({"requests": found})
 
@@ -203,7 +203,7 @@ class Dashboard:
         name = request.query_params.get("log") or ""
         logs = self.stack.settings.home.logs
         tail = views.LogTail(logs / f"{name}.log") if name in views.log_names(logs) else None
-        after = _int(request.query_params.get("after"), 0)
+        after = _int("after", request.query_params.get("after"), 0)
         return StreamingResponse(
             self._events(after, tail), media_type="text/event-stream", headers={"cache-control": "no-cache"}
         )
@@ -241,11 +241,18 @@ def _event(name: str, data: Any) -> bytes:
     return f"event: {name}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n".encode()
 
 
-def _int(value: str | None, default: int) -> int:
+def _int(name: str, value: str | None, default: int) -> int:
+    """A query's whole number, negatives as 0; one past what the request log's ids can hold is a 400
+    (SQLite cannot bind it: the query would fail with a 500, or cut an event stream already started)."""
+    if value is None:
+        return default
     try:
-        return max(0, int(value)) if value is not None else default
+        number = int(value)
     except ValueError:
-        raise ApiError(400, f"{value!r} is not a whole number") from None
+        raise ApiError(400, f"{name}: {value[:40]!r} is not a whole number") from None
+    if abs(number) > store.MAX_ID:
+        raise ApiError(400, f"{name}: give a whole number from 0 to {store.MAX_ID}") from None
+    return max(0, number)
 
 
 def _str(value: object) -> str | None:

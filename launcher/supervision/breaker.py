@@ -89,7 +89,8 @@ class CircuitBreaker:
             self._probe_out = False
         if ok:
             self.failures = 0
-            if self.state is not BreakerState.CLOSED and (probe or self.state is BreakerState.HALF_OPEN):
+            # Only the trial closes: a call let through before the breaker opened may end well meanwhile.
+            if self.state is not BreakerState.CLOSED and probe:
                 self._set(BreakerState.CLOSED, "probe succeeded")
             return
         self.failures += 1

@@ -8,6 +8,7 @@ masked. It also keeps the last lines in memory for progress displays and start-f
 from __future__ import annotations
 
 import codecs
+import contextlib
 import io
 import logging
 import logging.handlers
@@ -18,6 +19,7 @@ import sys
 import threading
 import time
 from collections import deque
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +28,9 @@ from launcher.paths import FILE_MODE
 from launcher.redact import redact_argv, redact_text
 
 CHUNK = 65536
+# What could not be written for a full disk is kept, the newest this many characters, and written (after a
+# line saying so) once there is room: the next write, or the disk retry within a second of space returning.
+KEEP_UNWRITTEN = 64 * 1024
 
 
 class PrivateRotatingFileHandler(logging.handlers.RotatingFileHandler):
@@ -34,13 +39,18 @@ class PrivateRotatingFileHandler(logging.handlers.RotatingFileHandler):
     The standard handler measures records in characters, so multibyte output (U+FFFD from invalid
     UTF-8 is 3 bytes) overshoots the limit, and with no backups it never rotates at all.
     A write that fails (a full disk) is reported once to `diskfull.TROUBLE` as `what`, instead of the
-    standard handler's traceback on stderr for every record (the terminal Claude Code draws on).
+    standard handler's traceback on stderr for every record (the terminal Claude Code draws on); what it
+    could not write is kept (see KEEP_UNWRITTEN) and written, in order, once there is room.
     """
 
     def __init__(self, *args: Any, what: str = "a log", **kwargs: Any) -> None:
         self.what = what
         self._troubled = False
         self._failed = False
+        self._unwritten: deque[str] = deque()
+        self._unwritten_chars = 0
+        self._lost_chars = 0
+        self._unwritten_since = ""
         super().__init__(*args, **kwargs)
 
     def _open(self) -> io.TextIOWrapper:
@@ -52,11 +62,19 @@ class PrivateRotatingFileHandler(logging.handlers.RotatingFileHandler):
         return open(fd, "a", encoding=self.encoding, errors=self.errors)
 
     def emit(self, record: logging.LogRecord) -> None:
-        self._failed = False
-        super().emit(record)
-        if self._troubled and not self._failed:
-            self._troubled = False
-            TROUBLE.ok(self.what)
+        with self._held():  # BackendLog calls emit directly; the disk retry thread writes what was kept
+            self._failed = False
+            if self._unwritten:
+                try:
+                    self.write_unwritten()
+                except OSError as exc:  # still no room: this one waits behind the others, in order
+                    self._keep(self.format(record) + self.terminator)
+                    TROUBLE.failed(self.what, self.baseFilename, exc, self.write_unwritten)
+                    return
+            super().emit(record)
+            if self._troubled and not self._failed:
+                self._troubled = False
+                TROUBLE.ok(self.what)
 
     def handleError(self, record: logging.LogRecord) -> None:
         exc = sys.exc_info()[1]
@@ -64,7 +82,55 @@ class PrivateRotatingFileHandler(logging.handlers.RotatingFileHandler):
             super().handleError(record)
             return
         self._failed = self._troubled = True
-        TROUBLE.failed(self.what, self.baseFilename, exc)
+        self._drop_stream()
+        self._keep(self.format(record) + self.terminator)
+        TROUBLE.failed(self.what, self.baseFilename, exc, self.write_unwritten)
+
+    def write_unwritten(self) -> None:
+        """Write what a full disk kept out, after a line saying so. Raises OSError while there is no room."""
+        with self._held():
+            if not self._unwritten:
+                return
+            lost = f", {self._lost_chars} characters before them were lost" if self._lost_chars else ""
+            note = (
+                f"===== {time.strftime('%H:%M:%S')} the disk was full from {self._unwritten_since}: "
+                f"the lines below were written late{lost}\n"
+            )
+            try:
+                if self.stream is None:
+                    self.stream = self._open()
+                self.stream.write(note + "".join(self._unwritten))
+                self.stream.flush()
+            except OSError:
+                self._drop_stream()
+                raise
+            self._unwritten.clear()
+            self._unwritten_chars = self._lost_chars = 0
+
+    @contextlib.contextmanager
+    def _held(self) -> Iterator[None]:
+        self.acquire()  # an RLock: emit holds it already when called through handle()
+        try:
+            yield
+        finally:
+            self.release()
+
+    def _keep(self, text: str) -> None:
+        if not self._unwritten:
+            self._unwritten_since = time.strftime("%H:%M:%S")
+        self._unwritten.append(text)
+        self._unwritten_chars += len(text)
+        while self._unwritten_chars > KEEP_UNWRITTEN and len(self._unwritten) > 1:
+            dropped = self._unwritten.popleft()
+            self._unwritten_chars -= len(dropped)
+            self._lost_chars += len(dropped)
+
+    def _drop_stream(self) -> None:
+        """Close the file after a failed write: what it still buffers is kept apart, never written twice."""
+        if self.stream is not None:
+            stream, self.stream = self.stream, None
+            with contextlib.suppress(OSError, ValueError):
+                stream.close()
 
     def flush(self) -> None:
         try:

@@ -5,8 +5,9 @@
 - READY / DEGRADED: the circuit breaker decides; while it is open the backend is not touched.
 A config reload swaps the (supervisor, upstream) pair with `switch`: new requests go to the new
 backend at once, requests already running keep the upstream they were given, and each outcome is
-charged to the breaker of the backend that served it. A request waiting when the backend is swapped
-follows the swap; one waiting when the stack stops gets an error naming why (`close`).
+charged to the breaker of the backend that served it, with the permit it was given (the `Lease`). A
+request waiting when the backend is swapped follows the swap; one waiting when the stack stops gets an
+error naming why (`close`).
 """
 
 from __future__ import annotations
@@ -15,10 +16,9 @@ import asyncio
 from typing import Any
 
 from adapters.base import ApiKind, LaunchSpec
+from launcher.bridge.upstream import BackendUnavailable, Lease, LeaseCounter, Upstream
 from launcher.config import BackendConfig
 from launcher.errors import CircuitOpenError
-from launcher.proxy import BackendUnavailable, Upstream
-from launcher.supervision.breaker import BreakerState, Permit
 from launcher.supervision.states import SERVING, ProcessState
 from launcher.supervision.supervisor import Supervisor
 
@@ -38,13 +38,16 @@ def upstream_for(spec: LaunchSpec, entry: BackendConfig, transport: Any = None) 
         api_key=entry.api_key.get_secret_value() if entry.api_key else None,
         model=spec.model_name,
         context_length=spec.context_length,
-        max_output_tokens=entry.max_output_tokens,
+        max_output_tokens=spec.facts.max_output_tokens,
         tokenize_url=spec.tokenize_url,
+        tokenizer_folder=spec.tokenizer_folder,
         # The real Anthropic API gets the client's request untouched; a local Anthropic-speaking
         # server (llama-server) gets the cache hygiene and model mapping.
         passthrough=spec.kind == "anthropic" and spec.api is ApiKind.ANTHROPIC,
         transport=transport,
         accepts_images=spec.accepts_images,
+        short_tool_descriptions=entry.claude.tool_descriptions == "short"
+        or (entry.claude.tool_descriptions == "auto" and spec.facts.small),
     )
 
 
@@ -53,9 +56,7 @@ class SupervisorGate:
         self.supervisor = supervisor
         self.upstream = upstream
         self.wait_timeout = wait_timeout
-        # Who served each upstream still in use, by identity: an in-place swap may build an upstream
-        # equal to the old one, and the old one's requests must still be charged to the old breaker.
-        self._served_by: dict[int, tuple[Upstream, Supervisor]] = {id(upstream): (upstream, supervisor)}
+        self._leases = LeaseCounter()
         self._changed = asyncio.Event()
         self._closed: str | None = None
         self.waiting = 0
@@ -63,20 +64,14 @@ class SupervisorGate:
     def switch(self, supervisor: Supervisor, upstream: Upstream, wait_timeout: float) -> None:
         """Send new requests to another backend (a config reload); running ones finish where they are."""
         self.supervisor, self.upstream, self.wait_timeout = supervisor, upstream, wait_timeout
-        self._served_by[id(upstream)] = (upstream, supervisor)
         self._wake()
-
-    def forget(self, upstream: Upstream) -> None:
-        """The backend behind `upstream` has stopped; no request can report on it any more."""
-        if upstream is not self.upstream:
-            self._served_by.pop(id(upstream), None)
 
     def close(self, reason: str) -> None:
         """Refuse new requests and end every wait with `reason` (the stack is stopping)."""
         self._closed = reason
         self._wake()
 
-    async def acquire(self) -> Upstream:
+    async def acquire(self) -> Lease:
         self._check_open()
         deadline = asyncio.get_running_loop().time() + self.wait_timeout
         self.waiting += 1
@@ -105,17 +100,16 @@ class SupervisorGate:
                 f"The backend '{upstream.name}' is not ready after {self.wait_timeout:.0f} s ({state}).",
                 retry_after=RETRY_STARTING,
             )
+        breaker = supervisor.breaker
         try:
-            supervisor.breaker.allow()
+            permit = breaker.allow()
         except CircuitOpenError as exc:
             raise BackendUnavailable(exc.message, retry_after=exc.retry_after) from None
-        return upstream
+        # The outcome goes to this breaker with this permit, whatever serves new requests by then.
+        return self._leases.lease(upstream, lambda ok: breaker.record(ok, permit))
 
-    def report(self, ok: bool, upstream: Upstream | None = None) -> None:
-        served = self._served_by.get(id(upstream)) if upstream is not None else None
-        breaker = (served[1] if served is not None else self.supervisor).breaker
-        # While half-open only the probe was let through, so the report in that state is the probe's.
-        breaker.record(ok, Permit(probe=breaker.state is BreakerState.HALF_OPEN))
+    def in_flight(self, upstream: Upstream) -> int:
+        return self._leases.count(upstream)
 
     def snapshot(self) -> dict[str, Any]:
         return {

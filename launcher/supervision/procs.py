@@ -22,6 +22,9 @@ from launcher.supervision.clock import Clock
 
 PR_SET_PDEATHSIG = 1
 POLL = 0.05
+KILL_WAIT = 5.0
+# psutil reports create time rounded by the platform (as statefile.CREATE_TIME_TOLERANCE).
+CREATE_TIME_TOLERANCE = 0.01
 WATCHDOG = Path(__file__).with_name("watchdog.py")
 # The watchdog moves these back into the backend's environment (see watchdog.MOVED): a preloaded
 # OpenBLAS belongs in the model server, not in a 10 MB Python process that only waits.
@@ -190,3 +193,64 @@ async def terminate_group(
             break
         await asyncio.sleep(POLL)
     return True
+
+
+# ---------------------------------------------------------------------- a watchdog that died on its own
+
+
+def tree_of(pid: int) -> dict[int, float]:
+    """The live descendants of `pid`, each with its create time (what later proves it is ours)."""
+    found: dict[int, float] = {}
+    try:
+        children = psutil.Process(pid).children(recursive=True)
+    except psutil.Error:
+        return found
+    for proc in children:
+        with contextlib.suppress(psutil.Error):
+            found[proc.pid] = proc.create_time()
+    return found
+
+
+def leftovers(session: int, since: float, recorded: Mapping[int, float]) -> list[psutil.Process]:
+    """What is left of the tree a watchdog ran, once the watchdog itself is gone.
+
+    `recorded` are the descendants seen while it lived (pid -> create time): each still running with
+    the same create time is the same process (the kernel never gives one pid and start time to two).
+    The watchdog led its own session (`session` is its pid, `since` its create time): a process in
+    that session started after it is ours too (one forked since the last look), but only while a
+    proven member still holds the session id, so a pid reused for an unrelated session never counts.
+    """
+    found: dict[int, psutil.Process] = {}
+    for pid, created in recorded.items():
+        with contextlib.suppress(psutil.Error, OSError):
+            proc = psutil.Process(pid)
+            if abs(proc.create_time() - created) <= CREATE_TIME_TOLERANCE and _alive(proc):
+                found[pid] = proc
+    pinned = False
+    for proc in found.values():
+        with contextlib.suppress(OSError):
+            pinned = pinned or os.getsid(proc.pid) == session
+    if pinned:
+        for proc in psutil.process_iter():
+            if proc.pid in found:
+                continue
+            with contextlib.suppress(psutil.Error, OSError):
+                if os.getsid(proc.pid) == session and proc.create_time() >= since - CREATE_TIME_TOLERANCE:
+                    found[proc.pid] = proc
+    return list(found.values())
+
+
+def stop_processes(found: list[psutil.Process], grace: float) -> list[psutil.Process]:
+    """SIGTERM each of `found` once, SIGKILL what is left after `grace` seconds; returns what got SIGKILL.
+
+    psutil checks a process's create time before each signal, so a pid reused meanwhile is spared.
+    """
+    for proc in found:
+        with contextlib.suppress(psutil.Error):
+            proc.terminate()
+    _, left = psutil.wait_procs(found, timeout=grace)
+    for proc in left:
+        with contextlib.suppress(psutil.Error):
+            proc.kill()
+    psutil.wait_procs(left, timeout=KILL_WAIT)
+    return list(left)

@@ -37,11 +37,15 @@ class BackendRecord:
     port: int | None = None
     argv_hash: str | None = None
     watchdog: bool = False  # `pid` is the watchdog in front of the backend (procs.watchdog_argv)
+    # The watchdog's descendants as last seen, [pid, create time] each: what is stopped if it dies alone.
+    tree: list[list[float]] = field(default_factory=list)
     base_url: str | None = None
     launcher_pid: int = field(default_factory=os.getpid)
     launcher_create_time: float | None = None
     launcher_argv_hash: str | None = None
     config_path: str | None = None
+    # Whether the model can call tools, as the launcher found at start: {"can_call": bool | None, "why": str}.
+    tools: dict[str, Any] = field(default_factory=dict)
     proxy_url: str | None = None
     log_path: str | None = None
     restarts: int = 0

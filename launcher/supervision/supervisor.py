@@ -11,6 +11,8 @@ import asyncio
 import contextlib
 import logging
 import os
+import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum, auto
@@ -21,7 +23,7 @@ import httpx
 from adapters.base import LaunchSpec
 from launcher.diskfull import TROUBLE
 from launcher.errors import AnyclaudeError, BackendFatalError, BackendStartError, PortInUseError
-from launcher.paths import Home
+from launcher.paths import Home, write_private
 from launcher.supervision import statefile
 from launcher.supervision.backoff import Backoff
 from launcher.supervision.breaker import CircuitBreaker
@@ -29,7 +31,7 @@ from launcher.supervision.childlog import BackendLog, Pump
 from launcher.supervision.clock import Clock, MonotonicClock
 from launcher.supervision.health import probe
 from launcher.supervision.ports import port_holder
-from launcher.supervision.procs import spawn, terminate_group
+from launcher.supervision.procs import leftovers, spawn, stop_processes, terminate_group, tree_of
 from launcher.supervision.states import SERVING, ProcessState, can_transition
 
 log = logging.getLogger("anyclaude.supervisor")
@@ -40,6 +42,8 @@ READY_POLL = 0.05
 # Once a liveness probe failed, the next ones come this soon (not a whole healthInterval later): a hung
 # backend is then found within healthTimeout x healthFailures plus a second or two, not 30 s.
 DEGRADED_PROBE_INTERVAL = 1.0
+# While a backend starts (a model loading for minutes), its tree is looked at this often (a /proc scan).
+TREE_LOOK_INTERVAL = 1.0
 READY_PROBE_TIMEOUT = 2.0
 START_FAILURE_LINES = 20
 
@@ -81,6 +85,7 @@ class Supervisor:
         log_backups: int = 5,
         config_path: str | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
+        tools: dict[str, Any] | None = None,
     ) -> None:
         self.spec = spec
         self.home = home
@@ -104,6 +109,13 @@ class Supervisor:
         self._immediate = False
         self._changed = asyncio.Event()  # set and replaced on every transition
         self._inherited: statefile.BackendRecord | None = None
+        # The watchdog's descendants as last seen (pid -> create time): what is stopped if it dies on its own.
+        self._tree: dict[int, float] = {}
+        self._tree_seen_at = 0.0
+        # The state file is written here and, after a failed write, by the disk retry thread.
+        self._write_lock = threading.Lock()
+        self._saves = 0
+        self._removed = False
         self._record = statefile.BackendRecord(
             name=spec.name,
             kind=spec.kind,
@@ -114,6 +126,7 @@ class Supervisor:
             launcher_argv_hash=statefile.process_argv_hash(os.getpid()),
             config_path=config_path,
             log_path=str(self.log.path),
+            tools=tools or {},
         )
         self.breaker.add_listener(lambda old, new, why: self._save())
 
@@ -280,6 +293,7 @@ class Supervisor:
         self._record.watchdog = True
         self._record.create_time = statefile.process_create_time(self._proc.pid)
         self._record.started_at = self.clock.now()
+        self._tree, self._record.tree = {}, []
         self._save()
 
     async def _wait_ready(self) -> _Outcome | None:
@@ -291,6 +305,7 @@ class Supervisor:
         async with httpx.AsyncClient(timeout=READY_PROBE_TIMEOUT, transport=self.transport, trust_env=False) as client:
             while True:
                 if self._exited():
+                    await self._stop_leftovers()
                     return await self._failed_start(f"exited with code {self._returncode()} while starting")
                 if self._stop.is_set():
                     return _Outcome.STOP
@@ -300,6 +315,8 @@ class Supervisor:
                 if result.ok:
                     self._became_ready(f"answered {result.detail} after {self._uptime():.2f} s")
                     return None
+                if self.clock.now() - self._tree_seen_at >= TREE_LOOK_INTERVAL:
+                    await self._look_at_tree()
                 if self.clock.now() >= deadline:
                     await self._kill("startup timeout")
                     return await self._failed_start(
@@ -331,6 +348,7 @@ class Supervisor:
         liveness = self.spec.liveness
         client = httpx.AsyncClient(timeout=self.timings.health_timeout, transport=self.transport, trust_env=False)
         async with client:
+            await self._look_at_tree()
             while True:
                 interval = self.timings.health_interval
                 if misses:
@@ -344,8 +362,10 @@ class Supervisor:
                     code = self._returncode()
                     self.log.note(f"exited with code {code}")
                     await self._reap_pump()
+                    await self._stop_leftovers()
                     self.reason = f"{self.spec.name} exited with code {code}"
                     return _Outcome.FAILED
+                await self._look_at_tree()
                 if woke or liveness is None:
                     continue
                 result = await probe(client, liveness)
@@ -388,6 +408,45 @@ class Supervisor:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._proc.wait(), 5.0)
         await self._reap_pump()
+        await self._stop_leftovers()
+
+    async def _look_at_tree(self) -> None:
+        """Note the watchdog's descendants while it lives (a dead watchdog has none: the last look stays)."""
+        if self._proc is None or self._exited():
+            return
+        # Non-empty only while the watchdog lived: at its death its children go to init at once.
+        self._tree_seen_at = self.clock.now()
+        seen = await asyncio.to_thread(tree_of, self._proc.pid)
+        if seen and seen != self._tree:
+            self._tree = seen
+            self._record.tree = sorted([pid, created] for pid, created in seen.items())
+            self._save()
+
+    async def _stop_leftovers(self) -> None:
+        """Stop what a watchdog that died on its own (SIGKILL, the OOM killer) left running.
+
+        A watchdog stops its whole tree before it exits; killed, it cannot: the backend's direct child
+        dies with it (parent-death signal), but what that child started lives on, re-parented to init,
+        holding the port and memory, and no later stop would ever reach it. Only processes proven ours
+        (pid + create time, or the watchdog's own session while a proven member holds it) are signalled.
+        """
+        tree, self._tree = self._tree, {}
+        session, since = self._record.pid, self._record.create_time
+        if not tree or session is None or since is None:
+            return
+        found = await asyncio.to_thread(leftovers, session, since, tree)
+        if not found:
+            return
+        pids = ", ".join(str(p.pid) for p in found)
+        log.warning(
+            "%s: its watchdog is gone; stopping %d processes it left running (pids %s)",
+            self.spec.name,
+            len(found),
+            pids,
+        )
+        self.log.note(f"the watchdog is gone; stopping what it left running: pids {pids}")
+        grace = 0.0 if self._immediate else self.timings.stop_timeout
+        await asyncio.to_thread(stop_processes, found, grace)
 
     async def _stop_for_restart(self) -> _Outcome:
         self._set_state(S.STOPPING, "restart requested")
@@ -411,7 +470,10 @@ class Supervisor:
             # Two supervisors of one name overlap during a blue/green swap: remove only our own record.
             current = statefile.read_record(self.home, self.spec.name)
             if current is None or current.started_at == self._record.started_at:
-                statefile.remove_record(self.home, self.spec.name)
+                with self._write_lock:
+                    self._removed = True  # a pending retry must not bring the file back
+                    statefile.remove_record(self.home, self.spec.name)
+                TROUBLE.drop(f"the state file of {self.spec.name}")
             self.log.close()
 
     def _give_up(self) -> None:
@@ -483,12 +545,26 @@ class Supervisor:
         self._record.restarts = self.restarts
         self._record.breaker = self.breaker.snapshot()
         what = f"the state file of {self.spec.name}"
-        try:
-            statefile.write_record(self.home, self._record)
-        except OSError as exc:  # a full disk must not take the supervisor down, nor flood the log
-            TROUBLE.failed(what, statefile.record_path(self.home, self.spec.name), exc)
-        else:
-            TROUBLE.ok(what)
+        self._record.updated_at = time.time()
+        text, path = self._record.to_json(), statefile.record_path(self.home, self.spec.name)
+        with self._write_lock:
+            self._saves += 1
+            generation, self._removed = self._saves, False
+            try:
+                write_private(path, text)
+            except OSError as exc:  # a full disk must not take the supervisor down, nor flood the log
+                failed = exc
+            else:
+                TROUBLE.ok(what)
+                return
+
+        def retry() -> None:
+            # Called from the retry thread: a newer save (written, or failed with its own retry) wins.
+            with self._write_lock:
+                if generation == self._saves and not self._removed:
+                    write_private(path, text)
+
+        TROUBLE.failed(what, path, failed, retry)
 
     @property
     def serving(self) -> bool:

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from launcher import __version__
+from launcher.supervision.ports import free_port
 from tests.harness import ROOT, anyclaude
 from tests.integration.test_gguf_import import (
     bpe_tokenizer_meta,
@@ -24,10 +25,40 @@ def test_version() -> None:
     assert result.returncode == 0 and __version__ in result.stdout
 
 
-def test_the_example_config_validates() -> None:
+def test_the_example_config_is_well_formed_and_its_missing_model_is_said() -> None:
+    """The example parses and launches; its placeholder model folder does not exist here, said as doctor says it."""
     result = anyclaude("config", "validate", "--config", str(EXAMPLE))
-    assert result.returncode == 0, result.stderr
-    assert "valid (11 backends, 1 enabled; mode mlx)" in result.stdout
+    assert result.returncode == 1, result.stderr
+    assert "backend.mlx.model" in result.stderr and "does not exist" in result.stderr
+    assert "fix: Point it at a model folder" in result.stderr
+
+
+def test_config_validate_checks_paths_scripts_and_ports_without_starting_anything(tmp_path: Path) -> None:
+    import socket
+
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "config.json").write_text("{}")
+    (model / "model.safetensors").write_bytes(b"")
+    holder = socket.socket()
+    holder.bind(("127.0.0.1", 0))
+    holder.listen()
+    taken = holder.getsockname()[1]
+    try:
+        config = tmp_path / ".anyclauderc.json"
+        good = {"type": "mlx-server", "model": str(model), "port": free_port()}
+        config.write_text(json.dumps({"port": free_port(), "backend": "mlx", "backends": {"mlx": good}}))
+        ok = anyclaude("config", "validate", "--config", str(config))
+        assert ok.returncode == 0, ok.stderr
+        assert "valid (1 backends, 1 enabled; mode mlx)" in ok.stdout
+        script = {"serverScript": str(tmp_path / "gone.py"), "port": taken}
+        config.write_text(json.dumps({"port": free_port(), "backend": "legacy", "backends": {"legacy": script}}))
+        bad = anyclaude("config", "validate", "--config", str(config))
+        assert bad.returncode == 1
+        assert "backend.legacy.server-script" in bad.stderr and "gone.py" in bad.stderr, bad.stderr
+        assert f"port {taken} on 127.0.0.1 is in use" in bad.stderr, bad.stderr
+    finally:
+        holder.close()
 
 
 @pytest.mark.parametrize(
@@ -92,7 +123,8 @@ def test_init_writes_a_starter_config_once(tmp_path: Path) -> None:
     written = tmp_path / ".anyclauderc.json"
     data = json.loads(written.read_text())
     assert Path(data["backends"]["mlx-legacy"]["serverScript"]).is_file()  # absolute, usable from any folder
-    assert anyclaude("config", "validate", "--config", str(written)).returncode == 0
+    checked = anyclaude("config", "validate", "--config", str(written))
+    assert checked.returncode == 1 and "backend.mlx.model" in checked.stderr  # well formed; the model is yours to set
     again = init()
     assert again.returncode == 1 and "exists already" in again.stderr
     assert init("--force").returncode == 0

@@ -1,4 +1,4 @@
-"""A full disk under $ANYCLAUDE_HOME (RELIABILITY 26): serve and the config watcher keep going, each write
+"""A full disk under $ANYCLAUDE_HOME (docs/reliability.md 26): serve and the config watcher keep going, each write
 that fails is said once (no traceback flood on the terminal), and writing resumes when space returns.
 
 The home lives on a tiny tmpfs filled to the last block; mounting one needs root, so without it the
@@ -20,7 +20,7 @@ import httpx
 import pytest
 
 from launcher.supervision.ports import free_port
-from tests.harness import Serve, fault_command, full_tmpfs, launch_serve, wait_until
+from tests.harness import Serve, anyclaude, fault_command, full_tmpfs, launch_serve, wait_until
 
 
 @pytest.fixture
@@ -106,3 +106,41 @@ def test_a_log_on_a_device_file_is_never_chmodded(tmp_path: Path) -> None:
     finally:
         if os.stat("/dev/full").st_mode != before:  # put the machine's device back as it was
             os.chmod("/dev/full", stat.S_IMODE(before))
+
+
+def test_what_could_not_be_written_at_start_is_written_once_space_returns(
+    full_disk: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """`status` and `stop` find the backend within seconds of space returning, with no state change needed."""
+    home, filler = full_disk
+    port = free_port()
+    entry = {"command": fault_command(), "port": port, "healthInterval": 200}
+    data: dict[str, Any] = {"port": free_port(), "backend": "fault", "backends": {"fault": entry}}
+    config = tmp_path / "conf" / ".anyclauderc.json"
+    config.parent.mkdir()
+    _write(config, data, {})
+    s: Serve = launch_serve(config, "fault", tmp_path / "marks", port)
+    try:
+        wait_until(lambda: "Serving the Anthropic API" in s.text(), 30, what="serve to keep going after READY")
+        assert "Cannot write the state file of fault" in s.text(), s.text()
+        assert s.record() is None
+
+        filler.unlink()
+        record = wait_until(s.record, 5, what="the state file, written again once space returned")
+        assert record["state"] == "READY", record
+        shown = anyclaude("status")
+        assert shown.returncode == 0, shown.stderr
+        assert "fault" in shown.stdout and "READY" in shown.stdout, shown.stdout
+        wait_until(lambda: "Writing the state file of fault works again" in s.text(), 5, what="the recovery")
+        # The backend's first lines, written while the disk was full, are written late rather than lost.
+        log = home / "logs" / "fault.log"
+        wait_until(lambda: log.exists() and "fault backend pid" in log.read_text(), 5, what="the kept lines")
+        assert "the disk was full from" in log.read_text()
+
+        stopped = anyclaude("stop")
+        assert stopped.returncode == 0, (stopped.stdout, stopped.stderr)
+        assert "Nothing is running" not in stopped.stdout + stopped.stderr
+        assert s.wait_exit(30) == 0
+        assert "Traceback" not in s.text()
+    finally:
+        s.close()

@@ -113,3 +113,23 @@ def test_deep_doctor_fails_when_the_backend_never_gets_ready(
     assert not any(name.startswith("deep.") and name != "deep.proxy" for name in checks)
     assert not (Path(os.environ["ANYCLAUDE_HOME"]) / "run" / "stuck.json").exists()
     assert tagged_processes(no_leaked_processes) == []
+
+
+def test_deep_doctor_without_a_config_file_checks_the_running_default(tmp_path: Path) -> None:
+    """No config file anywhere: the built-in default's mode (`mlx`) is checked, through the serve running it."""
+    s = start_serve(tmp_path, entry=scripted("cached"), name="mlx")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    env = {**os.environ, "HOME": str(elsewhere)}  # no ~/.anyclauderc.json either
+    env.pop("ANYCLAUDE_CONFIG", None)
+    try:
+        s.wait_state("READY")
+        argv = [sys.executable, "-m", "launcher.doctor", "--deep", "--json"]
+        done = subprocess.run(argv, cwd=elsewhere, env=env, capture_output=True, text=True, timeout=60)
+        checks = {row["name"]: row for row in json.loads(done.stdout)["checks"]}
+        assert s.proc.poll() is None
+    finally:
+        s.close()
+    assert checks["deep.proxy"]["status"] == "ok", checks["deep.proxy"]
+    assert checks["deep.proxy"]["finding"] == f"using the running proxy at {s.proxy_url} (READY)"
+    assert checks["deep.stream"]["status"] == "ok", checks["deep.stream"]

@@ -1,4 +1,4 @@
-"""Exposure is loud (RELIABILITY 19): a proxy or a backend bound beyond loopback is warned about at start,
+"""Exposure is loud (docs/reliability.md 19): a proxy or a backend bound beyond loopback is warned about at start,
 on the terminal and in the log, naming the address and the risk."""
 
 from __future__ import annotations

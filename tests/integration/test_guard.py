@@ -1,5 +1,5 @@
 """Who may use the proxy, with real processes: a page on another origin cannot make it run a prompt, a
-connection that never finishes its headers is closed (RELIABILITY 28), and the access settings a config
+connection that never finishes its headers is closed (docs/reliability.md 28), and the access settings a config
 edit changes take effect at once (issue 14.11)."""
 
 from __future__ import annotations

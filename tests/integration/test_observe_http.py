@@ -74,6 +74,29 @@ def test_metrics_show_the_queue_of_our_mlx_server(serve: StartServe, tiny_model:
     assert found[("anyclaude_backend_queue_running", (("backend", "local"),))] == 0
 
 
+def test_the_dashboard_shows_both_tiers_of_our_mlx_servers_prompt_cache(
+    serve: StartServe, tiny_model: Path, tmp_path: Path
+) -> None:
+    from launcher.supervision.ports import free_port
+
+    entry = {"type": "mlx-server", "model": str(tiny_model), "port": free_port(), "cacheDir": str(tmp_path / "kv")}
+    s = serve({**entry, "command": None})
+    s.wait_state("READY")
+    client = anthropic.Anthropic(base_url=s.proxy_url, api_key="unused", max_retries=0)
+    client.messages.create(model="tiny", max_tokens=4, messages=[{"role": "user", "content": "Hello there."}])
+
+    def tiers() -> dict[str, dict[str, object]] | None:
+        state = httpx.get(f"{s.proxy_url}/ui/api/state", timeout=10).json()
+        found: dict[str, dict[str, object]] | None = state["backends"][0]["prompt_cache"]
+        return found
+
+    assert wait_until(lambda: (t := tiers()) is not None and t["ram"]["slots"], 30, what="a RAM slot")
+    shown = tiers()
+    assert shown is not None and set(shown) == {"ram", "disk"}
+    assert set(shown["disk"]) == {"slots", "bytes", "max_bytes", "hits", "loads", "load_s"}
+    assert isinstance(shown["ram"]["max_bytes"], int) and shown["ram"]["max_bytes"] > 0
+
+
 def test_serve_prints_the_dashboard_address_and_the_dashboard_command_finds_it(serve: StartServe) -> None:
     s = serve(scripted_entry())
     s.wait_state("READY")
@@ -127,3 +150,13 @@ def test_dashboard_and_metrics_follow_the_api_access_rules(serve: StartServe) ->
         assert KEY not in http.get("/ui/api/state").text
     files = [db, db.with_name("requests.db-wal")]
     assert not any(KEY.encode() in p.read_bytes() for p in files if p.exists())
+
+
+def test_one_origin_rule_for_the_api_and_the_dashboard(serve: StartServe) -> None:
+    """`corsOrigins: ["*"]` opens the dashboard's API to other pages exactly as it opens the Messages API."""
+    s = serve(scripted_entry(), top={"apiKey": KEY, "corsOrigins": ["*"]})
+    s.wait_state("READY")
+    headers = {"x-api-key": KEY, "origin": "https://elsewhere.example"}
+    with httpx.Client(base_url=s.proxy_url, timeout=10, headers=headers) as http:
+        assert http.get("/v1/models").status_code == 200
+        assert http.get("/ui/api/requests").status_code == 200

@@ -1,5 +1,5 @@
-"""Our MLX server with its prompt-cache folder on a full disk (RELIABILITY 26): requests go on, the failure is said
-once with how to free space, and the slots are saved once there is room again.
+"""Our MLX server with its prompt-cache folder on a full disk (docs/reliability.md 26): requests go on, the
+failure is said once with how to free space, and the slots are saved once there is room again.
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """Property: whatever body arrives, the proxy answers 200 or a 4xx in Anthropic's shape, never a 5xx,
-and still answers a valid request afterwards (RELIABILITY 17)."""
+and still answers a valid request afterwards (docs/reliability.md 17)."""
 
 from __future__ import annotations
 

@@ -1,8 +1,9 @@
-"""Rollback by config edit with real processes: RELIABILITY.md items 14–16 and `anyclaude rollback`."""
+"""Rollback by config edit with real processes: docs/reliability.md items 14–16 and `anyclaude rollback`."""
 
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import sys
 import time
@@ -324,3 +325,57 @@ def test_a_second_ctrl_c_cuts_the_drain(tmp_path: Path) -> None:
         assert time.monotonic() - started < 10, "a second Ctrl-C must not wait for the running requests"
         results = streams.join()
         assert all(isinstance(r, BaseException) or r != "partial Hello world" for r in results), results
+
+
+def test_a_description_edit_applies_live_and_the_backend_keeps_its_pid(setup: tuple[Setup, Serve]) -> None:
+    config, s = setup
+    pid = s.backend_pid()
+    entry = {**config.data["backends"]["a"], "description": "edited", "maxOutputTokens": 8, "breakerFailures": 2}
+    config.write(backends={**config.data["backends"], "a": entry})
+    wait_until(lambda: "Config applied without a restart" in s.text(), 20, what="the edit to apply")
+    assert answer(s) == "Hello world"
+    assert s.backend_pid() == pid, "a description, output cap or breaker edit must not restart the backend"
+    sent = httpx.get(f"http://127.0.0.1:{config.a}/_last", timeout=5).json()
+    assert sent["max_tokens"] == 8, "the live key reaches the proxy at once"
+
+
+def test_a_stream_keeps_flowing_while_a_slow_version_probe_runs(setup: tuple[Setup, Serve], tmp_path: Path) -> None:
+    """The pre-start checks of a config edit (here `binary --version`, 1.5 s) run off the proxy's event loop."""
+    config, s = setup
+    marks = tmp_path / "probe"
+    help_text = Path(__file__).parent.parent / "fixtures" / "mistralrs" / "serve-cli-help.txt"
+    binary = tmp_path / "mistralrs"
+    binary.write_text(
+        "#!/bin/sh\n"
+        f'case "$1" in\n'
+        f'  --version) touch {marks}.start; sleep 1.5; echo "mistralrs 0.6.0"; touch {marks}.end ;;\n'
+        f"  --help) cat {help_text} ;;\n"
+        "  *) exec sleep 30 ;;\n"
+        "esac\n"
+    )
+    binary.chmod(0o755)
+    (tmp_path / "model").mkdir()
+    slow = {"type": "mistralrs", "binary": str(binary), "model": str(tmp_path / "model"), "port": free_port()}
+    config.write(backends={**config.data["backends"], "m": {**slow, "startupTimeout": 1000}})
+    wait_until(lambda: "Config applied" in s.text(), 20, what="the new entry to be read")
+    body = {
+        "model": "claude-sonnet-4-6",
+        "max_tokens": 16,
+        "stream": True,
+        "messages": [{"role": "user", "content": "hi [script:ticks]"}],
+    }
+    arrivals: list[float] = []
+    headers = {"x-api-key": "k"}
+    with httpx.stream("POST", f"{s.proxy_url}/v1/messages", json=body, headers=headers, timeout=30) as reply:
+        for line in reply.iter_lines():
+            if line.startswith("event: content_block_delta"):
+                arrivals.append(time.time())  # wall clock: compared with the probe's file times
+                if len(arrivals) == 5:
+                    config.write(backend="m")  # its checks run `mistralrs --version` while the stream goes on
+    assert len(arrivals) > 150, f"{len(arrivals)} deltas arrived"
+    probe_start = Path(f"{marks}.start").stat().st_mtime
+    probe_end = Path(f"{marks}.end").stat().st_mtime
+    assert arrivals[0] < probe_start and probe_end < arrivals[-1], "the probe must run while the stream does"
+    during = [t for t in arrivals if probe_start - 0.05 <= t <= probe_end + 0.05]
+    gaps = [b - a for a, b in itertools.pairwise(during)]
+    assert len(during) > 40 and max(gaps) < 0.1, f"largest gap while the probe ran: {max(gaps) * 1000:.0f} ms"

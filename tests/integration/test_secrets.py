@@ -1,4 +1,4 @@
-"""Secrets never leave the file they were written in (RELIABILITY 27): not into `config show`, not into
+"""Secrets never leave the file they were written in (docs/reliability.md 27): not into `config show`, not into
 config history; a rollback still writes back a working config, its keys taken from the current file."""
 
 from __future__ import annotations

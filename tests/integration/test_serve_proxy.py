@@ -1,6 +1,6 @@
 """`anyclaude serve` end to end: proxy + supervised backend, with the official anthropic SDK as the client.
 
-RELIABILITY.md items 1 (requests wait for a starting backend), 6 (proxy port taken), 7 (backend killed
+docs/reliability.md items 1 (requests wait for a starting backend), 6 (proxy port taken), 7 (backend killed
 mid-stream), 9 (circuit breaker), and the embedded MLX server.
 """
 
@@ -141,7 +141,8 @@ def test_embedded_mlx_server_streams_through_the_proxy_in_process(serve: StartSe
     with c.messages.stream(
         model="claude-sonnet-4-6",
         max_tokens=6,
-        messages=[{"role": "user", "content": "hello"}],
+        # Greedy on this prompt gives whole words; on "hello" it gives bytes of no character, which are held back.
+        messages=[{"role": "user", "content": "Say something"}],
         extra_body={"temperature": 0.0},  # greedy: the same tokens every run
     ) as stream:
         for event in stream:
@@ -251,12 +252,26 @@ def test_request_waiting_for_a_starting_backend_gets_an_anthropic_error_when_ser
         s.close()
 
 
-def test_context_length_of_a_command_backend_refuses_a_prompt_that_cannot_fit(serve: StartServe) -> None:
-    """`contextLength` on any kind (here `command`) gives "prompt is too long", which makes Claude Code compact."""
-    s = serve({**scripted_entry(), "contextLength": 200})
+def test_context_length_of_a_command_backend_refuses_a_prompt_that_cannot_fit(
+    serve: StartServe, tmp_path: Path
+) -> None:
+    """`contextLength` on any kind (here `command`) serving a local model folder: the prompt is counted with the
+    folder's tokenizer and refused as "prompt is too long" (what makes Claude Code compact), never forwarded."""
+    from tests.tiny_model import _write_tokenizer
+
+    folder = tmp_path / "model"
+    _write_tokenizer(folder, 358, 512)
+    s = serve({**scripted_entry(), "contextLength": 200, "model": str(folder)})
     s.wait_state("READY")
     with pytest.raises(anthropic.BadRequestError) as refused:
         ask(client(s), "word " * 2000)
     assert "prompt is too long" in refused.value.message
     assert httpx.get(f"http://127.0.0.1:{s.port}/_stats").json()["requests"] == 0, "it must not be forwarded"
     assert ask(client(s), "short") == "Hello world"
+
+
+def test_a_prompt_only_estimated_past_the_context_goes_to_the_backend(serve: StartServe) -> None:
+    """Without a tokenizer the size is a guess from the body's bytes: the backend's own limit decides."""
+    s = serve({**scripted_entry(), "contextLength": 200})
+    s.wait_state("READY")
+    assert ask(client(s), "word " * 2000) == "Hello world"

@@ -1,4 +1,4 @@
-"""RELIABILITY.md items 1–5, 8, 10–13 with real processes: `anyclaude serve` supervising the fault backend."""
+"""docs/reliability.md items 1–5, 8, 10–13 with real processes: `anyclaude serve` supervising the fault backend."""
 
 from __future__ import annotations
 

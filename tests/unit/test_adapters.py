@@ -13,7 +13,7 @@ import pytest
 
 from adapters import checks as ch
 from adapters.anthropic import AnthropicAdapter
-from adapters.base import AdapterError, ApiKind, CheckStatus, LaunchSpec, Probe, infer_kind
+from adapters.base import AdapterError, ApiKind, CheckStatus, LaunchSpec, Probe, infer_kind, launch_spec
 from adapters.command import CommandAdapter
 from adapters.llama_cpp import LlamaCppAdapter
 from adapters.mlx_lm import READINESS_BODY, MlxLmAdapter, version_checks
@@ -353,7 +353,7 @@ def test_mlx_lm_says_whether_its_model_can_see_images(tmp_path: Path) -> None:
     assert launch(MlxLmAdapter(), {"port": 8081, "model": "/no/such/model"}).accepts_images is None
 
 
-# --- contextLength reaches the proxy's prompt-size check for every kind (RELIABILITY 18) -------------
+# --- contextLength reaches the proxy's prompt-size check for every kind (docs/reliability.md 18) -------------
 
 
 @pytest.mark.parametrize(
@@ -379,3 +379,46 @@ def test_context_length_is_in_the_spec_of_every_kind(adapter: Any, entry: dict[s
 
         adapter = MlxServerAdapter()
     assert launch(adapter, {**entry, "contextLength": 4096}).context_length == 4096
+
+
+# --- a model folder's facts follow the folder (adapters/facts.py) ------------------------------------
+
+
+def test_a_config_pointed_at_the_demo_folder_keeps_its_cap_sampling_and_window(tmp_path: Path) -> None:
+    """`anyclaude init`'s mlx entry (contextLength 32768, no cap, no sampling) pointed at the demo model's folder."""
+    from adapters.facts import write_folder_facts
+    from adapters.mlx_server.default_model import DEFAULT_MODEL_FACTS
+    from launcher.starter import starter_text
+
+    folder = tmp_path / "SmolLM2-135M-Instruct"
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps({"max_position_embeddings": 8192}))
+    write_folder_facts(folder, **DEFAULT_MODEL_FACTS)
+    data = json.loads(starter_text())
+    data["backends"]["mlx"]["model"] = str(folder)
+    config = parse_config_text(json.dumps(data), tmp_path / ".anyclauderc.json", {})
+    spec = launch_spec("mlx", config)
+    facts = spec.facts
+    assert (facts.context_length, facts.max_output_tokens) == (8192, 256)
+    assert (facts.temperature, facts.top_p) == (0.2, 0.9)
+    assert facts.served_name == "SmolLM2-135M-Instruct"
+    argv = list(spec.argv)
+    assert argv[argv.index("--context-length") + 1] == "8192"  # our server is given the same window
+    assert argv[argv.index("--temperature") + 1] == "0.2" and argv[argv.index("--top-p") + 1] == "0.9"
+    assert spec.context_length == 8192  # and the proxy
+    from launcher.supervision.gate import upstream_for
+
+    upstream = upstream_for(spec, config.backends["mlx"])
+    assert (upstream.context_length, upstream.max_output_tokens) == (8192, 256)
+
+
+def test_an_entrys_own_keys_win_over_the_folders_within_its_window(tmp_path: Path) -> None:
+    from adapters.facts import write_folder_facts
+
+    folder = tmp_path / "m"
+    folder.mkdir()
+    write_folder_facts(folder, contextLength=8192, maxOutputTokens=256, temperature=0.2)
+    entry = {"type": "mlx-server", "port": 8081, "model": str(folder), "contextLength": 4096, "maxOutputTokens": 64}
+    config = Config.model_validate({"backend": "mlx", "backends": {"mlx": {**entry, "temperature": 0.0}}})
+    facts = launch_spec("mlx", config).facts
+    assert (facts.context_length, facts.max_output_tokens, facts.temperature) == (4096, 64, 0.0)

@@ -1,5 +1,5 @@
-"""What the bridge refuses and what it lets through, case by case (RELIABILITY 17): strict where the Messages API
-is strict, lenient only where Claude Code's real traffic needs it. Also: the billing line wherever it is.
+"""What the bridge refuses and what it lets through, case by case (docs/reliability.md 17): strict where the
+Messages API is strict, lenient only where Claude Code's real traffic needs it. Also: the billing line wherever it is.
 """
 
 from __future__ import annotations
@@ -249,3 +249,68 @@ def test_a_pdf_document_reaches_the_model_as_its_text() -> None:
 )
 def test_a_document_a_local_model_cannot_read_is_refused_not_dropped(block: dict[str, Any]) -> None:
     assert "messages.0.content.0" in refused(base(messages=[{"role": "user", "content": [block]}]))
+
+
+# ----- sampling ranges and block contents the API refuses (Claude Code 2.1.197 sends none of these)
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("temperature", 1.5), ("temperature", -0.1), ("top_p", 1.2), ("top_p", -0.5), ("top_k", -1)],
+)
+def test_sampling_values_out_of_the_api_range_are_refused(field: str, value: Any) -> None:
+    assert field in refused(base(**{field: value}))
+
+
+@pytest.mark.parametrize(
+    ("field", "value"), [("temperature", 0), ("temperature", 1), ("top_p", 0.0), ("top_p", 1.0), ("top_k", 0)]
+)
+def test_sampling_values_at_the_edges_of_the_range_pass(field: str, value: Any) -> None:
+    assert translate(base(**{field: value}))[field] == value
+
+
+def _with(*content: dict[str, Any], role: str = "user") -> dict[str, Any]:
+    messages: list[dict[str, Any]] = [{"role": "user", "content": "q"}] if role == "assistant" else []
+    return base(messages=[*messages, {"role": role, "content": list(content)}])
+
+
+def test_a_tool_use_without_input_is_refused() -> None:
+    message = refused(_with({"type": "tool_use", "id": "toolu_1", "name": "Read"}, role="assistant"))
+    assert "messages.1.content.0.input" in message
+
+
+@pytest.mark.parametrize("role", ["user", "assistant"])
+def test_an_empty_text_block_is_refused(role: str) -> None:
+    message = refused(_with({"type": "text", "text": "x"}, {"type": "text", "text": ""}, role=role))
+    assert "content.1.text" in message and "non-empty" in message
+
+
+def test_an_empty_text_block_inside_a_tool_result_is_refused() -> None:
+    result = {"type": "tool_result", "tool_use_id": "toolu_1", "content": [{"type": "text", "text": ""}]}
+    assert "content.0.content.0.text" in refused(_with(result))
+
+
+def _image(media_type: str, data: str) -> dict[str, Any]:
+    return {"type": "image", "source": {"type": "base64", "media_type": media_type, "data": data}}
+
+
+@pytest.mark.parametrize("media_type", ["image/bmp", "image/svg+xml", "application/pdf", "png"])
+def test_an_image_with_a_media_type_the_api_does_not_take_is_refused(media_type: str) -> None:
+    message = refused(_with(_image(media_type, "AAAA")))
+    assert "media_type" in message and "image/png" in message
+
+
+@pytest.mark.parametrize("data", ["not base64!", "AAA", "", "AA AA"])
+def test_an_image_whose_data_is_not_base64_is_refused(data: str) -> None:
+    assert "source.data" in refused(_with(_image("image/png", data)))
+
+
+def test_an_image_in_a_tool_result_is_checked_too() -> None:
+    result = {"type": "tool_result", "tool_use_id": "toolu_1", "content": [_image("image/png", "%%%%")]}
+    assert "content.0.content.0.source.data" in refused(_with(result))
+
+
+@pytest.mark.parametrize("media_type", ["image/jpeg", "image/png", "image/gif", "image/webp"])
+def test_images_of_the_api_media_types_pass(media_type: str) -> None:
+    out = translate(base(messages=[{"role": "user", "content": [_image(media_type, "iVBORw0KGgo=")]}]))
+    assert out["messages"][0]["content"][0]["image_url"]["url"] == f"data:{media_type};base64,iVBORw0KGgo="

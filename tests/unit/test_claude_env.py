@@ -30,6 +30,8 @@ def test_local_mode_points_at_the_proxy_with_a_placeholder_key_and_quiets_backgr
     assert env["ANTHROPIC_BASE_URL"] == URL
     assert env["ANTHROPIC_API_KEY"] == PLACEHOLDER_API_KEY
     assert env["API_TIMEOUT_MS"] == str(API_TIMEOUT_MS)
+    # Claude Code's own 300 s stream-idle limit would abort a prefill longer than that.
+    assert env["CLAUDE_STREAM_IDLE_TIMEOUT_MS"] == str(API_TIMEOUT_MS)
     assert QUIET.items() <= env.items()
     assert "CLAUDE_CODE_MAX_OUTPUT_TOKENS" not in env  # nothing known about the model: Claude Code's default
     assert not any(name.startswith(("ANTHROPIC_MODEL", "ANTHROPIC_DEFAULT_", "ANTHROPIC_SMALL")) for name in env)

@@ -437,7 +437,7 @@ def _objects(node: Any) -> list[dict[str, Any]]:
 
 
 def test_schema_allows_comment_keys_on_every_closed_object() -> None:
-    schema = config_json_schema()
+    schema = config_json_schema(Config)
     closed = _objects(schema)
     assert len(closed) >= 2  # Config and BackendConfig
     assert all(obj.get("patternProperties") == {"^//": {}} for obj in closed)
@@ -452,7 +452,7 @@ needs_jsonschema = pytest.mark.skipif(importlib.util.find_spec("jsonschema") is 
 def _schema_errors(instance: Any) -> list[str]:
     import jsonschema
 
-    validator = jsonschema.Draft202012Validator(config_json_schema())
+    validator = jsonschema.Draft202012Validator(config_json_schema(Config))
     return [e.message for e in validator.iter_errors(instance)]
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -80,3 +81,20 @@ def test_an_unknown_tool_parser_fails_the_adapters_check_listing_the_known_ones(
     assert bad.status is CheckStatus.FAIL and bad.fix is not None
     assert "json_tools" in bad.fix and "hermes" in bad.fix
     assert tool_parser_check("json_tools").status is CheckStatus.OK
+
+
+def test_doctor_says_the_prompt_cache_budgets_the_server_will_choose(tmp_path: Path) -> None:
+    from adapters.mlx_server.adapter import cache_budget_check
+
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "model.safetensors").write_bytes(b"\0" * 4096)
+    sized = cache_budget_check(entry(model=str(model), cacheDir=str(tmp_path / "cache")))
+    assert "RAM" in sized.finding and "machine" in sized.finding and "model weights" in sized.finding
+    assert "of" in sized.finding and "free" in sized.finding
+    fixed = cache_budget_check(entry(cacheBytes=1 << 30, cacheDiskBytes=2 << 30, cacheDir=str(tmp_path)))
+    assert fixed.finding == "prompt cache: RAM 1.0 GiB (cacheBytes); disk 2.0 GiB (cacheDiskBytes)"
+    assert "no disk tier" in cache_budget_check(entry(cacheDir="")).finding
+    assert "--cache-disk-bytes 5" in " ".join(
+        MlxServerAdapter().launch("mlx", entry(cacheDiskBytes=5), Config.model_validate({})).argv
+    )

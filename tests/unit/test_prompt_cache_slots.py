@@ -21,6 +21,9 @@ class FakeOps:
     def nbytes(self, cache: FakeCache) -> int:
         return len(cache.tokens) * cache.size_per_token
 
+    def shared(self, cache: FakeCache) -> tuple[object, int] | None:
+        return None
+
     def trimmable(self, cache: FakeCache) -> bool:
         return cache.trimmable
 

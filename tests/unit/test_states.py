@@ -1,4 +1,4 @@
-"""The one transition table: every (old, new) pair, and the rules RELIABILITY.md builds on it."""
+"""The one transition table: every (old, new) pair, and the rules docs/reliability.md builds on it."""
 
 from __future__ import annotations
 

@@ -92,6 +92,29 @@ function renderBackends(state) {
       ),
     );
   }
+  renderPromptCache(state.backends.find((b) => b.serving));
+}
+
+// Our MLX server's prompt cache, RAM and disk tiers (absent for other kinds).
+function renderPromptCache(backend) {
+  const table = $("prompt-cache");
+  const tiers = backend && backend.prompt_cache;
+  table.hidden = !tiers;
+  if (!tiers) return;
+  const row = (name, t, loads, loadTime) =>
+    el("tr", {},
+      el("td", {}, name),
+      el("td", { class: "num" }, num(t.slots)),
+      el("td", { class: "num" }, size(t.bytes)),
+      el("td", { class: "num" }, size(t.max_bytes)),
+      el("td", { class: "num" }, num(t.hits)),
+      el("td", { class: "num" }, loads),
+      el("td", { class: "num" }, loadTime),
+    );
+  table.tBodies[0].replaceChildren(
+    row("RAM", tiers.ram, "", ""),
+    row("disk", tiers.disk, num(tiers.disk.loads), secs(tiers.disk.load_s)),
+  );
 }
 
 // ------------------------------------------------------------------ requests
@@ -100,11 +123,13 @@ function filtered() {
   const backend = $("f-backend").value;
   const session = $("f-session").value.trim();
   const errors = $("f-errors").checked;
+  const parseFailed = $("f-parse").checked;
   return ui.rows.filter(
     (r) =>
       (!backend || r.backend === backend) &&
       (!session || (r.session_id || "").startsWith(session)) &&
-      (!errors || failed(r)),
+      (!errors || failed(r)) &&
+      (!parseFailed || r.tool_parse_failed),
   );
 }
 
@@ -128,7 +153,8 @@ function renderRequests(fresh) {
   const body = $("requests").tBodies[0];
   body.replaceChildren();
   for (const r of shown.slice().reverse()) {
-    const status = r.status + (r.error_type ? " " + r.error_type : "");
+    const status = r.status + (r.error_type ? " " + r.error_type : "") + (r.tool_parse_failed ? " tool_parse_failed" : "");
+    const textCalls = r.text_tool_calls ? r.text_tool_calls + " from text" : "";
     const cls = (failed(r) ? "error" : "") + (fresh && fresh.has(r.id) ? " fresh" : "");
     body.append(
       el("tr", { class: cls.trim(), "data-id": r.id },
@@ -145,7 +171,7 @@ function renderRequests(fresh) {
         el("td", { class: "num" }, secs(r.duration)),
         el("td", { class: "num" }, r.decode_tps === null ? "-" : r.decode_tps.toFixed(1)),
         el("td", {}, r.stop_reason || "-"),
-        el("td", {}, status),
+        el("td", { title: textCalls }, status),
         el("td", { class: "num" }, size(r.request_bytes)),
       ),
     );
@@ -378,7 +404,7 @@ document.addEventListener("DOMContentLoaded", () => {
     sessionStorage.setItem(KEY_STORE, ui.key);
     start().catch(() => {});
   });
-  for (const id of ["f-backend", "f-errors"]) $(id).addEventListener("change", () => renderRequests(new Set()));
+  for (const id of ["f-backend", "f-errors", "f-parse"]) $(id).addEventListener("change", () => renderRequests(new Set()));
   $("f-session").addEventListener("input", () => renderRequests(new Set()));
   $("since").addEventListener("change", () => loadUsage().catch(() => {}));
   $("doctor-run").addEventListener("click", () => loadDoctor().catch(() => {}));

@@ -1,0 +1,262 @@
+"""Small coding tasks for Claude Code's agent loop, judged from the file system and the answer, never from what
+the model says it did. Shared by the agent-loop tests (tests/e2e/test_agent_loop.py) and bench/agent.py.
+
+Each task writes its files into a fresh folder, gives Claude Code one prompt, and checks the outcome.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+# Pre-approves the tools in headless mode (-p cannot ask); `--dangerously-skip-permissions` is refused as root.
+ALLOW = ("--allowedTools", "Read,Edit,Write,Bash,Glob,Grep")
+
+
+@dataclass(frozen=True)
+class Task:
+    """One task: files to write, the prompt, what kind of work it is, and the check of the outcome."""
+
+    name: str
+    kind: str  # read, grep, glob, edit, write, bash, two-step, answer
+    prompt: str
+    files: dict[str, str]
+    check: Callable[[Path, str], bool]
+
+
+def _answer_has(*words: str) -> Callable[[Path, str], bool]:
+    return lambda _folder, answer: all(w.lower() in answer.lower() for w in words)
+
+
+def _test_passes(folder: Path, _answer: str) -> bool:
+    done = subprocess.run([sys.executable, "test_greet.py"], cwd=folder, capture_output=True, timeout=60, check=False)
+    return done.returncode == 0
+
+
+def _file_is(name: str, expected: str) -> Callable[[Path, str], bool]:
+    def check(folder: Path, _answer: str) -> bool:
+        path = folder / name
+        return path.is_file() and path.read_text().strip() == expected
+
+    return check
+
+
+def _json_value(name: str, key: str, expected: object) -> Callable[[Path, str], bool]:
+    def check(folder: Path, _answer: str) -> bool:
+        try:
+            return json.loads((folder / name).read_text()).get(key) == expected
+        except (OSError, ValueError):
+            return False
+
+    return check
+
+
+GREET = 'def greet(name):\n    return "Helo, " + name\n'
+GREET_TEST = "from greet import greet\n\nassert greet('Ada') == 'Hello, Ada', greet('Ada')\nprint('ok')\n"
+PY_VERSION = f"{sys.version_info.major}.{sys.version_info.minor}.{sys.version_info.micro}"
+
+TASKS: tuple[Task, ...] = (
+    Task(
+        "read",
+        "read",
+        "What is the secret word in notes.txt? Answer with the word only.",
+        {"notes.txt": "Shopping: eggs, milk.\nThe secret word is marmalade.\n"},
+        _answer_has("marmalade"),
+    ),
+    Task(
+        "read-config",
+        "read",
+        "Which port does server.ini set? Answer with the number only.",
+        {"server.ini": "[server]\nhost = 127.0.0.1\nport = 8731\nworkers = 4\n"},
+        _answer_has("8731"),
+    ),
+    Task(
+        "grep",
+        "grep",
+        "Which file in the src folder defines the function parse_header? Answer with the file name only.",
+        {
+            "src/alpha.py": "def load(path):\n    return open(path).read()\n",
+            "src/beta.py": "import zlib\n\n\ndef parse_header(raw):\n    return raw[:4]\n",
+            "src/gamma.py": "def save(path, data):\n    open(path, 'w').write(data)\n",
+        },
+        _answer_has("beta.py"),
+    ),
+    Task(
+        "glob",
+        "glob",
+        "How many .py files are in the folder pkg (including subfolders)? Answer with the number only.",
+        {"pkg/a.py": "", "pkg/b.py": "", "pkg/sub/c.py": "", "pkg/readme.md": "", "pkg/sub/data.txt": ""},
+        _answer_has("3"),
+    ),
+    Task(
+        "edit",
+        "edit",
+        "test_greet.py fails because of a typo in greet.py. Fix greet.py so that the test passes.",
+        {"greet.py": GREET, "test_greet.py": GREET_TEST},
+        _test_passes,
+    ),
+    Task(
+        "edit-json",
+        "edit",
+        'In settings.json, change "debug" from true to false.',
+        {"settings.json": '{\n  "name": "demo",\n  "debug": true,\n  "level": 3\n}\n'},
+        _json_value("settings.json", "debug", False),
+    ),
+    Task(
+        "write",
+        "write",
+        "Create a file named hello.txt that contains exactly the text: hello world",
+        {},
+        _file_is("hello.txt", "hello world"),
+    ),
+    Task(
+        "bash",
+        "bash",
+        "Run the command `python3 --version` and tell me the version it prints.",
+        {},
+        _answer_has(PY_VERSION),
+    ),
+    Task(
+        "bash-count",
+        "bash",
+        "How many lines does data.csv have? Use wc -l and answer with the number only.",
+        {"data.csv": "".join(f"{n},{n * n}\n" for n in range(17))},
+        _answer_has("17"),
+    ),
+    Task(
+        "two-step",
+        "two-step",
+        "Read version.txt, then write the next version number (add one to it) into next.txt.",
+        {"version.txt": "41\n"},
+        _file_is("next.txt", "42"),
+    ),
+    Task(
+        "question",
+        "answer",
+        "What is 2 + 3? Answer with the number only.",
+        {},
+        _answer_has("5"),
+    ),
+)
+BY_NAME = {task.name: task for task in TASKS}
+
+
+@dataclass
+class Run:
+    """What one task's run produced: from Claude Code's stream-json output and the request log."""
+
+    exit_code: int
+    answer: str = ""
+    is_error: bool = False
+    turns: int = 0
+    calls_made: int = 0
+    calls_failed: int = 0  # tool results Claude Code marked as errors
+    wall_s: float = 0.0
+    requests: list[dict[str, Any]] = field(default_factory=list)
+    stderr: str = ""
+
+    @property
+    def parse_failed(self) -> int:
+        return sum(1 for r in self.requests if r.get("tool_parse_failed"))
+
+    @property
+    def text_calls(self) -> int:
+        return sum(int(r.get("text_tool_calls") or 0) for r in self.requests)
+
+    @property
+    def bridge_errors(self) -> int:
+        return sum(1 for r in self.requests if r.get("error_type"))
+
+
+def prepare(task: Task, folder: Path) -> Path:
+    """Write the task's files into `folder` (created)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, text in task.files.items():
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        (folder / name).write_text(text)
+    return folder
+
+
+def run_claude(
+    config: Path,
+    folder: Path,
+    prompt: str,
+    *,
+    home: Path,
+    anyclaude_home: Path,
+    extra: Sequence[str] = (),
+    timeout: float = 900,
+) -> Run:
+    """Run `anyclaude -- -p PROMPT` in `folder` with stream-json output; parse the run and its request-log rows."""
+    env = {**os.environ, "HOME": str(home), "ANYCLAUDE_HOME": str(anyclaude_home), "PYTHONPATH": str(ROOT)}
+    argv = [sys.executable, "-m", "launcher", "--config", str(config), "--", "-p", prompt]
+    argv += ["--output-format", "stream-json", "--verbose", *ALLOW, *extra]
+    started = time.time()
+    proc = subprocess.Popen(
+        argv, cwd=folder, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
+    )
+    try:
+        stdout, stderr = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        stdout, stderr = proc.communicate()
+        stderr += f"\n(timed out after {timeout:.0f} s)"
+    run = Run(exit_code=proc.returncode, wall_s=time.time() - started, stderr=stderr)
+    for line in stdout.splitlines():
+        try:
+            event = json.loads(line)
+        except ValueError:
+            continue
+        _take(run, event)
+    run.requests = request_rows(anyclaude_home, since=started)
+    return run
+
+
+def _take(run: Run, event: dict[str, Any]) -> None:
+    kind = event.get("type")
+    message = event.get("message") if isinstance(event.get("message"), dict) else {}
+    content = message.get("content") if isinstance(message.get("content"), list) else []
+    if kind == "assistant":
+        run.calls_made += sum(1 for block in content if block.get("type") == "tool_use")
+    elif kind == "user":
+        run.calls_failed += sum(1 for b in content if b.get("type") == "tool_result" and b.get("is_error"))
+    elif kind == "result":
+        run.answer = str(event.get("result") or "")
+        run.is_error = bool(event.get("is_error"))
+        run.turns = int(event.get("num_turns") or 0)
+
+
+def request_rows(anyclaude_home: Path, since: float) -> list[dict[str, Any]]:
+    """The request log's rows for /v1/messages since `since`, oldest first (empty when there is no log)."""
+    path = anyclaude_home / "requests.db"
+    if not path.exists():
+        return []
+    with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as db:
+        db.row_factory = sqlite3.Row
+        rows = db.execute(
+            "SELECT * FROM requests WHERE started >= ? AND endpoint = 'messages' ORDER BY started", (since,)
+        ).fetchall()
+    return [dict(row) for row in rows]
+
+
+def cause(task: Task, folder: Path, run: Run) -> str | None:
+    """None when the task succeeded; else whose failure it was: launcher, bridge, parse, or the model's choice."""
+    if task.check(folder, run.answer) and not run.is_error:
+        return None
+    if run.exit_code != 0 and not run.answer:
+        return "launcher"
+    if run.bridge_errors:
+        return "bridge"
+    if run.parse_failed:
+        return "parse"
+    return "model"
