@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     AfterValidator,
@@ -184,6 +184,11 @@ class BackendConfig(_Model):
         "harmony, llama3_json. Default: the format mlx-lm infers from the chat template, else one we detect from it "
         "or the model type. A server run as a child process refuses an unknown name at start and lists the known "
         "ones.",
+    )
+    speculative: Literal["ngram", "off"] | None = Field(
+        None,
+        description='mlx-server: speculative decoding for a request decoding alone: "ngram" drafts the next tokens '
+        'from its prompt and reply so far and verifies them in one pass (same output); "off" (the default).',
     )
     cpu_only: bool = Field(False, description="mlx-server: run on the CPU even where a GPU is available.")
     cache_slots: int | None = Field(

@@ -24,6 +24,8 @@ from adapters.mlx_server.config import (
     DEFAULT_MAX_TOKENS,
     DEFAULT_PREFILL_CONCURRENCY,
     DEFAULT_PREFILL_STEP,
+    DEFAULT_SPECULATIVE,
+    SPECULATIVE_MODES,
     ModelNotFoundError,
     ModelSpec,
     ServerConfig,
@@ -80,6 +82,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="force a tool-call format: a parser the installed mlx-lm ships (mlx-lm then parses it), or hermes, "
         "harmony, llama3_json; default: the format mlx-lm infers from the chat template. "
         f"Known: {', '.join(_known_parsers())}",
+    )
+    parser.add_argument(
+        "--speculative",
+        choices=SPECULATIVE_MODES,
+        default=DEFAULT_SPECULATIVE,
+        help="speculative decoding for a request decoding alone: ngram drafts from its prompt and reply; off",
     )
     parser.add_argument("--temperature", type=float, default=1.0, help="for requests that set no temperature")
     parser.add_argument("--top-p", type=float, default=1.0, help="for requests that set no top_p")
@@ -144,6 +152,7 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
         default_max_tokens=args.max_tokens,
         prefill_step=args.prefill_step,
         tool_parser=args.tool_parser,
+        speculative=args.speculative,
         temperature=args.temperature,
         top_p=args.top_p,
         cpu_only=args.cpu_only,

@@ -24,7 +24,7 @@ from adapters.base import (
     require_port,
 )
 from adapters.checks import model_memory_check, model_path_check, package_check, port_check
-from adapters.mlx_server.config import ModelSpec, ServerConfig
+from adapters.mlx_server.config import DEFAULT_SPECULATIVE, ModelSpec, ServerConfig
 from adapters.openblas import openblas_check
 
 if TYPE_CHECKING:
@@ -61,6 +61,8 @@ def server_argv(name: str, entry: BackendConfig, port: int) -> list[str]:
         argv += ["--memory-limit", str(entry.memory_limit)]
     if entry.tool_parser:
         argv += ["--tool-parser", entry.tool_parser]
+    if entry.speculative is not None:
+        argv += ["--speculative", entry.speculative]
     if entry.temperature is not None:
         argv += ["--temperature", str(entry.temperature)]
     if entry.top_p is not None:
@@ -106,6 +108,7 @@ def server_config(name: str, entry: BackendConfig, port: int | None = None) -> S
         **_concurrency(entry),
         memory_limit_bytes=int(entry.memory_limit * _GB) if entry.memory_limit else None,
         tool_parser=entry.tool_parser,
+        speculative=entry.speculative or DEFAULT_SPECULATIVE,
         temperature=1.0 if entry.temperature is None else entry.temperature,
         top_p=1.0 if entry.top_p is None else entry.top_p,
         cpu_only=entry.cpu_only,

@@ -17,6 +17,9 @@ What this module adds:
   measured prefill rate to take about `PREFILL_SLICE_S`, so a long prompt arriving mid-reply costs the
   running streams a pause per step, not the whole prefill.
 - **Text-level stop sequences**, prefill progress and the client-facing text, through `reply.Reply`.
+- **Speculative decoding from the prompt** (`speculative.py`) for a request decoding alone: it leaves mlx-lm's
+  batch with its cache while a draft is to be had and drafting pays, and goes back in when another request
+  is admitted (mlx-lm's batch steps every row one token at a time: see `speculative.py` for why).
 
 Everything here runs on the generation thread.
 """
@@ -36,7 +39,16 @@ from adapters.mlx_server.jobs import Failed, Job
 from adapters.mlx_server.pool import LoadedModel
 from adapters.mlx_server.prompt_cache import KVCache, PromptCacheStore, cache_key
 from adapters.mlx_server.reply import Reply
-from adapters.mlx_server.sampling import build_sampling
+from adapters.mlx_server.sampling import LogitsProcessor, Sampler, build_sampling
+from adapters.mlx_server.speculative import (
+    IDLE_PAUSE,
+    IDLE_STEPS,
+    NGRAM_ENTER,
+    DraftPolicy,
+    LoneDecoder,
+    NgramDrafter,
+    can_speculate,
+)
 
 log = logging.getLogger("anyclaude.mlx_server")
 
@@ -66,8 +78,17 @@ class _Running:
     key: str
     lease: Lease[KVCache]
     reply: Reply
+    sampler: Sampler
+    processors: list[LogitsProcessor]
     decoding: bool = False
     checkpointed: bool = False  # its prefill was already offered to the prompt cache
+    reply_tokens: list[int] = field(default_factory=list)  # every token handed to `reply`
+    # Speculative decoding (built when the request first decodes alone): its drafter, its policy, and its
+    # decoder while it decodes outside the batch.
+    drafter: NgramDrafter | None = None
+    policy: DraftPolicy = field(default_factory=DraftPolicy)
+    lone: LoneDecoder | None = None
+    idle_steps: int = 0
 
 
 class BatchRunner:
@@ -78,6 +99,7 @@ class BatchRunner:
 
     def __init__(self, loaded: LoadedModel, store: PromptCacheStore, config: ServerConfig, stream: Any) -> None:
         from mlx_lm.generate import BatchGenerator
+        from mlx_lm.models.cache import make_prompt_cache
 
         self.model = loaded.model
         self.alias = loaded.alias
@@ -94,6 +116,16 @@ class BatchRunner:
         )
         self._running: dict[int, _Running] = {}
         self._prefill_rate: float | None = None  # prompt tokens per second, smoothed
+        self._speculative = config.speculative == "ngram" and can_speculate(make_prompt_cache(loaded.model))
+        if config.speculative == "ngram" and not self._speculative:
+            log.warning(
+                "speculative decoding off for %s: its KV cache cannot drop positions (sliding-window or recurrent "
+                "layers)",
+                self.alias,
+            )
+        self._lone_uid: int | None = None  # the request decoding outside the batch (speculative decoding)
+        self._next_uid = -1  # keys for requests outside the batch (mlx-lm's own uids count up from 0)
+        self.speculation = DraftPolicy()  # totals over this runner's requests (drafted, accepted, steps, produced)
 
     @property
     def running(self) -> int:
@@ -133,13 +165,14 @@ class BatchRunner:
         the sampling (see `_first_token`), unless it starts `together` with others: then mlx-lm prefills them
         as one batch and they decode in step. The result says whether its first text went out, or it ended.
         """
+        self._back_to_batch()  # the request decoding alone rejoins the batch, to decode beside this one
         request = job.request
         key = cache_key(request.model.alias, request.cache_namespace)
         prompt = request.prompt_tokens
         lease = self._store.fetch(key, request.model.model, prompt, owner=request.owner, borrow=True)
         sampler, processors = build_sampling(request.sampling)
         reply = Reply(job, lease.reused)
-        run = _Running(job, key, lease, reply)
+        run = _Running(job, key, lease, reply, sampler, processors)
         decoding = any(other.decoding for other in self._running.values())
         if together or len(prompt) - lease.reused > (self._prefill_slice() if decoding else self._config.prefill_step):
             (uid,) = self._gen.insert_segments(
@@ -153,6 +186,7 @@ class BatchRunner:
             self._running[uid] = run
             return StepResult()
         cache, first = self._first_token(run, sampler, processors)
+        run.reply_tokens.append(first)
         ended = reply.add(first) or request.max_tokens == 1 or job.cancelled
         result = StepResult(first_texts=[job] if job.text_emitted else [])
         if ended:
@@ -203,6 +237,8 @@ class BatchRunner:
 
         Raises what mlx-lm raised; the runner must then be dropped after `fail_all`.
         """
+        if self._lone_uid is not None:
+            return self._lone_step()
         result = StepResult()
         decoding = any(run.decoding for run in self._running.values())
         self._gen.prefill_step_size = self._prefill_slice() if decoding else self._config.prefill_step
@@ -221,6 +257,7 @@ class BatchRunner:
             if run is None:
                 continue
             had_text = run.job.text_emitted
+            run.reply_tokens.append(int(response.token))
             complete = run.reply.add(int(response.token))
             if response.finish_reason is not None:
                 self._end(response.uid, response.finish_reason, response.all_tokens, response.prompt_cache)
@@ -233,12 +270,15 @@ class BatchRunner:
         if ended:
             result.finished += [self._running[uid].job for uid in ended]
             self._remove(ended, "stop")
+        self._maybe_alone()
         return result
 
     def cancel_all(self) -> None:
         """End every request now, keeping what each computed in the prompt cache (shutdown)."""
         for run in self._running.values():
             run.job.cancel()
+        if self._lone_uid is not None:
+            self._end_lone(0, "cancelled")
         if self._running:
             self._remove(list(self._running), "cancelled")
 
@@ -273,6 +313,108 @@ class BatchRunner:
         else:
             self._store.release(run.lease)
         run.reply.finish(reason)
+
+    # ---- speculative decoding: one request decoding alone (see speculative.py) ----
+
+    def _maybe_alone(self) -> None:
+        """Take the one request decoding in this batch out of it, when a draft is to be had and drafting pays."""
+        if not self._speculative or len(self._running) != 1:
+            return
+        ((uid, run),) = self._running.items()
+        if not run.decoding or run.job.cancelled or len(run.reply_tokens) < run.policy.paused_until:
+            return
+        remaining = run.job.request.max_tokens - len(run.reply_tokens)
+        if remaining < 2:
+            return
+        if run.drafter is None:
+            run.drafter = NgramDrafter(run.job.request.prompt_tokens + run.reply_tokens)
+        else:
+            run.drafter.extend(run.reply_tokens[len(run.drafter.tokens) - len(run.job.request.prompt_tokens) :])
+        if not run.drafter.draft(1, min_n=NGRAM_ENTER):
+            return
+        caches = self._gen.remove([uid], return_prompt_caches=True)  # type: ignore[no-untyped-call]
+        cache, tokens = caches[uid]
+        tokens = list(tokens)
+        # The batch's cache holds every token it returned; the last one becomes the pending, unfed one again
+        # (the batch's sample after it, not yet returned, is dropped: the first pass here samples it anew).
+        for layer in cache:
+            layer.trim(1)
+        del self._running[uid]
+        self._lone_uid = self._next_uid
+        self._next_uid -= 1
+        self._running[self._lone_uid] = run
+        run.lone = LoneDecoder(self.model, cache, tokens, run.sampler, run.processors)
+        run.checkpointed = True
+        run.idle_steps = 0
+        if len(tokens) != len(run.drafter.tokens):  # the batch's history is not prompt + reply: never guess
+            log.warning("speculative decoding off for %s: the batch's token history is not the reply's", self.alias)
+            self._speculative = False
+            self._back_to_batch()
+
+    def _lone_step(self) -> StepResult:
+        assert self._lone_uid is not None
+        run = self._running[self._lone_uid]
+        assert run.lone is not None and run.drafter is not None
+        result = StepResult()
+        request = run.job.request
+        if run.job.cancelled:
+            self._end_lone(0, "stop")
+            result.finished.append(run.job)
+            return result
+        remaining = request.max_tokens - len(run.reply_tokens)
+        draft = run.drafter.draft(min(run.policy.length, remaining - 1))
+        verified = run.lone.step(draft)
+        run.policy.record(len(draft), verified.accepted, len(verified.tokens))
+        self.speculation.record(len(draft), verified.accepted, len(verified.tokens))
+        had_text = run.job.text_emitted
+        for taken, token in enumerate(verified.tokens, start=1):
+            run.reply_tokens.append(token)
+            run.drafter.extend((token,))
+            complete = run.reply.add(token)
+            if complete or len(run.reply_tokens) >= request.max_tokens or run.job.cancelled:
+                self._end_lone(len(verified.tokens) - taken, "stop" if complete else "length")
+                result.finished.append(run.job)
+                break
+        else:
+            run.idle_steps = 0 if draft else run.idle_steps + 1
+            if not run.policy.pays():
+                run.policy.pause(len(run.reply_tokens))
+                self._back_to_batch()
+            elif run.idle_steps >= IDLE_STEPS:
+                run.policy.paused_until = len(run.reply_tokens) + IDLE_PAUSE
+                self._back_to_batch()
+        if not had_text and run.job.text_emitted:
+            result.first_texts.append(run.job)
+        return result
+
+    def _end_lone(self, dropped: int, reason: str) -> None:
+        assert self._lone_uid is not None
+        uid, self._lone_uid = self._lone_uid, None
+        lone = self._running[uid].lone
+        assert lone is not None
+        self._running[uid].lone = None
+        tokens = lone.settle(dropped)
+        self._end(uid, reason, tokens, lone.cache)
+
+    def _back_to_batch(self) -> None:
+        """The request decoding alone rejoins mlx-lm's batch with its cache; its pending token is fed there."""
+        if self._lone_uid is None:
+            return
+        run = self._running[self._lone_uid]
+        lone = run.lone
+        assert lone is not None
+        (uid,) = self._gen.insert_segments(
+            [[lone.tokens[-1:]]],
+            max_tokens=[run.job.request.max_tokens - len(run.reply_tokens)],
+            caches=[lone.cache],
+            all_tokens=[lone.tokens[:-1]],
+            samplers=[run.sampler],
+            logits_processors=[run.processors],
+        )
+        del self._running[self._lone_uid]
+        self._lone_uid = None
+        run.lone = None
+        self._running[uid] = run
 
     def _prefill_slice(self) -> int:
         """Prompt tokens per prefilling request for the next chunk while others decode."""

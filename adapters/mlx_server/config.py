@@ -29,6 +29,9 @@ DEFAULT_PREFILL_CONCURRENCY = 8
 DEFAULT_MAX_QUEUE = 8
 # Memory the kept prompt caches may take (SmolLM2-135M needs ~46 KB per token, a 30B model ~200 KB) and disk
 # the evicted ones may take: None sizes them from the machine (`cache_budget.py`).
+# Speculative decoding for a request decoding alone: "ngram" drafts from the request's own tokens, "off".
+SPECULATIVE_MODES = ("ngram", "off")
+DEFAULT_SPECULATIVE = "off"
 # Seconds between prompt-cache saves while requests keep the server busy (it also saves when idle and at exit).
 DEFAULT_CACHE_PERSIST_INTERVAL = 60.0
 
@@ -68,6 +71,7 @@ class ServerConfig:
     top_p: float = 1.0
     prefill_step: int = DEFAULT_PREFILL_STEP
     tool_parser: str | None = None
+    speculative: str = DEFAULT_SPECULATIVE
     cpu_only: bool = False
     log_level: str = "info"
     cache_slots: int = DEFAULT_CACHE_SLOTS
@@ -90,6 +94,8 @@ class ServerConfig:
             raise ValueError("max_queue must be >= 0")
         if self.decode_concurrency < 1 or self.prefill_concurrency < 1:
             raise ValueError("decode_concurrency and prefill_concurrency must be >= 1")
+        if self.speculative not in SPECULATIVE_MODES:
+            raise ValueError(f"speculative must be one of {', '.join(SPECULATIVE_MODES)}, got {self.speculative!r}")
         if self.cache_slots < 0 or (self.cache_bytes or 1) <= 0 or self.cache_persist_interval < 0:
             raise ValueError("cache_slots must be >= 0, cache_bytes > 0 and cache_persist_interval >= 0")
         if self.cache_disk_bytes is not None and self.cache_disk_bytes < 0:

@@ -182,7 +182,19 @@ class Engine:
                 "served": self._served,
                 "cancelled": self._cancelled,
                 "largest_start": self._largest_start,
+                "speculative": self._speculation(),
             }
+
+    def _speculation(self) -> dict[str, Any]:
+        """Speculative decoding so far (see speculative.py): drafted and kept tokens, passes and their tokens."""
+        totals = {"drafted": 0, "accepted": 0, "steps": 0, "tokens": 0}
+        for runner in list(self._runners.values()):  # read without the generation thread's lock: figures only
+            figures = runner.speculation
+            totals["drafted"] += figures.drafted
+            totals["accepted"] += figures.accepted
+            totals["steps"] += figures.steps
+            totals["tokens"] += figures.produced
+        return totals
 
     def _discard(self, job: Job) -> None:
         with self._cond:

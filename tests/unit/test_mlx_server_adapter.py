@@ -33,6 +33,7 @@ def test_every_server_key_becomes_a_flag() -> None:
         "maxQueue": 2,
         "memoryLimit": 12.5,
         "toolParser": "hermes",
+        "speculative": "ngram",
         "cpuOnly": True,
         "logLevel": "DEBUG",
         "args": ["--max-tokens", "1024"],
@@ -46,6 +47,7 @@ def test_every_server_key_becomes_a_flag() -> None:
         "--max-queue 2",
         "--memory-limit 12.5",
         "--tool-parser hermes",
+        "--speculative ngram",
         "--cpu-only",
         "--log-level debug",
     ):
@@ -62,6 +64,13 @@ def test_embedded_settings_match_the_entry() -> None:
     config = server_config("mlx", entry(models={"small": "/m/small"}, maxQueue=3, memoryLimit=1.0))
     assert [m.alias for m in config.models] == ["qwen", "small"]
     assert config.max_queue == 3 and config.memory_limit_bytes == 1024**3
+    assert config.speculative == "off"
+    assert server_config("mlx", entry(speculative="ngram")).speculative == "ngram"
+
+
+def test_an_unknown_speculative_mode_is_a_config_error() -> None:
+    with pytest.raises(ValueError, match="speculative"):
+        entry(speculative="draft")
 
 
 def test_an_unknown_tool_parser_fails_the_adapters_check_listing_the_known_ones() -> None:
