@@ -21,6 +21,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 # Pre-approves the tools in headless mode (-p cannot ask); `--dangerously-skip-permissions` is refused as root.
 ALLOW = ("--allowedTools", "Read,Edit,Write,Bash,Glob,Grep")
+# A model that loops (the same Read again and again) fails after this many turns instead of running on.
+MAX_TURNS = ("--max-turns", "8")
 
 
 @dataclass(frozen=True)
@@ -200,7 +202,7 @@ def run_claude(
     """Run `anyclaude -- -p PROMPT` in `folder` with stream-json output; parse the run and its request-log rows."""
     env = {**os.environ, "HOME": str(home), "ANYCLAUDE_HOME": str(anyclaude_home), "PYTHONPATH": str(ROOT)}
     argv = [sys.executable, "-m", "launcher", "--config", str(config), "--", "-p", prompt]
-    argv += ["--output-format", "stream-json", "--verbose", *ALLOW, *extra]
+    argv += ["--output-format", "stream-json", "--verbose", *ALLOW, *MAX_TURNS, *extra]
     started = time.time()
     proc = subprocess.Popen(
         argv, cwd=folder, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True

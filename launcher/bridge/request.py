@@ -149,11 +149,14 @@ def short_description(text: str) -> str:
 
 
 def short_tool_descriptions(tools: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """OpenAI tools with every description (the tool's and its parameters') cut to its first sentence.
+    """OpenAI tools shaped for a small model: every description (the tool's and its parameters') cut to its
+    first sentence, and only the required parameters offered.
 
-    For a small model: Claude Code's Read, Edit and Bash descriptions are ~1,500 tokens of usage rules; their
-    first sentences (~60 tokens) say what each does, and Claude Code enforces the rules itself (an Edit of a
-    file not read first is refused with a reason the model can act on)."""
+    Claude Code's Read, Edit and Bash descriptions are ~1,500 tokens of usage rules; their first sentences
+    (~60 tokens) say what each does, and Claude Code enforces the rules itself (an Edit of a file not read
+    first is refused with a reason the model can act on). Optional parameters go: without the rules that say
+    when to use them, Qwen2.5-Coder-1.5B paged through a three-line file with Read's `offset` and `limit`, one
+    line a call. A tool with no required parameter keeps them all."""
 
     def shorten(value: Any) -> Any:
         if isinstance(value, dict):
@@ -165,7 +168,18 @@ def short_tool_descriptions(tools: list[dict[str, Any]]) -> list[dict[str, Any]]
             return [shorten(v) for v in value]
         return value
 
-    return [shorten(tool) for tool in tools]
+    def required_only(tool: dict[str, Any]) -> dict[str, Any]:
+        function = tool.get("function") or {}
+        params = function.get("parameters")
+        if not isinstance(params, dict) or not isinstance(params.get("properties"), dict):
+            return tool
+        required = [name for name in params.get("required") or [] if name in params["properties"]]
+        if not required:
+            return tool
+        kept = {**params, "properties": {name: params["properties"][name] for name in required}}
+        return {**tool, "function": {**function, "parameters": kept}}
+
+    return [required_only(shorten(tool)) for tool in tools]
 
 
 # After each tool result, for a small model. Measured on Qwen2.5-Coder-1.5B with Read, Edit and Bash offered:

@@ -29,16 +29,25 @@ BASH = {
 }
 
 
-def test_descriptions_keep_their_first_sentence_and_the_schema_stays() -> None:
+def test_descriptions_keep_their_first_sentence_and_only_required_parameters_stay() -> None:
     (short,) = short_tool_descriptions([BASH])
 
     assert short["function"]["description"] == "Executes a given bash command and returns its output."
-    properties = short["function"]["parameters"]["properties"]
-    assert properties["timeout"]["description"] == "Optional timeout in milliseconds (max 600000)."
-    assert properties["command"] == {"type": "string", "description": "The command to execute"}
-    assert properties["env"]["items"]["description"] == "One pair."
+    assert short["function"]["parameters"]["properties"] == {
+        "command": {"type": "string", "description": "The command to execute"}
+    }
     assert short["function"]["parameters"]["required"] == ["command"]
     assert BASH["function"]["description"].startswith("Executes") and "IMPORTANT" in BASH["function"]["description"]
+    assert "timeout" in BASH["function"]["parameters"]["properties"]  # the client's tool is left as it was
+
+
+def test_a_tool_without_required_parameters_keeps_them_all_with_short_descriptions() -> None:
+    schema = {"type": "object", "properties": {"env": {"type": "array", "items": {"description": "One. Two."}}}}
+    tool = {"type": "function", "function": {"name": "Env", "description": "Lists. More.", "parameters": schema}}
+
+    (short,) = short_tool_descriptions([tool])
+
+    assert short["function"]["parameters"]["properties"]["env"]["items"]["description"] == "One."
 
 
 def test_a_long_first_sentence_is_cut_and_a_version_number_is_not_a_sentence_end() -> None:
