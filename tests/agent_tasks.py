@@ -103,7 +103,7 @@ TASKS: tuple[Task, ...] = (
     Task(
         "edit",
         "edit",
-        "test_greet.py fails because of a typo in greet.py. Fix greet.py so that the test passes.",
+        "Read greet.py, then fix its typo so that test_greet.py passes.",
         {"greet.py": GREET, "test_greet.py": GREET_TEST},
         _test_passes,
     ),
