@@ -14,7 +14,7 @@ import logging
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from adapters.base import AdapterError, LaunchSpec, launch_spec
 from launcher.config import BackendConfig, Settings
@@ -26,6 +26,9 @@ from launcher.supervision.breaker import CircuitBreaker
 from launcher.supervision.gate import SupervisorGate, upstream_for
 from launcher.supervision.states import SERVING, ProcessState
 from launcher.supervision.supervisor import Supervisor, Timings
+
+if TYPE_CHECKING:
+    from adapters.mlx_server.runtime import Runtime
 
 log = logging.getLogger("anyclaude.stack")
 S = ProcessState
@@ -114,7 +117,7 @@ class Backend:
     spec: LaunchSpec
     supervisor: Supervisor
     upstream: Upstream
-    embedded_app: Any = None
+    embedded: Runtime | None = None  # our MLX server run in this process (`embedded: true`)
     task: asyncio.Task[None] | None = None
     _lifespan: contextlib.AbstractAsyncContextManager[None] | None = None
 
@@ -124,8 +127,8 @@ class Backend:
 
     async def start(self) -> None:
         """Load an embedded server's models (if any), then start the supervisor's owner task."""
-        if self.embedded_app is not None:
-            self._lifespan = self.embedded_app.state.runtime.lifespan()
+        if self.embedded is not None:
+            self._lifespan = self.embedded.lifespan()
             await self._lifespan.__aenter__()
         self.task = asyncio.create_task(self.supervisor.run(), name=f"supervisor-{self.spec.name}")
 
@@ -140,18 +143,18 @@ class Backend:
 
 def build_backend(settings: Settings, spec: LaunchSpec) -> Backend:
     """Supervisor and upstream for `spec`; for an embedded backend, the in-process server app too."""
-    app = transport = None
+    runtime = transport = None
     if spec.in_process:
         from adapters.facts import with_folder_facts
         from adapters.mlx_server.adapter import server_config
-        from adapters.mlx_server.app import create_app
+        from adapters.mlx_server.app import app_runtime, create_app
         from launcher.asgi_transport import StreamingASGITransport
 
         entry = with_folder_facts(settings.config.backends[spec.name])
         app = create_app(server_config(spec.name, entry), embedded=True)
-        transport = StreamingASGITransport(app)
+        runtime, transport = app_runtime(app), StreamingASGITransport(app)
     supervisor = build_supervisor(settings, spec, transport)
-    return Backend(spec, supervisor, upstream_for(spec, settings.config.backends[spec.name], transport), app)
+    return Backend(spec, supervisor, upstream_for(spec, settings.config.backends[spec.name], transport), runtime)
 
 
 async def wait_started(
@@ -208,6 +211,11 @@ class Stack:
     def running(self, backend: Backend) -> int:
         """Requests running on `backend` now."""
         return self.gate.in_flight(backend.upstream)
+
+    @property
+    def proxy_address(self) -> str | None:
+        """The proxy's URL once it listens, else None (what the dashboard shows)."""
+        return self.proxy.url if self.proxy else None
 
     @property
     def proxy_url(self) -> str:

@@ -9,7 +9,7 @@ import asyncio
 import contextlib
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import httpx
 
@@ -17,8 +17,23 @@ from launcher.observe.metrics import BackendView
 from launcher.supervision import statefile
 
 if TYPE_CHECKING:
+    from launcher.config import Settings
     from launcher.paths import Home
-    from launcher.stack import Backend, Stack
+    from launcher.stack import Backend
+
+
+class StackView(Protocol):
+    """All that observability reads of the running stack: the backend serving now, the settings, and the
+    proxy's address once it listens (None before)."""
+
+    @property
+    def backend(self) -> Backend: ...
+
+    @property
+    def settings(self) -> Settings: ...
+
+    @property
+    def proxy_address(self) -> str | None: ...
 
 # A scrape must not hang on a busy backend: its queue depth is skipped after this long.
 QUEUE_PROBE_TIMEOUT = 0.5
@@ -26,7 +41,7 @@ QUEUE_PROBE_TIMEOUT = 0.5
 TAIL_BYTES = 32 * 1024
 
 
-async def backend_state(stack: Stack) -> dict[str, Any]:
+async def backend_state(stack: StackView) -> dict[str, Any]:
     """The serving backend as the dashboard shows it, plus other backends the state files know (those are
     read on a thread: the state files, and each launcher's process, are looked at every second per page)."""
     backend = stack.backend
@@ -73,16 +88,16 @@ def _other_backends(home: Home, serving: str) -> list[dict[str, Any]]:
     return others
 
 
-def _configured_model(stack: Stack, name: str) -> str | None:
+def _configured_model(stack: StackView, name: str) -> str | None:
     entry = stack.settings.config.backends.get(name)
     return entry.model if entry is not None else None
 
 
 async def queue_depth(backend: Backend) -> dict[str, Any]:
     """The backend's queue as its health endpoint reports it (our MLX server); {} for other kinds."""
-    if backend.embedded_app is not None:
+    if backend.embedded is not None:
         with contextlib.suppress(Exception):
-            queue = backend.embedded_app.state.runtime.health().get("queue")
+            queue = backend.embedded.health().get("queue")
             return dict(queue) if isinstance(queue, dict) else {}
         return {}
     url = backend.spec.health_url
@@ -100,9 +115,9 @@ async def queue_depth(backend: Backend) -> dict[str, Any]:
 async def prompt_cache(backend: Backend) -> dict[str, Any] | None:
     """Both tiers of our MLX server's prompt cache as its `/v1/cache` says (RAM and disk: slots, bytes, budget,
     hits; loads from disk and their time); None for other kinds or when it does not answer."""
-    if backend.embedded_app is not None:
+    if backend.embedded is not None:
         with contextlib.suppress(Exception):
-            return _cache_tiers(backend.embedded_app.state.runtime.cache_store.describe())
+            return _cache_tiers(backend.embedded.cache_store.describe())
         return None
     url = backend.spec.health_url
     if backend.spec.kind != "mlx-server" or not url:
@@ -130,7 +145,7 @@ def _cache_tiers(body: dict[str, Any]) -> dict[str, Any] | None:
     }
 
 
-async def metrics_view(stack: Stack) -> BackendView:
+async def metrics_view(stack: StackView) -> BackendView:
     backend = stack.backend
     supervisor = backend.supervisor
     return BackendView(

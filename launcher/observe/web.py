@@ -29,7 +29,7 @@ from launcher.observe.metrics import CONTENT_TYPE, Metrics
 from launcher.observe.recorder import Recorder
 
 if TYPE_CHECKING:
-    from launcher.stack import Stack
+    from launcher.observe.views import StackView
 
 Endpoint = Callable[[Request], Awaitable[Response]]
 STATIC = {"app.js": "text/javascript", "app.css": "text/css", "index.html": "text/html"}
@@ -47,7 +47,7 @@ def _static(name: str) -> bytes:
 class Dashboard:
     """The routes; `closing()` ends the event streams so the proxy can stop without waiting for them."""
 
-    def __init__(self, stack: Stack, recorder: Recorder, metrics: Metrics) -> None:
+    def __init__(self, stack: StackView, recorder: Recorder, metrics: Metrics) -> None:
         self.stack = stack
         self.recorder = recorder
         self.metrics = metrics
@@ -122,7 +122,7 @@ class Dashboard:
         path = self.recorder.path
         body = {
             **await views.backend_state(self.stack),
-            "proxy": self.stack.proxy.url if self.stack.proxy else None,
+            "proxy": self.stack.proxy_address,
             "request_log": {
                 "enabled": settings.config.request_log,
                 "path": str(path),

@@ -13,7 +13,7 @@ from launcher.observe.store import log_path
 from launcher.observe.web import Dashboard
 
 if TYPE_CHECKING:
-    from launcher.stack import Stack
+    from launcher.observe.views import StackView
 
 
 class Observability:
@@ -22,7 +22,7 @@ class Observability:
     Settings are read from `stack.settings` each time, so a config edit applies without a restart.
     """
 
-    def __init__(self, stack: Stack) -> None:
+    def __init__(self, stack: StackView) -> None:
         def settings() -> LogSettings:
             config = stack.settings.config
             return LogSettings(config.request_log, config.request_log_max_days, config.request_log_max_bytes)
