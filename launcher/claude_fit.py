@@ -108,14 +108,15 @@ def compact_prompt(tools: Sequence[str], cwd: Path) -> str:
             "or edit files or run commands. When asked to, say so plainly and show the command the user could run; "
             "never make up a file's contents or a command's output. Answer briefly."
         )
-    # The folder comes last: what precedes it is the same in every folder, so the cache serves it everywhere.
+    # The folder is named first, as Claude Code's own prompt does: with it last, Qwen2.5-Coder-1.5B called a tool
+    # to answer "What is 2 + 3?" (bench/agent.py). The cache then serves a new folder only the first ~50 tokens.
     lines = [
-        f"You are a coding agent in a terminal on {platform.system()}. Use the tools to look at files and run "
-        "commands:",
+        f"You are a coding agent in a terminal on {platform.system()}, working in the folder {cwd}. Use the tools "
+        "to look at files and run commands:",
         *rules,
+        f"Paths are absolute: a file notes.txt in this folder is {cwd / 'notes.txt'}.",
         "Call one tool at a time. As soon as a tool's result answers the user, stop calling tools and reply with "
         "the answer in one short sentence. Never make up a tool's result.",
-        f"You are working in the folder {cwd}. Paths are absolute: a file notes.txt here is {cwd / 'notes.txt'}.",
     ]
     return "\n".join(lines)
 
