@@ -5,7 +5,7 @@ Claude Code writes the working directory, git status and date into its system pr
 the conversation; a cache keyed on the prompt's prefix then shares only what comes before them with another
 folder. For each setting: a fresh anyclaude home, real Claude Code (`anyclaude -- -p hi`) in folder A, then in
 folder B; the table gives B's first request: prompt tokens, tokens served from the cache, and time to the first
-token. Our MLX server, SmolLM2-135M (the demo model; its template drops tools, so the prompt is Claude Code's
+token. Our MLX server, SmolLM2-135M (the demo model; its template drops tool schemas, so the prompt is Claude Code's
 system prompt and first message), Claude Code's own system prompt.
 
     python bench/new_folder.py
@@ -26,7 +26,7 @@ from tests.smollm2 import smollm2_dir
 
 
 def second_folder(model: Path, work: Path, exclude: bool) -> dict[str, float]:
-    claude = {"tools": "", "systemPrompt": "default", "excludeDynamicSections": exclude}
+    claude = {"tools": "all", "systemPrompt": "default", "excludeDynamicSections": exclude, "smallModel": False}
     entry = {"type": "mlx-server", "port": free_port(), "model": str(model), "temperature": 0.0, "claude": claude}
     entry |= {"contextLength": 8192, "maxOutputTokens": 16}
     config = work / "config.json"

@@ -155,6 +155,8 @@ def test_claude_code_on_smollm2_through_the_official_mlx_lm_server(tmp_path: Pat
         "model": str(smollm2_dir()),
         "maxOutputTokens": 16,  # SmolLM2 under Claude Code's whole prompt rambles; a few tokens prove the chain
         "startupTimeout": 120000,
+        # Claude Code's own request, all tools and its system prompt: not the lean one a small model gets.
+        "claude": {"tools": "all", "systemPrompt": "default", "smallModel": False},
     }
     config = tmp_path / ".anyclauderc.json"
     config.write_text(json.dumps({"port": free_port(), "backend": "mlx-lm", "backends": {"mlx-lm": entry}}))
