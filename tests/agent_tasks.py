@@ -252,10 +252,11 @@ def request_rows(anyclaude_home: Path, since: float) -> list[dict[str, Any]]:
 
 
 def cause(task: Task, folder: Path, run: Run) -> str | None:
-    """None when the task succeeded; else whose failure it was: launcher, bridge, parse, or the model's choice."""
+    """None when the task succeeded; else whose failure it was: launcher, bridge, parse, or the model's choice
+    (a wrong answer, a wrong call, or turns used up going round in circles)."""
     if task.check(folder, run.answer) and not run.is_error:
         return None
-    if run.exit_code != 0 and not run.answer:
+    if run.turns == 0 and not run.answer:  # no result from Claude Code at all: it or anyclaude did not finish
         return "launcher"
     if run.bridge_errors:
         return "bridge"
