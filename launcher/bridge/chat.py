@@ -48,6 +48,7 @@ class Call:
     stop_sequences: list[str] | None
     parser: TextToolParser | None
     forwarded: dict[str, str] = field(default_factory=dict)  # the client's headers a backend may use
+    one_call: bool = False  # only the first tool call of a reply goes on (no parallel calls, or a small model)
 
 
 def session_headers(headers: Mapping[str, str]) -> dict[str, str]:
@@ -88,7 +89,7 @@ async def _events(
     TCP segment, the sockets are NODELAY) instead of one per event. `message_start` goes out with the
     first events or the first ping, so a prefill report that came before carries the true usage split.
     """
-    translator = StreamTranslator(call.model, call.prompt_tokens, call.stop_sequences, call.parser)
+    translator = StreamTranslator(call.model, call.prompt_tokens, call.stop_sequences, call.parser, call.one_call)
     if "text/event-stream" not in response.headers.get("content-type", "text/event-stream"):
         # A backend that ignored `stream: true` answered with one JSON completion.
         try:

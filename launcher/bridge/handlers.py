@@ -168,7 +168,10 @@ class Handlers:
                 )
             poster = self.pool.poster(upstream)
             forwarded = chat.session_headers(request.headers)
-            call = chat.Call(upstream, poster, payload, req.model, prompt, req.stop_sequences, parser, forwarded)
+            one_call = prepared.no_parallel or upstream.small_model
+            call = chat.Call(
+                upstream, poster, payload, req.model, prompt, req.stop_sequences, parser, forwarded, one_call
+            )
             if req.stream:
                 return await self._stream(call, outcome, release)
             message = await unless_disconnected(request, chat.collect(call, self.options))

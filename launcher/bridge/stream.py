@@ -65,8 +65,10 @@ class StreamTranslator:
         input_tokens: int = 0,
         stop_sequences: list[str] | None = None,
         parser: TextToolParser | None = None,
+        one_call: bool = False,
     ) -> None:
         self.model = model
+        self._one_call = one_call  # send only the first tool call (see `finish`)
         self.message_id = new_id("msg")
         self.usage = Usage(input_tokens=input_tokens)
         self.generating = False  # True once the first token (text, thinking or a tool call) arrived
@@ -143,7 +145,13 @@ class StreamTranslator:
             self._parsed(self._parser.finish(), out)
             self._parser = None
         self._close(out)
-        for call in finalize(self._calls.calls):
+        calls = finalize(self._calls.calls)
+        if self._one_call and len(calls) > 1:
+            # A call written after another, before the first one's result was seen, is a guess: Qwen2.5-Coder-1.5B
+            # answered "Read greet.py, then fix it" with Read, an Edit of text it had not read, and a test run.
+            log.info("sending the first of %d tool calls (one call a reply: %s)", len(calls), calls[0].name)
+            calls = calls[:1]
+        for call in calls:
             self._tool_block(call, out)
         if (text := "".join(self._trailing)).strip():
             self._trailing = []

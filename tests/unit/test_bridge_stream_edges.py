@@ -172,3 +172,15 @@ def test_a_replacement_character_in_thinking_is_held_the_same_way() -> None:
         cut["content"][0]["signature"]
         == fold(run([chunk({"reasoning_content": "star \N{GLOWING STAR}"})]))["content"][0]["signature"]
     )
+
+
+def test_one_call_a_reply_keeps_only_the_first_call() -> None:
+    chunks = [
+        tc(0, "call_a", "Read", '{"file_path": "/w/greet.py"}'),
+        tc(1, "call_b", "Edit", '{"file_path": "/w/greet.py", "old_string": "x", "new_string": "y"}'),
+        chunk(finish="tool_calls"),
+    ]
+
+    assert calls(run(chunks, one_call=True)) == [("Read", {"file_path": "/w/greet.py"})]
+    assert [name for name, _ in calls(run(chunks))] == ["Read", "Edit"]
+    assert fold(run(chunks, one_call=True))["stop_reason"] == "tool_use"
