@@ -40,9 +40,12 @@ def _answer_has(*words: str) -> Callable[[Path, str], bool]:
     return lambda _folder, answer: all(w.lower() in answer.lower() for w in words)
 
 
-def _test_passes(folder: Path, _answer: str) -> bool:
-    done = subprocess.run([sys.executable, "test_greet.py"], cwd=folder, capture_output=True, timeout=60, check=False)
-    return done.returncode == 0
+def _test_passes(test: str) -> Callable[[Path, str], bool]:
+    def check(folder: Path, _answer: str) -> bool:
+        done = subprocess.run([sys.executable, test], cwd=folder, capture_output=True, timeout=60, check=False)
+        return done.returncode == 0
+
+    return check
 
 
 def _file_is(name: str, expected: str) -> Callable[[Path, str], bool]:
@@ -65,6 +68,8 @@ def _json_value(name: str, key: str, expected: object) -> Callable[[Path, str], 
 
 GREET = 'def greet(name):\n    return "Helo, " + name\n'
 GREET_TEST = "from greet import greet\n\nassert greet('Ada') == 'Hello, Ada', greet('Ada')\nprint('ok')\n"
+CALC = "def total(prices):\n    result = 0\n    for price in prices:\n        result -= price\n    return result\n"
+CALC_TEST = "from calc import total\n\nassert total([2, 3]) == 5, total([2, 3])\nprint('ok')\n"
 PY_VERSION = f"{sys.version_info.major}.{sys.version_info.minor}.{sys.version_info.micro}"
 
 TASKS: tuple[Task, ...] = (
@@ -103,9 +108,16 @@ TASKS: tuple[Task, ...] = (
     Task(
         "edit",
         "edit",
+        "Read calc.py, then fix its bug so that test_calc.py passes.",
+        {"calc.py": CALC, "test_calc.py": CALC_TEST},
+        _test_passes("test_calc.py"),
+    ),
+    Task(
+        "edit-typo",
+        "edit",
         "Read greet.py, then fix its typo so that test_greet.py passes.",
         {"greet.py": GREET, "test_greet.py": GREET_TEST},
-        _test_passes,
+        _test_passes("test_greet.py"),
     ),
     Task(
         "edit-json",

@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 
 from launcher.supervision.ports import free_port
-from tests.agent_tasks import BY_NAME, Run, prepare, request_rows, run_claude
+from tests.agent_tasks import BY_NAME, CALC, Run, prepare, request_rows, run_claude
 from tests.conftest import TAG
 from tests.harness import Serve, launch_serve, wait_until
 
@@ -83,9 +83,9 @@ def test_claude_code_reads_a_file_and_answers_with_a_word_only_it_holds(agent: A
 def test_claude_code_edits_a_file_so_its_test_passes(agent: Agent, tmp_path: Path) -> None:
     folder, run = run_task(agent, "edit", tmp_path)
 
-    done = subprocess.run([sys.executable, "test_greet.py"], cwd=folder, capture_output=True, text=True, check=False)
+    done = subprocess.run([sys.executable, "test_calc.py"], cwd=folder, capture_output=True, text=True, check=False)
     assert done.returncode == 0, f"{done.stderr}\nmodel said: {run.answer!r}"
-    assert (folder / "greet.py").read_text().count("Hello") == 1
+    assert (folder / "calc.py").read_text() != CALC  # the file itself was fixed
 
 
 def test_claude_code_runs_a_command_and_reports_its_output(agent: Agent, tmp_path: Path) -> None:
