@@ -4,7 +4,9 @@ Qwen2.5-Coder-1.5B-Instruct (imported from its GGUF with the tool-call fixes), g
 Each outcome is read from the file system, from what a command really printed, or from the request log, never
 from what the model says it did. Claude Code runs with anyclaude's defaults for a small model (Read, Edit and
 Bash, the compact system prompt); only tool permissions are given (`-p` cannot ask for them). The tasks here are
-the ones the model did every time in bench/agent.py; the rest stay in the bench.
+the ones the model did every time in bench/agent.py; the rest stay in the bench. Editing a file is among the
+rest: on the fixture it fixed `Helo` → `Hello` but dropped a space, and on a subtracting sum it wrote on past
+minutes of output (bench/agent.py's edit tasks show it).
 """
 
 from __future__ import annotations
@@ -12,7 +14,6 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
-import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,7 +22,7 @@ from typing import Any
 import pytest
 
 from launcher.supervision.ports import free_port
-from tests.agent_tasks import BY_NAME, CALC, Run, prepare, request_rows, run_claude
+from tests.agent_tasks import BY_NAME, Run, prepare, request_rows, run_claude
 from tests.conftest import TAG
 from tests.harness import Serve, launch_serve, wait_until
 
@@ -44,6 +45,7 @@ def agent(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Agent]:
     folder = tmp_path_factory.mktemp("agent")
     port = free_port()
     entry: dict[str, Any] = {"type": "mlx-server", "port": port, "model": str(model), "temperature": 0.0}
+    entry["maxOutputTokens"] = 1024  # a reply that rambles ends within minutes on a CPU
     entry["startupTimeout"] = 900_000
     config = folder / ".anyclauderc.json"
     config.write_text(json.dumps({"port": free_port(), "backend": "qwen", "backends": {"qwen": entry}}))
@@ -78,14 +80,6 @@ def test_claude_code_reads_a_file_and_answers_with_a_word_only_it_holds(agent: A
     assert "marmalade" in run.answer.lower(), run.answer
     assert run.calls_made >= 1 and run.calls_failed == 0
     assert not any(r["tool_parse_failed"] for r in run.requests)
-
-
-def test_claude_code_edits_a_file_so_its_test_passes(agent: Agent, tmp_path: Path) -> None:
-    folder, run = run_task(agent, "edit", tmp_path)
-
-    done = subprocess.run([sys.executable, "test_calc.py"], cwd=folder, capture_output=True, text=True, check=False)
-    assert done.returncode == 0, f"{done.stderr}\nmodel said: {run.answer!r}"
-    assert (folder / "calc.py").read_text() != CALC  # the file itself was fixed
 
 
 def test_claude_code_runs_a_command_and_reports_its_output(agent: Agent, tmp_path: Path) -> None:
