@@ -18,6 +18,7 @@ from launcher.supervision.ports import free_port
 from tests.harness import anyclaude
 from tests.integration.test_gguf_import import (
     FFN,
+    GGUF_NAMES,
     HIDDEN,
     LAYERS,
     N_HEAD,
@@ -55,19 +56,6 @@ def qwen2_weights(vocab_size: int, seed: int = 1) -> dict[str, np.ndarray]:
     return weights
 
 
-_GGUF_PARTS = {
-    "self_attn.q_proj": "attn_q",
-    "self_attn.k_proj": "attn_k",
-    "self_attn.v_proj": "attn_v",
-    "self_attn.o_proj": "attn_output",
-    "mlp.gate_proj": "ffn_gate",
-    "mlp.up_proj": "ffn_up",
-    "mlp.down_proj": "ffn_down",
-    "input_layernorm": "attn_norm",
-    "post_attention_layernorm": "ffn_norm",
-}
-
-
 def gguf_name(hf: str) -> str:
     top = {"model.embed_tokens.weight": "token_embd.weight", "model.norm.weight": "output_norm.weight"}
     top["lm_head.weight"] = "output.weight"
@@ -75,7 +63,7 @@ def gguf_name(hf: str) -> str:
         return top[hf]
     _, _, layer, rest = hf.split(".", 3)
     module, _, suffix = rest.rpartition(".")
-    return f"blk.{layer}.{_GGUF_PARTS[module]}.{suffix}"
+    return f"blk.{layer}.{GGUF_NAMES[module]}.{suffix}"
 
 
 def write_qwen2_gguf(
