@@ -41,6 +41,7 @@ KINDS = ("mlx-server", "mlx-lm")
 def config_for(kind: str, model: Path, folder: Path, claude: dict[str, str] | None = None) -> Path:
     entry: dict[str, Any] = {"type": kind, "port": free_port(), "model": str(model), "startupTimeout": 900_000}
     entry["contextLength"] = 32768
+    entry["maxOutputTokens"] = 1024  # a reply that rambles ends within minutes on a CPU (as in the tests)
     entry["claude"] = claude or {}
     if kind == "mlx-server":
         entry["temperature"] = 0.0
