@@ -44,9 +44,11 @@ def test_a_killed_watchdog_leaves_no_backend_tree_running(tmp_path: Path) -> Non
         )
         assert {pid for pid, _ in recorded["tree"]} == {p.pid for p in old_tree[1:]}, recorded["tree"]
 
+        # Named before the kill: a process that is already gone has no name to read.
+        names = {proc.pid: proc.name() for proc in old_tree}
         os.kill(watchdog.pid, signal.SIGKILL)
-        for proc in old_tree:
-            wait_until(lambda proc=proc: not alive(proc.pid), 15, what=f"{proc.pid} {proc.name()} to be gone")
+        for pid, name in names.items():
+            wait_until(lambda pid=pid: not alive(pid), 15, what=f"{pid} {name} to be gone")
         # The backend runs again, a new tree on the same port.
         wait_until(
             lambda: s.record() and s.record()["pid"] != watchdog.pid and s.state() == "READY",
