@@ -35,6 +35,7 @@ class StackView(Protocol):
     @property
     def proxy_address(self) -> str | None: ...
 
+
 # A scrape must not hang on a busy backend: its queue depth is skipped after this long.
 QUEUE_PROBE_TIMEOUT = 0.5
 # The dashboard's log tail: this much of the end of a log on first sight, and per update at most.
