@@ -10,7 +10,6 @@ flags it (`tool_parse_failed`), which `anyclaude requests --tool-parse-failed` f
 from __future__ import annotations
 
 import json
-import sqlite3
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -19,6 +18,7 @@ import anthropic
 import pytest
 
 from tests.harness import Serve, anyclaude, scripted_entry, serves, start_serve, wait_until
+from tests.integration.test_request_log import logged
 
 StartServe = Callable[..., Serve]
 TOOLS: list[Any] = [
@@ -75,23 +75,6 @@ def ask(c: anthropic.Anthropic, said: str, stream: bool, **extra: Any) -> anthro
         return c.messages.create(**params)
     with c.messages.stream(**params) as events:
         return events.get_final_message()
-
-
-def logged(home: Path, count: int) -> list[dict[str, Any]]:
-    def read() -> list[dict[str, Any]]:
-        path = home / "requests.db"
-        if not path.exists():
-            return []
-        conn = sqlite3.connect(path)
-        conn.row_factory = sqlite3.Row
-        try:
-            return [dict(r) for r in conn.execute("SELECT * FROM requests ORDER BY id")]
-        except sqlite3.OperationalError:
-            return []
-        finally:
-            conn.close()
-
-    return wait_until(lambda: (rows := read()) and len(rows) >= count and rows, 15, what=f"{count} logged requests")
 
 
 def test_calls_written_as_text_become_tool_use_and_failures_are_flagged(serve: StartServe) -> None:
