@@ -220,25 +220,30 @@ class TextCallWatch:
         return True
 
     def _release_as_code(self, out: list[str | ToolCallFound], upto: int) -> bool:
-        """A fence that cannot hold a call: its text flows on until the fence closes."""
+        """A fence that cannot hold a call: its text flows on until the fence closes (`upto` is a line start)."""
         self._emit(out, self._buf[:upto])
-        self._buf, self._mode, self._searched = self._buf[upto:], "code", 0
+        self._buf, self._mode, self._searched, self._line_start = self._buf[upto:], "code", 0, True
         return True
 
     def _code_step(self, out: list[str | ToolCallFound]) -> bool:
         buf = self._buf
-        close = _FENCE_CLOSE.search("\n" + buf)  # the body's first line may close the fence
+        # A closing fence stands at a line's start: the held text's first line counts only when it is one (text
+        # already released may have begun that line: "}```" closes nothing, however the stream was split).
+        prefix = "\n" if self._line_start else ""
+        close = _FENCE_CLOSE.search(prefix + buf)
         if close is not None:
-            end = close.end() - 1
+            end = close.end() - len(prefix)
             self._emit(out, buf[:end])
             self._buf, self._mode, self._line_start = buf[end:], "text", False
             return True
         line_at = buf.rfind("\n")
         # A last line that could still become the closing fence waits; everything before it flows.
         keep = line_at if line_at >= 0 and _could_open(buf[line_at + 1 :]) else len(buf)
-        if line_at < 0 and _could_open(buf):
+        if line_at < 0 and self._line_start and _could_open(buf):
             keep = 0
         self._emit(out, buf[:keep])
+        if keep:
+            self._line_start = buf[keep - 1] == "\n"
         self._buf = buf[keep:]
         return False
 

@@ -8,7 +8,7 @@ import logging
 from typing import Any
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from adapters.tool_parsers.recover import Toolbox, json_verdict
@@ -340,6 +340,7 @@ _PIECES += ["\n", " ", "Sure.", "<tool_call>", "</tool_call>", "<function=Read>"
 
 @given(st.lists(st.sampled_from(_PIECES), max_size=30), st.lists(st.integers(1, 7), min_size=1, max_size=40))
 @settings(max_examples=300, deadline=None)
+@example(tokens=["```", "\n", "}", "```", "<tool_call>"], sizes=[1])  # "}```" closes no fence, split or not
 def test_any_text_is_kept_whole_unless_it_became_calls_and_splitting_never_matters(
     tokens: list[str], sizes: list[int]
 ) -> None:
