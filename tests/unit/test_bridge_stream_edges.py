@@ -6,17 +6,9 @@ from __future__ import annotations
 from typing import Any
 
 from launcher.bridge.response import MessageAssembler
-from launcher.bridge.stream import StreamTranslator
 from launcher.bridge.toolcalls import CallCollector, finalize
 from tests.scripted_backend import SCRIPTS, chunk, tc
-
-
-def run(chunks: list[dict[str, Any]], **kwargs: Any) -> list[dict[str, Any]]:
-    translator = StreamTranslator("claude-x", **kwargs)
-    events = translator.start()
-    for item in chunks:
-        events += translator.feed(item)
-    return events + translator.finish()
+from tests.unit.test_bridge_stream import run
 
 
 def fold(events: list[dict[str, Any]]) -> dict[str, Any]:
