@@ -2,10 +2,12 @@
 
 Each task (tests/agent_tasks.py: read, grep, glob, edit, write, bash, two-step, a plain question) is run by the real
 Claude Code CLI (`anyclaude -- -p … --output-format stream-json`) in a fresh folder and judged from the file
-system and the answer. Per task: success, turns, tool calls made / answered with an error / recovered from text /
-failed to parse, wall time, prompt and cached tokens per request (from the request log), and for a failure
-whose it was: `launcher` (anyclaude or Claude Code did not finish), `bridge` (a request failed in the proxy),
-`parse` (a call the model wrote could not be read) or `model` (the model chose wrong).
+system and the answer. Per task: success (the outcome right and Claude Code finished without an error), whether
+the outcome alone is right (a model that makes the fix, then goes round until the turn limit, has it), turns, tool
+calls made / answered with an error / recovered from text / failed to parse, wall time, prompt and cached tokens
+per request (from the request log), and for a failure whose it was: `launcher` (anyclaude or Claude Code did not
+finish), `bridge` (a request failed in the proxy), `parse` (a call the model wrote could not be read), `time` (the
+run outlasted its limit while the model was still writing) or `model` (the model chose wrong).
 
 Backends, same model folder and template, greedy decoding: our MLX server (`mlx-server`) and `mlx_lm.server`
 (the `mlx-lm` kind); both behind the same proxy and the same Claude Code settings (anyclaude's defaults for a
@@ -25,14 +27,13 @@ import os
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from launcher.supervision.ports import free_port
-from tests.agent_tasks import ROOT, TASKS, Run, Task, cause, prepare, request_rows, run_claude
+from tests.agent_tasks import ROOT, TASKS, Run, Task, cause, prepare, run_claude
 from tests.harness import wait_until
 
 KINDS = ("mlx-server", "mlx-lm")
@@ -96,6 +97,7 @@ def main() -> None:
     parser.add_argument("--no-cold", action="store_true", help="skip the cold/warm one-line question")
     parser.add_argument("--tools", help='claude.tools for both backends (default "auto": Read,Edit,Bash here)')
     parser.add_argument("--system-prompt", help='claude.systemPrompt (default "auto": compact here)')
+    parser.add_argument("--task-timeout", type=float, default=600, help="seconds a task may take (default 600)")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "out" / "agent.json")
     args = parser.parse_args()
     if args.model is None:
@@ -119,7 +121,7 @@ def main() -> None:
         try:
             for task in tasks:
                 for kind in kinds:
-                    results.append(run_task(task, kind, serves[kind], work))
+                    results.append(run_task(task, kind, serves[kind], work, args.task_timeout))
                     print_row(results[-1])
         finally:
             for serve in serves.values():
@@ -129,19 +131,18 @@ def main() -> None:
     args.out.write_text(json.dumps(results, indent=1))
 
 
-def run_task(task: Task, kind: str, serve: Serve, work: Path) -> dict[str, Any]:
+def run_task(task: Task, kind: str, serve: Serve, work: Path, timeout: float) -> dict[str, Any]:
     folder = prepare(task, work / f"{kind}-{task.name}")
     home = work / f"home-{kind}-{task.name}"
     home.mkdir()
     config = Path(serve.proc.args[-1])
-    started = time.time()
-    run = run_claude(config, folder, task.prompt, home=home, anyclaude_home=serve.home)
-    run.requests = request_rows(serve.home, since=started)
+    run = run_claude(config, folder, task.prompt, home=home, anyclaude_home=serve.home, timeout=timeout)
     why = cause(task, folder, run)
     return {
         "task": task.name,
         "kind": kind,
         "ok": why is None,
+        "done": task.check(folder, run.answer),  # the outcome holds, even if Claude Code then hit its turn limit
         "cause": why,
         "turns": run.turns,
         "calls": run.calls_made,
@@ -156,7 +157,8 @@ def run_task(task: Task, kind: str, serve: Serve, work: Path) -> dict[str, Any]:
 
 def print_row(r: dict[str, Any]) -> None:
     print(
-        f"{r['task']:<12} {r['kind']:<10} {'ok' if r['ok'] else 'FAIL':<4} {r['cause'] or '':<8} "
+        f"{r['task']:<12} {r['kind']:<10} {'ok' if r['ok'] else 'FAIL':<4} {'yes' if r['done'] else 'no':<4} "
+        f"{r['cause'] or '':<8} "
         f"{r['turns']:>5} {r['calls']:>5} {r['calls_error']:>6} {r['text_calls']:>5} {r['parse_failed']:>6} "
         f"{r['wall_s']:>7.1f}  {r['tokens']}  {r['answer']!r}",
         flush=True,
@@ -166,7 +168,7 @@ def print_row(r: dict[str, Any]) -> None:
 def summarize(results: list[dict[str, Any]], kinds: list[str]) -> None:
     print()
     print(
-        f"{'task':<12} {'backend':<10} {'ok':<4} {'cause':<8} turns calls errors text parse  wall s  "
+        f"{'task':<12} {'backend':<10} {'ok':<4} {'done':<4} {'cause':<8} turns calls errors text parse  wall s  "
         "prompt/cached tokens per request  answer"
     )
     for r in results:
@@ -175,9 +177,13 @@ def summarize(results: list[dict[str, Any]], kinds: list[str]) -> None:
     for kind in kinds:
         mine = [r for r in results if r["kind"] == kind]
         ok = sum(r["ok"] for r in mine)
-        causes = {c: sum(r["cause"] == c for r in mine) for c in ("launcher", "bridge", "parse", "model")}
+        done = sum(r["done"] for r in mine)
+        causes = {c: sum(r["cause"] == c for r in mine) for c in ("launcher", "bridge", "parse", "time", "model")}
         median = sorted(r["wall_s"] for r in mine)[len(mine) // 2] if mine else 0.0
-        print(f"{kind:<10} {ok}/{len(mine)} tasks done; failures by cause {causes}; median wall {median:.1f} s")
+        print(
+            f"{kind:<10} {ok}/{len(mine)} tasks succeeded ({done} with the outcome right); failures by cause "
+            f"{causes}; median wall {median:.1f} s"
+        )
 
 
 if __name__ == "__main__":

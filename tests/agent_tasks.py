@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parents[1]
 # Pre-approves the tools in headless mode (-p cannot ask); `--dangerously-skip-permissions` is refused as root.
 ALLOW = ("--allowedTools", "Read,Edit,Write,Bash,Glob,Grep")
 # A model that loops (the same Read again and again) fails after this many turns instead of running on.
-MAX_TURNS = ("--max-turns", "8")
+MAX_TURNS = 8
 
 
 @dataclass(frozen=True)
@@ -172,12 +172,15 @@ class Run:
     exit_code: int
     answer: str = ""
     is_error: bool = False
+    subtype: str = ""  # the result's: "success", "error_max_turns", …
     turns: int = 0
     calls_made: int = 0
     calls_failed: int = 0  # tool results Claude Code marked as errors
     wall_s: float = 0.0
     requests: list[dict[str, Any]] = field(default_factory=list)
+    calls: list[dict[str, Any]] = field(default_factory=list)  # {"name", "input", "error": whether it failed}
     stderr: str = ""
+    timed_out: bool = False
 
     @property
     def parse_failed(self) -> int:
@@ -189,7 +192,12 @@ class Run:
 
     @property
     def bridge_errors(self) -> int:
-        return sum(1 for r in self.requests if r.get("error_type"))
+        """Requests that failed in the proxy; the one cut short when the run was stopped at its time limit
+        is not the proxy's."""
+        failed = [r for r in self.requests if r.get("error_type")]
+        if self.timed_out and self.requests and self.requests[-1].get("error_type") == "incomplete":
+            failed = [r for r in failed if r is not self.requests[-1]]
+        return len(failed)
 
 
 def prepare(task: Task, folder: Path) -> Path:
@@ -210,22 +218,25 @@ def run_claude(
     anyclaude_home: Path,
     extra: Sequence[str] = (),
     timeout: float = 900,
+    max_turns: int = MAX_TURNS,
 ) -> Run:
     """Run `anyclaude -- -p PROMPT` in `folder` with stream-json output; parse the run and its request-log rows."""
     env = {**os.environ, "HOME": str(home), "ANYCLAUDE_HOME": str(anyclaude_home), "PYTHONPATH": str(ROOT)}
     argv = [sys.executable, "-m", "launcher", "--config", str(config), "--", "-p", prompt]
-    argv += ["--output-format", "stream-json", "--verbose", *ALLOW, *MAX_TURNS, *extra]
+    argv += ["--output-format", "stream-json", "--verbose", *ALLOW, "--max-turns", str(max_turns), *extra]
     started = time.time()
     proc = subprocess.Popen(
         argv, cwd=folder, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
     )
+    timed_out = False
     try:
         stdout, stderr = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
+        timed_out = True
         os.killpg(proc.pid, signal.SIGKILL)
         stdout, stderr = proc.communicate()
         stderr += f"\n(timed out after {timeout:.0f} s)"
-    run = Run(exit_code=proc.returncode, wall_s=time.time() - started, stderr=stderr)
+    run = Run(exit_code=proc.returncode, wall_s=time.time() - started, stderr=stderr, timed_out=timed_out)
     for line in stdout.splitlines():
         try:
             event = json.loads(line)
@@ -233,6 +244,10 @@ def run_claude(
             continue
         _take(run, event)
     run.requests = request_rows(anyclaude_home, since=started)
+    deadline = time.monotonic() + 15
+    while timed_out and not any(r.get("error_type") for r in run.requests) and time.monotonic() < deadline:
+        time.sleep(0.5)  # the request cut short is logged once the proxy sees its client gone
+        run.requests = request_rows(anyclaude_home, since=started)
     return run
 
 
@@ -241,12 +256,21 @@ def _take(run: Run, event: dict[str, Any]) -> None:
     message = event.get("message") if isinstance(event.get("message"), dict) else {}
     content = message.get("content") if isinstance(message.get("content"), list) else []
     if kind == "assistant":
-        run.calls_made += sum(1 for block in content if block.get("type") == "tool_use")
+        for block in content:
+            if block.get("type") == "tool_use":
+                run.calls_made += 1
+                run.calls.append({"id": block.get("id"), "name": block.get("name"), "input": block.get("input")})
     elif kind == "user":
-        run.calls_failed += sum(1 for b in content if b.get("type") == "tool_result" and b.get("is_error"))
+        for block in content:
+            if block.get("type") == "tool_result":
+                run.calls_failed += bool(block.get("is_error"))
+                for call in run.calls:
+                    if call["id"] == block.get("tool_use_id"):
+                        call["error"] = bool(block.get("is_error"))
     elif kind == "result":
         run.answer = str(event.get("result") or "")
         run.is_error = bool(event.get("is_error"))
+        run.subtype = str(event.get("subtype") or "")
         run.turns = int(event.get("num_turns") or 0)
 
 
@@ -264,14 +288,15 @@ def request_rows(anyclaude_home: Path, since: float) -> list[dict[str, Any]]:
 
 
 def cause(task: Task, folder: Path, run: Run) -> str | None:
-    """None when the task succeeded; else whose failure it was: launcher, bridge, parse, or the model's choice
-    (a wrong answer, a wrong call, or turns used up going round in circles)."""
+    """None when the task succeeded; else whose failure it was: launcher, bridge, parse, time (the run outlasted
+    its limit while the model was still writing, every earlier request answered), or the model's choice (a
+    wrong answer, a wrong call, or turns used up going round in circles)."""
     if task.check(folder, run.answer) and not run.is_error:
         return None
-    if run.turns == 0 and not run.answer:  # no result from Claude Code at all: it or anyclaude did not finish
-        return "launcher"
     if run.bridge_errors:
         return "bridge"
+    if run.turns == 0 and not run.answer:  # no result from Claude Code at all
+        return "time" if run.timed_out and run.requests else "launcher"
     if run.parse_failed:
         return "parse"
     return "model"
