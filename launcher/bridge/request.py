@@ -16,6 +16,7 @@ Choices a backend's chat template depends on:
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 from dataclasses import dataclass, replace
@@ -192,15 +193,63 @@ TOOL_RESULT_HINT = (
 )
 
 
+# After the result of a call the model already made (same tool, same arguments) since the person last spoke.
+# Measured on Qwen2.5-Coder-1.5B: after a fix and a test run that printed "ok" it read the test, ran it again,
+# read it again … until Claude Code's turn limit (in the interactive UI, until the person stops it), or made the
+# same refused Edit four times. With the usual hint it went on in both; told that the call repeats one (and
+# "else call a different tool") it switched tools; told to stop and report, it answered in both (bench/agent.py).
+REPEATED_CALL_HINT = (
+    "\n\n(This call repeats one you already made, with the same result. Stop calling tools now and reply to the "
+    "user in plain text: say what you did and what the results showed.)"
+)
+
+
 def for_small_model(prepared: Prepared) -> Prepared:
-    """The translation shaped for a small model: short tool descriptions, and a hint after each tool result."""
-    messages = [
-        {**m, "content": m["content"] + TOOL_RESULT_HINT}
-        if m.get("role") == "tool" and isinstance(m.get("content"), str)
-        else m
-        for m in prepared.messages
-    ]
+    """The translation shaped for a small model: short tool descriptions, and a hint after each tool result (a
+    firmer one after a call that repeats an earlier call of the same turn)."""
+    messages: list[dict[str, Any]] = []
+    made: set[str] = set()  # the calls made since the person's last message: "name\0arguments"
+    repeated: set[str] = set()  # the ids of calls that repeat an earlier one
+    for m in prepared.messages:
+        role = m.get("role")
+        if role == "user" and _has_text(m):
+            made.clear()
+        if role == "assistant":
+            for call in m.get("tool_calls") or ():
+                function = call.get("function") or {}
+                key = f"{function.get('name')}\0{_canonical(function.get('arguments'))}"
+                if key in made:
+                    repeated.add(call.get("id"))
+                made.add(key)
+        if role == "tool" and isinstance(m.get("content"), str):
+            hint = REPEATED_CALL_HINT if m.get("tool_call_id") in repeated else TOOL_RESULT_HINT
+            m = {**m, "content": m["content"] + hint}
+        messages.append(m)
     return replace(prepared, messages=messages, tools=short_tool_descriptions(prepared.tools))
+
+
+def _has_text(message: dict[str, Any]) -> bool:
+    """Whether a user message says something (not only Claude Code's reminders)."""
+    content = message.get("content")
+    parts = (
+        [content]
+        if isinstance(content, str)
+        else [p.get("text", "") for p in content or () if isinstance(p, dict) and p.get("type") == "text"]
+    )
+    return any(_REMINDER.sub("", part).strip() for part in parts)
+
+
+_REMINDER = re.compile(r"<system-reminder>.*?</system-reminder>", re.DOTALL)
+
+
+def _canonical(arguments: Any) -> str:
+    """Tool-call arguments compared by value (key order and spacing aside)."""
+    if not isinstance(arguments, str):
+        return json.dumps(arguments, sort_keys=True)
+    try:
+        return json.dumps(json.loads(arguments), sort_keys=True)
+    except ValueError:
+        return arguments
 
 
 def translate_tool_choice(choice: dict[str, Any] | None) -> tuple[Any, bool]:

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from launcher.bridge.request import (
+    REPEATED_CALL_HINT,
     TOOL_RESULT_HINT,
     Prepared,
     for_small_model,
@@ -73,3 +76,43 @@ def test_a_small_models_tool_results_end_with_the_hint_and_its_tools_are_short()
     assert shaped.messages[:2] == prepared.messages[:2]
     assert shaped.tools[0]["function"]["description"] == "Executes a given bash command and returns its output."
     assert prepared.messages[2]["content"] == "port = 8731"  # the original is left as it was
+
+
+def _call(call_id: str, name: str, arguments: str) -> dict[str, Any]:
+    return {
+        "role": "assistant",
+        "content": None,
+        "tool_calls": [{"id": call_id, "type": "function", "function": {"name": name, "arguments": arguments}}],
+    }
+
+
+def test_a_call_that_repeats_one_of_the_same_turn_gets_the_firmer_hint() -> None:
+    reminder = "<system-reminder>\nToday is Monday.\n</system-reminder>"
+    prepared = Prepared(
+        messages=[
+            {"role": "user", "content": "Fix a.py, then run the test."},
+            _call("c1", "Bash", '{"command": "python3 t.py"}'),
+            {"role": "tool", "tool_call_id": "c1", "content": "ok"},
+            {"role": "user", "content": [{"type": "text", "text": reminder}]},  # reminders only: the same turn
+            _call("c2", "Read", '{"file_path": "/w/t.py"}'),
+            {"role": "tool", "tool_call_id": "c2", "content": "assert True"},
+            _call("c3", "Bash", '{ "command":"python3 t.py" }'),  # the same call, spaced differently
+            {"role": "tool", "tool_call_id": "c3", "content": "ok"},
+            {"role": "assistant", "content": "Done."},
+            {"role": "user", "content": "Run it once more."},  # a new request: the same call is new again
+            _call("c4", "Bash", '{"command": "python3 t.py"}'),
+            {"role": "tool", "tool_call_id": "c4", "content": "ok"},
+        ],
+        tools=[BASH],
+        tool_choice=None,
+        no_parallel=False,
+    )
+
+    results = {m["tool_call_id"]: m["content"] for m in for_small_model(prepared).messages if m["role"] == "tool"}
+
+    assert results == {
+        "c1": "ok" + TOOL_RESULT_HINT,
+        "c2": "assert True" + TOOL_RESULT_HINT,
+        "c3": "ok" + REPEATED_CALL_HINT,
+        "c4": "ok" + TOOL_RESULT_HINT,
+    }
