@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import sqlite3
 import subprocess
@@ -38,6 +39,13 @@ class Task:
 
 def _answer_has(*words: str) -> Callable[[Path, str], bool]:
     return lambda _folder, answer: all(w.lower() in answer.lower() for w in words)
+
+
+def _answer_number(number: int) -> Callable[[Path, str], bool]:
+    """The number as a word of its own: not a digit of a longer number, a version or a path (the task folders'
+    random names hold digits)."""
+    pattern = re.compile(rf"(?<![\w./-]){number}(?![\w/-]|\.\d)")
+    return lambda _folder, answer: pattern.search(answer) is not None
 
 
 def _test_passes(test: str) -> Callable[[Path, str], bool]:
@@ -85,7 +93,7 @@ TASKS: tuple[Task, ...] = (
         "read",
         "Which port does server.ini set? Answer with the number only.",
         {"server.ini": "[server]\nhost = 127.0.0.1\nport = 8731\nworkers = 4\n"},
-        _answer_has("8731"),
+        _answer_number(8731),
     ),
     Task(
         "grep",
@@ -103,7 +111,7 @@ TASKS: tuple[Task, ...] = (
         "glob",
         "How many .py files are in the folder pkg (including subfolders)? Answer with the number only.",
         {"pkg/a.py": "", "pkg/b.py": "", "pkg/sub/c.py": "", "pkg/readme.md": "", "pkg/sub/data.txt": ""},
-        _answer_has("3"),
+        _answer_number(3),
     ),
     Task(
         "edit",
@@ -145,7 +153,7 @@ TASKS: tuple[Task, ...] = (
         "bash",
         "How many lines does data.csv have? Use wc -l and answer with the number only.",
         {"data.csv": "".join(f"{n},{n * n}\n" for n in range(17))},
-        _answer_has("17"),
+        _answer_number(17),
     ),
     Task(
         "two-step",
@@ -159,7 +167,7 @@ TASKS: tuple[Task, ...] = (
         "answer",
         "What is 2 + 3? Answer with the number only.",
         {},
-        _answer_has("5"),
+        _answer_number(5),
     ),
 )
 BY_NAME = {task.name: task for task in TASKS}
