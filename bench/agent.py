@@ -151,7 +151,7 @@ def run_task(task: Task, kind: str, serve: Serve, work: Path, timeout: float) ->
         "parse_failed": run.parse_failed,
         "wall_s": round(run.wall_s, 1),
         "tokens": fmt_tokens(run),
-        "answer": run.answer.strip()[:60],
+        "answer": run.answer.strip(),  # whole in the JSON; the table shows its start
     }
 
 
@@ -160,7 +160,7 @@ def print_row(r: dict[str, Any]) -> None:
         f"{r['task']:<12} {r['kind']:<10} {'ok' if r['ok'] else 'FAIL':<4} {'yes' if r['done'] else 'no':<4} "
         f"{r['cause'] or '':<8} "
         f"{r['turns']:>5} {r['calls']:>5} {r['calls_error']:>6} {r['text_calls']:>5} {r['parse_failed']:>6} "
-        f"{r['wall_s']:>7.1f}  {r['tokens']}  {r['answer']!r}",
+        f"{r['wall_s']:>7.1f}  {r['tokens']}  {r['answer'][:60]!r}",
         flush=True,
     )
 
