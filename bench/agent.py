@@ -152,6 +152,7 @@ def run_task(task: Task, kind: str, serve: Serve, work: Path, timeout: float) ->
         "wall_s": round(run.wall_s, 1),
         "tokens": fmt_tokens(run),
         "answer": run.answer.strip(),  # whole in the JSON; the table shows its start
+        "tool_calls": [{k: c.get(k) for k in ("name", "input", "error")} for c in run.calls],  # to read a failure
     }
 
 
