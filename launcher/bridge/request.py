@@ -193,7 +193,7 @@ TOOL_RESULT_HINT = (
 )
 
 
-# After the result of a call the model already made (same tool, same arguments) since the person last spoke.
+# After a call the model already made (same tool, same arguments, same result) since the person last spoke.
 # Measured on Qwen2.5-Coder-1.5B: after a fix and a test run that printed "ok" it read the test, ran it again,
 # read it again … until Claude Code's turn limit (in the interactive UI, until the person stops it), or made the
 # same refused Edit four times. With the usual hint it went on in both; told that the call repeats one (and
@@ -206,23 +206,21 @@ REPEATED_CALL_HINT = (
 
 def for_small_model(prepared: Prepared) -> Prepared:
     """The translation shaped for a small model: short tool descriptions, and a hint after each tool result (a
-    firmer one after a call that repeats an earlier call of the same turn)."""
+    firmer one after a call that repeats an earlier call of the same turn and got the same result)."""
     messages: list[dict[str, Any]] = []
-    made: set[str] = set()  # the calls made since the person's last message: "name\0arguments"
-    repeated: set[str] = set()  # the ids of calls that repeat an earlier one
+    made: set[tuple[str, str]] = set()  # (call, result) since the person's last message; call: "name\0arguments"
+    calls: dict[Any, str] = {}  # tool_call_id -> call
     for m in prepared.messages:
         role = m.get("role")
         if role == "user" and _has_text(m):
             made.clear()
-        if role == "assistant":
-            for call in m.get("tool_calls") or ():
-                function = call.get("function") or {}
-                key = f"{function.get('name')}\0{_canonical(function.get('arguments'))}"
-                if key in made:
-                    repeated.add(call.get("id"))
-                made.add(key)
+        for call in m.get("tool_calls") or () if role == "assistant" else ():
+            function = call.get("function") or {}
+            calls[call.get("id")] = f"{function.get('name')}\0{_canonical(function.get('arguments'))}"
         if role == "tool" and isinstance(m.get("content"), str):
-            hint = REPEATED_CALL_HINT if m.get("tool_call_id") in repeated else TOOL_RESULT_HINT
+            seen = (calls.get(m.get("tool_call_id"), ""), m["content"])
+            hint = REPEATED_CALL_HINT if seen in made else TOOL_RESULT_HINT
+            made.add(seen)
             m = {**m, "content": m["content"] + hint}
         messages.append(m)
     return replace(prepared, messages=messages, tools=short_tool_descriptions(prepared.tools))

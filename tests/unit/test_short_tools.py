@@ -86,7 +86,7 @@ def _call(call_id: str, name: str, arguments: str) -> dict[str, Any]:
     }
 
 
-def test_a_call_that_repeats_one_of_the_same_turn_gets_the_firmer_hint() -> None:
+def test_a_call_that_repeats_one_of_the_same_turn_with_the_same_result_gets_the_firmer_hint() -> None:
     reminder = "<system-reminder>\nToday is Monday.\n</system-reminder>"
     prepared = Prepared(
         messages=[
@@ -102,6 +102,8 @@ def test_a_call_that_repeats_one_of_the_same_turn_gets_the_firmer_hint() -> None
             {"role": "user", "content": "Run it once more."},  # a new request: the same call is new again
             _call("c4", "Bash", '{"command": "python3 t.py"}'),
             {"role": "tool", "tool_call_id": "c4", "content": "ok"},
+            _call("c5", "Bash", '{"command": "python3 t.py"}'),  # the same call with another result: news
+            {"role": "tool", "tool_call_id": "c5", "content": "FAILED"},
         ],
         tools=[BASH],
         tool_choice=None,
@@ -115,4 +117,5 @@ def test_a_call_that_repeats_one_of_the_same_turn_gets_the_firmer_hint() -> None
         "c2": "assert True" + TOOL_RESULT_HINT,
         "c3": "ok" + REPEATED_CALL_HINT,
         "c4": "ok" + TOOL_RESULT_HINT,
+        "c5": "FAILED" + TOOL_RESULT_HINT,
     }
