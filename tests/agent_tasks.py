@@ -78,6 +78,8 @@ GREET = 'def greet(name):\n    return "Helo, " + name\n'
 GREET_TEST = "from greet import greet\n\nassert greet('Ada') == 'Hello, Ada', greet('Ada')\nprint('ok')\n"
 CALC = "def total(prices):\n    result = 0\n    for price in prices:\n        result -= price\n    return result\n"
 CALC_TEST = "from calc import total\n\nassert total([2, 3]) == 5, total([2, 3])\nprint('ok')\n"
+SETTINGS = "NAME = 'demo'\nDEBUG = True\nLEVEL = 3\n"
+SETTINGS_TEST = "from settings import DEBUG\n\nassert DEBUG is False, DEBUG\nprint('ok')\n"
 PY_VERSION = f"{sys.version_info.major}.{sys.version_info.minor}.{sys.version_info.micro}"
 
 TASKS: tuple[Task, ...] = (
@@ -126,6 +128,13 @@ TASKS: tuple[Task, ...] = (
         "Read greet.py, then fix its typo so that test_greet.py passes.",
         {"greet.py": GREET, "test_greet.py": GREET_TEST},
         _test_passes("test_greet.py"),
+    ),
+    Task(
+        "edit-flag",
+        "edit",
+        "Set DEBUG to False in settings.py so that test_settings.py passes.",
+        {"settings.py": SETTINGS, "test_settings.py": SETTINGS_TEST},
+        _test_passes("test_settings.py"),
     ),
     Task(
         "edit-json",

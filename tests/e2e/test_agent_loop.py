@@ -4,9 +4,9 @@ Qwen2.5-Coder-1.5B-Instruct (imported from its GGUF with the tool-call fixes), g
 Each outcome is read from the file system, from what a command really printed, or from the request log, never
 from what the model says it did. Claude Code runs with anyclaude's defaults for a small model (Read, Edit and
 Bash, the compact system prompt); only tool permissions are given (`-p` cannot ask for them). The tasks here are
-the ones the model did every time in bench/agent.py; the rest stay in the bench. Editing a file is among the
-rest: on the fixture it fixed `Helo` → `Hello` but dropped a space, and on a subtracting sum it wrote on past
-minutes of output (bench/agent.py's edit tasks show it).
+the ones the model did every time in bench/agent.py; the rest stay in the bench. The fixture makes the edit every
+time but does not stop by itself after it (it runs the test, then reads the files again), so the edit test lets
+Claude Code's turn limit end the run and judges the file.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,7 +23,7 @@ from typing import Any
 import pytest
 
 from launcher.supervision.ports import free_port
-from tests.agent_tasks import BY_NAME, Run, prepare, request_rows, run_claude
+from tests.agent_tasks import BY_NAME, SETTINGS_TEST, Run, prepare, request_rows, run_claude
 from tests.conftest import TAG
 from tests.harness import Serve, launch_serve, wait_until
 
@@ -87,6 +88,25 @@ def test_claude_code_runs_a_command_and_reports_its_output(agent: Agent, tmp_pat
 
     counted = subprocess.run(["wc", "-l", "data.csv"], cwd=folder, capture_output=True, text=True, check=True)
     assert counted.stdout.split()[0] in run.answer, run.answer
+
+
+def test_claude_code_edits_a_file_so_that_its_test_passes(agent: Agent, tmp_path: Path) -> None:
+    task = BY_NAME["edit-flag"]
+    folder = prepare(task, tmp_path / "work")
+    (tmp_path / "home").mkdir()
+    # Three turns: the fixture reads and edits (at times it tries the Edit first and is told to read), then may go
+    # on; Claude Code stops there if the model has not.
+    run = run_claude(agent[0], folder, task.prompt, home=tmp_path / "home", anyclaude_home=agent[1].home, max_turns=3)
+
+    assert run.exit_code == 0 or run.subtype == "error_max_turns", f"{run.subtype} {run.stderr[-2000:]}"
+    tested = subprocess.run(
+        [sys.executable, "test_settings.py"], cwd=folder, capture_output=True, text=True, check=False
+    )
+    assert tested.returncode == 0 and tested.stdout.strip() == "ok", tested.stderr
+    assert (folder / "test_settings.py").read_text() == SETTINGS_TEST  # the code was fixed, not the test
+    edits = [c for c in run.calls if c["name"] == "Edit" and c["input"]["file_path"] == str(folder / "settings.py")]
+    assert any(edit.get("error") is False for edit in edits), run.calls  # an Edit Claude Code carried out
+    assert not any(r["tool_parse_failed"] for r in run.requests)
 
 
 def test_a_second_turn_reuses_the_first_turns_cache(agent: Agent, tmp_path: Path) -> None:
