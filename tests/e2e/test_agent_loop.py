@@ -4,9 +4,9 @@ Qwen2.5-Coder-1.5B-Instruct (imported from its GGUF with the tool-call fixes), g
 Each outcome is read from the file system, from what a command really printed, or from the request log, never
 from what the model says it did. Claude Code runs with anyclaude's defaults for a small model (Read, Edit and
 Bash, the compact system prompt); only tool permissions are given (`-p` cannot ask for them). The tasks here are
-the ones the model did every time in bench/agent.py; the rest stay in the bench. The fixture makes the edit every
-time but does not stop by itself after it (it runs the test, then reads the files again), so the edit test lets
-Claude Code's turn limit end the run and judges the file.
+the ones the model did every time in bench/agent.py; the rest stay in the bench. The fixture makes a one-line fix
+every time seen but may not stop by itself after it (it runs the test, then tries the Edit again), so the edit
+test lets Claude Code's turn limit end the run and judges the file.
 """
 
 from __future__ import annotations
