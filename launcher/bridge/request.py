@@ -196,8 +196,10 @@ TOOL_RESULT_HINT = (
 # After a call the model already made (same tool, same arguments, same result) since the person last spoke.
 # Measured on Qwen2.5-Coder-1.5B: after a fix and a test run that printed "ok" it read the test, ran it again,
 # read it again … until Claude Code's turn limit (in the interactive UI, until the person stops it), or made the
-# same refused Edit four times. With the usual hint it went on in both; told that the call repeats one (and
-# "else call a different tool") it switched tools; told to stop and report, it answered in both (bench/agent.py).
+# same refused Edit four times. Replaying those conversations to it: with the usual hint it went on in both; told
+# that the call repeats one (and "else call a different tool") it switched tools; told to stop and report, it
+# answered in both. In real runs it still goes on at times (an Edit refused again and again), so it is a help,
+# not a guarantee; Claude Code's own turn limit is the backstop.
 REPEATED_CALL_HINT = (
     "\n\n(This call repeats one you already made, with the same result. Stop calling tools now and reply to the "
     "user in plain text: say what you did and what the results showed.)"
